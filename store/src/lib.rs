@@ -1,0 +1,25 @@
+//! larder-store: Nix's formats, and read-only access to a local Nix store.
+//!
+//! Every larder process links this crate; it knows no process.
+//!
+//! Pure formats, no I/O: [`nixbase32`], [`path`] (store paths), [`hash`]
+//! (SHA-256 in Nix's encodings), [`narinfo`], [`signature`] (fingerprints,
+//! key files, ed25519) and [`nar`] (the NAR layout: bytes, listing, offsets).
+//!
+//! I/O: [`location`] says where a store really is, [`dump`] walks a path on
+//! disk and streams its NAR without blocking the async reactor, and [`db`]
+//! reads the store's SQLite DB read-only.
+
+pub mod db;
+pub mod dump;
+pub mod hash;
+pub mod location;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod path;
+pub mod signature;
+
+pub use hash::Sha256Hash;
+pub use location::StoreLocation;
+pub use path::{StorePath, StorePathHash};
