@@ -1,1 +1,254 @@
-//! (in progress)
+//! Read-only access to a Nix store's SQLite DB (`<root>/nix/var/nix/db`).
+//!
+//! Nix keeps writing while larder reads, in WAL mode, so every connection is
+//! opened `SQLITE_OPEN_READ_ONLY` (never `immutable=1`) with a busy timeout,
+//! and a lookup that reads a row and its references does so in one read
+//! transaction. Connections live in a small pool: a query checks one out,
+//! runs its cached prepared statements, and puts it back, so each blocking
+//! worker thread effectively has its own. The async methods run the query
+//! on [`tokio::task::spawn_blocking`], never on the reactor; the
+//! `*_blocking` variants are for threads that may block.
+//!
+//! Rows are checked, not trusted: a path, hash or reference that does not
+//! parse, or a NULL `narSize`, is a [`DbError::Corrupt`] naming the row.
+
+mod open;
+mod pathinfo;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use thiserror::Error;
+
+use crate::location::StoreLocation;
+use crate::path::{StorePath, StorePathHash};
+pub use open::SCHEMA_VERSION;
+pub use pathinfo::{NixPathInfoJson, PathInfo};
+use query::QueryError;
+
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error(
+        "no Nix store DB schema file at {path}: is the store root right? \
+         (the host store's root is `/`; a store used as `nix --store /tmp/x` has root `/tmp/x`)"
+    )]
+    SchemaMissing { path: PathBuf },
+    #[error("cannot read the Nix store DB schema file {path}: {source}")]
+    SchemaRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the Nix store DB schema file {path} says {found:?}; larder reads only schema \
+         version {SCHEMA_VERSION} (Nix 2.x)"
+    )]
+    SchemaUnsupported { path: PathBuf, found: String },
+    #[error(
+        "the Nix store DB {path} does not exist although its schema file does; \
+         run any Nix store command on that store (e.g. `nix-store --init`) to create it"
+    )]
+    DbMissing { path: PathBuf },
+    #[error("cannot open the Nix store DB {path} read-only: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("query on the Nix store DB {path} failed: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the Nix store DB {path} has a corrupt ValidPaths row (id {row}): {what}")]
+    Corrupt {
+        path: PathBuf,
+        row: i64,
+        what: String,
+    },
+    #[error("a Nix store DB query task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDbOptions {
+    /// How long a query waits for a lock Nix holds before failing.
+    pub busy_timeout: Duration,
+    /// Idle connections kept for reuse; more are opened under load and
+    /// closed when returned to a full pool.
+    pub max_idle_connections: usize,
+}
+
+impl Default for StoreDbOptions {
+    fn default() -> Self {
+        StoreDbOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_idle_connections: 16,
+        }
+    }
+}
+
+/// A read-only handle on a store's DB; cheap to clone.
+#[derive(Clone)]
+pub struct StoreDb {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: StoreLocation,
+    db_path: PathBuf,
+    options: StoreDbOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for StoreDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDb")
+            .field("db_path", &self.inner.db_path)
+            .field("store_dir", &self.inner.location.store_dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreDb {
+    /// Open the DB of the store at `location` with default options. Blocks
+    /// briefly (file checks and one query): call it at startup or from a
+    /// blocking thread.
+    pub fn open(location: &StoreLocation) -> Result<Self, DbError> {
+        Self::open_with(location, StoreDbOptions::default())
+    }
+
+    pub fn open_with(location: &StoreLocation, options: StoreDbOptions) -> Result<Self, DbError> {
+        open::check_schema(&location.schema_path())?;
+        let db_path = location.db_path();
+        let conn = open::open_connection(&db_path, options.busy_timeout)?;
+        open::probe(&conn, &db_path)?;
+        Ok(StoreDb {
+            inner: Arc::new(Inner {
+                location: location.clone(),
+                db_path,
+                options,
+                idle: Mutex::new(vec![conn]),
+            }),
+        })
+    }
+
+    pub fn location(&self) -> &StoreLocation {
+        &self.inner.location
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+
+    /// Run `f` on a pooled connection and return the connection afterwards.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, &StoreLocation) -> Result<T, QueryError>,
+    ) -> Result<T, DbError> {
+        let inner = &*self.inner;
+        let pooled = inner.idle_pool().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => open::open_connection(&inner.db_path, inner.options.busy_timeout)?,
+        };
+        let result = f(&mut conn, &inner.location);
+        let mut idle = inner.idle_pool();
+        if idle.len() < inner.options.max_idle_connections {
+            idle.push(conn);
+        }
+        drop(idle);
+        result.map_err(|e| match e {
+            QueryError::Sqlite(source) => DbError::Sqlite {
+                path: inner.db_path.clone(),
+                source,
+            },
+            QueryError::Corrupt { row, what } => DbError::Corrupt {
+                path: inner.db_path.clone(),
+                row,
+                what,
+            },
+        })
+    }
+
+    /// Run a blocking query on tokio's blocking pool.
+    async fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StoreDb) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+
+    /// The valid path whose hash part is `hash`, if any.
+    pub fn path_info_blocking(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, DbError> {
+        self.with_conn(|conn, loc| query::path_info(conn, loc, hash))
+    }
+
+    pub async fn path_info(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, DbError> {
+        let hash = *hash;
+        self.spawn(move |db| db.path_info_blocking(&hash)).await
+    }
+
+    pub fn path_info_by_path_blocking(
+        &self,
+        path: &StorePath,
+    ) -> Result<Option<PathInfo>, DbError> {
+        self.with_conn(|conn, loc| query::path_info_by_path(conn, loc, path))
+    }
+
+    pub async fn path_info_by_path(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
+        let path = path.clone();
+        self.spawn(move |db| db.path_info_by_path_blocking(&path))
+            .await
+    }
+
+    /// Up to `limit` valid paths registered after row `row_id`, by
+    /// ascending row id: what a watcher polls with its last seen id.
+    pub fn paths_after_blocking(
+        &self,
+        row_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StorePath)>, DbError> {
+        self.with_conn(|conn, loc| query::paths_after(conn, loc, row_id, limit))
+    }
+
+    pub async fn paths_after(
+        &self,
+        row_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StorePath)>, DbError> {
+        self.spawn(move |db| db.paths_after_blocking(row_id, limit))
+            .await
+    }
+
+    /// The highest row id in use (0 for an empty store): a watcher's start
+    /// point when it should only see paths registered from now on.
+    pub fn max_row_id_blocking(&self) -> Result<i64, DbError> {
+        self.with_conn(|conn, _| query::max_row_id(conn))
+    }
+
+    pub async fn max_row_id(&self) -> Result<i64, DbError> {
+        self.spawn(|db| db.max_row_id_blocking()).await
+    }
+
+    pub fn query_valid_blocking(&self, path: &StorePath) -> Result<bool, DbError> {
+        self.with_conn(|conn, loc| query::query_valid(conn, loc, path))
+    }
+
+    pub async fn query_valid(&self, path: &StorePath) -> Result<bool, DbError> {
+        let path = path.clone();
+        self.spawn(move |db| db.query_valid_blocking(&path)).await
+    }
+}
+
+impl Inner {
+    /// The pool stays usable even if a thread panicked while holding it:
+    /// a `Vec` of connections has no invariant to break.
+    fn idle_pool(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,238 @@
+//! The SQL larder runs against Nix's schema 10, and the checks that turn
+//! rows into [`PathInfo`]. Everything here works on one connection; the
+//! caller picks it from the pool and attaches the DB's path to errors.
+
+use std::collections::BTreeSet;
+
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::pathinfo::PathInfo;
+use crate::location::StoreLocation;
+use crate::path::{StorePath, StorePathHash};
+
+/// Columns of `ValidPaths` that make a [`PathInfo`], in [`read_row`] order.
+macro_rules! select_info {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca ",
+            "FROM ValidPaths ",
+            $tail
+        )
+    };
+}
+
+/// The unique index on `path` makes this a B-tree seek: the first path not
+/// below `<store_dir>/<hash32>` is the only one that can have that hash part.
+const BY_HASH_PART: &str = select_info!("WHERE path >= ?1 ORDER BY path LIMIT 1");
+const BY_PATH: &str = select_info!("WHERE path = ?1");
+/// Sorted by full path, which sorts by basename since the prefix is shared.
+const REFERENCES: &str = "SELECT ValidPaths.path FROM Refs \
+     JOIN ValidPaths ON Refs.reference = ValidPaths.id \
+     WHERE Refs.referrer = ?1 ORDER BY ValidPaths.path";
+const AFTER: &str = "SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id LIMIT ?2";
+const MAX_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM ValidPaths";
+const VALID: &str = "SELECT 1 FROM ValidPaths WHERE path = ?1";
+
+/// A query failure before the DB's path is attached.
+#[derive(Debug)]
+pub(super) enum QueryError {
+    Sqlite(rusqlite::Error),
+    Corrupt { row: i64, what: String },
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Sqlite(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, QueryError>;
+
+/// A `ValidPaths` row as stored, before parsing.
+struct RawRow {
+    id: i64,
+    path: String,
+    hash: String,
+    registration_time: i64,
+    deriver: Option<String>,
+    nar_size: Option<i64>,
+    ultimate: Option<i64>,
+    sigs: Option<String>,
+    ca: Option<String>,
+}
+
+/// A column whose value has the wrong SQL type (or bad UTF-8) is a corrupt
+/// row, not a failing DB.
+fn column<T: FromSql>(row: &Row<'_>, idx: usize, id: i64) -> Result<T> {
+    row.get(idx).map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => QueryError::Corrupt {
+            row: id,
+            what: e.to_string(),
+        },
+        e => QueryError::Sqlite(e),
+    })
+}
+
+/// Read a row if `accept` takes its path; other columns are only looked at
+/// then, so a bad neighbour row never fails a lookup that misses it.
+fn read_row(row: &Row<'_>, accept: impl FnOnce(&str) -> bool) -> Result<Option<RawRow>> {
+    // The primary key is `integer not null`: SQLite guarantees its type.
+    let id: i64 = row.get(0)?;
+    let path: String = column(row, 1, id)?;
+    if !accept(&path) {
+        return Ok(None);
+    }
+    Ok(Some(RawRow {
+        id,
+        path,
+        hash: column(row, 2, id)?,
+        registration_time: column(row, 3, id)?,
+        deriver: column(row, 4, id)?,
+        nar_size: column(row, 5, id)?,
+        ultimate: column(row, 6, id)?,
+        sigs: column(row, 7, id)?,
+        ca: column(row, 8, id)?,
+    }))
+}
+
+fn corrupt(row: i64, what: String) -> QueryError {
+    QueryError::Corrupt { row, what }
+}
+
+fn parse_path(loc: &StoreLocation, row: i64, field: &str, full: &str) -> Result<StorePath> {
+    loc.parse_path(full)
+        .map_err(|e| corrupt(row, format!("{field} {full:?}: {e}")))
+}
+
+impl RawRow {
+    /// Check and convert every field the way Nix reads them (`ultimate` is
+    /// true only when 1; sigs are space-separated and form a set; an empty
+    /// `ca` means none). A NULL `narSize` is refused: Nix would read 0 and
+    /// serve a wrong size.
+    fn parse(self, loc: &StoreLocation, refs: Vec<String>) -> Result<PathInfo> {
+        let id = self.id;
+        let nar_hash = self
+            .hash
+            .parse()
+            .map_err(|e| corrupt(id, format!("hash {:?}: {e}", self.hash)))?;
+        let nar_size = match self.nar_size {
+            None => return Err(corrupt(id, "narSize is NULL".into())),
+            Some(n) => u64::try_from(n).map_err(|_| corrupt(id, format!("narSize is {n}")))?,
+        };
+        let references = refs
+            .iter()
+            .map(|r| parse_path(loc, id, "reference", r))
+            .collect::<Result<_>>()?;
+        let deriver = match &self.deriver {
+            Some(d) => Some(parse_path(loc, id, "deriver", d)?),
+            None => None,
+        };
+        let sigs: BTreeSet<&str> = self
+            .sigs
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(PathInfo {
+            id,
+            path: parse_path(loc, id, "path", &self.path)?,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            sigs: sigs.into_iter().map(str::to_owned).collect(),
+            ca: self.ca.filter(|ca| !ca.is_empty()),
+            registration_time: self.registration_time,
+            ultimate: self.ultimate == Some(1),
+        })
+    }
+}
+
+/// Run `sql` (one of the `select_info!` queries) with `key`, keep the row
+/// only if `accept` says so, and read its references in the same read
+/// transaction, so a concurrent garbage collection cannot split them.
+fn info_where(
+    conn: &mut Connection,
+    loc: &StoreLocation,
+    sql: &str,
+    key: &str,
+    accept: impl FnOnce(&str) -> bool,
+) -> Result<Option<PathInfo>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let raw = {
+        let mut stmt = tx.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![key])?;
+        match rows.next()? {
+            Some(row) => read_row(row, accept)?,
+            None => None,
+        }
+    };
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut refs = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(REFERENCES)?;
+        let mut rows = stmt.query(params![raw.id])?;
+        while let Some(row) = rows.next()? {
+            refs.push(column(row, 0, raw.id)?);
+        }
+    }
+    tx.commit()?;
+    raw.parse(loc, refs).map(Some)
+}
+
+pub(super) fn path_info(
+    conn: &mut Connection,
+    loc: &StoreLocation,
+    hash: &StorePathHash,
+) -> Result<Option<PathInfo>> {
+    let start = format!("{}/{hash}", loc.store_dir());
+    let prefix = format!("{start}-");
+    info_where(conn, loc, BY_HASH_PART, &start, |p| p.starts_with(&prefix))
+}
+
+pub(super) fn path_info_by_path(
+    conn: &mut Connection,
+    loc: &StoreLocation,
+    path: &StorePath,
+) -> Result<Option<PathInfo>> {
+    info_where(conn, loc, BY_PATH, &loc.display_path(path), |_| true)
+}
+
+pub(super) fn paths_after(
+    conn: &Connection,
+    loc: &StoreLocation,
+    row_id: i64,
+    limit: usize,
+) -> Result<Vec<(i64, StorePath)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(AFTER)?;
+    let mut rows = stmt.query(params![row_id, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let full: String = column(row, 1, id)?;
+        out.push((id, parse_path(loc, id, "path", &full)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn max_row_id(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached(MAX_ID)?.query_row([], |r| r.get(0))?)
+}
+
+pub(super) fn query_valid(
+    conn: &Connection,
+    loc: &StoreLocation,
+    path: &StorePath,
+) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(VALID)?;
+    let found = stmt
+        .query_row(params![loc.display_path(path)], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
+}
