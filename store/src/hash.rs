@@ -106,8 +106,14 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        assert!(matches!("md5:abc".parse::<Sha256Hash>(), Err(HashError::Algorithm(_))));
-        assert!(matches!("sha256:abc".parse::<Sha256Hash>(), Err(HashError::Encoding(_))));
+        assert!(matches!(
+            "md5:abc".parse::<Sha256Hash>(),
+            Err(HashError::Algorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abc".parse::<Sha256Hash>(),
+            Err(HashError::Encoding(_))
+        ));
         let bad16 = format!("sha256:{}", "g".repeat(64));
         assert!(bad16.parse::<Sha256Hash>().is_err());
     }

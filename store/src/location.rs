@@ -95,8 +95,14 @@ mod tests {
             loc.real_path(&p),
             PathBuf::from("/tmp/x/nix/store/8y7yr95drh588a264899m27vi59a9f4q-d")
         );
-        assert_eq!(loc.display_path(&p), "/nix/store/8y7yr95drh588a264899m27vi59a9f4q-d");
-        assert_eq!(loc.db_path(), PathBuf::from("/tmp/x/nix/var/nix/db/db.sqlite"));
+        assert_eq!(
+            loc.display_path(&p),
+            "/nix/store/8y7yr95drh588a264899m27vi59a9f4q-d"
+        );
+        assert_eq!(
+            loc.db_path(),
+            PathBuf::from("/tmp/x/nix/var/nix/db/db.sqlite")
+        );
         let host = StoreLocation::new("/");
         assert_eq!(host.real_store_dir(), PathBuf::from("/nix/store"));
     }

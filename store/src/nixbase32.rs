@@ -35,7 +35,11 @@ pub fn encode(input: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let low = input[i] as u16 >> j;
-        let high = if i + 1 < input.len() { (input[i + 1] as u16) << (8 - j) } else { 0 };
+        let high = if i + 1 < input.len() {
+            (input[i + 1] as u16) << (8 - j)
+        } else {
+            0
+        };
         out.push(ALPHABET[((low | high) & 0x1f) as usize] as char);
     }
     out

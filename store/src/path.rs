@@ -106,7 +106,9 @@ impl StorePath {
 
     /// Parse a basename `<hash32>-<name>`.
     pub fn from_basename(s: &str) -> Result<Self, StorePathError> {
-        let hash = s.get(..HASH_CHARS).ok_or(StorePathError::HashLength(s.len()))?;
+        let hash = s
+            .get(..HASH_CHARS)
+            .ok_or(StorePathError::HashLength(s.len()))?;
         let hash: StorePathHash = hash.parse()?;
         let name = s[HASH_CHARS..]
             .strip_prefix('-')

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what larder's build, run and tests need on a Debian machine, and
+# nothing when it is already there. Run as root (or with sudo available).
+set -euo pipefail
+
+packages=(nix-bin curl zstd sqlite3 ca-certificates)
+# Tests that are about them start real servers: sshd (sync), nginx (bench).
+if [ "${1:-}" = "--test" ]; then
+  packages+=(openssh-server nginx bzip2)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install a Rust toolchain (rustup, or apt-get install cargo)" >&2
+  exit 1
+fi

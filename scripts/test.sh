@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of larder: formatting, lints, unit and property tests, and
+# the end-to-end tests against the real Nix. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh --test
+
+# No internet and no sandbox here: every Nix call in the tests uses this too.
+export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nsubstituters ='
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# End-to-end tests start the real binaries: build them before the tests run.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked -- --test-threads 2
