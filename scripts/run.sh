@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds larder, installs what is missing (Nix from Debian's packages),
+# starts larder-server on this host's /nix/store, and proves it works with a
+# real `nix copy` from it into a fresh store. Then keeps serving until Ctrl-C
+# (set LARDER_DEMO_EXIT=1 to stop after the proof).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bind="${LARDER_BIND:-127.0.0.1:5000}"
+bash scripts/setup.sh
+export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nsubstituters =\nbuild-users-group ='
+
+echo "== building larder (release)"
+cargo build --release --bins --locked
+bin=target/release
+
+echo "== making a sample path in the host store with the real Nix"
+sample=$(nix-build --no-out-link -E 'derivation {
+  name = "larder-sample"; system = builtins.currentSystem; builder = "/bin/sh";
+  PATH = "/usr/bin:/bin"; args = ["-c" "mkdir -p $out/bin; echo hello from larder > $out/greeting; printf \"#!/bin/sh\\necho hi\\n\" > $out/bin/hi; chmod +x $out/bin/hi; ln -s ../greeting $out/bin/link"];
+}')
+nix path-info --json "$sample"; echo
+
+workdir=$(mktemp -d /tmp/larder-demo.XXXXXX)
+echo "== starting larder-server on $bind (store /nix/store, logs in $workdir/server.log)"
+"$bin/larder-server" --bind "$bind" --store-root / >"$workdir/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -fsS "http://$bind/health" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }
+  sleep 0.1
+done
+
+hash=$(basename "$sample" | cut -c1-32)
+echo "== GET /nix-cache-info"; curl -fsS "http://$bind/nix-cache-info"
+echo "== GET /$hash.narinfo"; curl -fsS "http://$bind/$hash.narinfo"
+
+echo "== nix copy --from http://$bind into a fresh store $workdir/client"
+nix copy --from "http://$bind" --to "$workdir/client" --no-check-sigs "$sample"
+cmp <(nix-store --dump "$sample") <(nix store dump-path --store "$workdir/client" "$sample")
+echo "OK: $sample arrived intact (NAR identical to nix-store --dump)"
+
+if [ "${LARDER_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
+echo "== larder-server keeps serving http://$bind (Ctrl-C to stop). On clients:"
+echo "   substituters = http://$bind"
+wait $server
