@@ -1,1 +1,374 @@
-//! (in progress)
+//! Walking a path on disk into a [`NarPlan`], and streaming its NAR.
+//!
+//! The walk `lstat`s and never follows symlinks. Streaming reads files with
+//! `read()` (never mmap: uprobes have corrupted mmapped NARs elsewhere) on a
+//! blocking thread into large buffers, small files' headers and contents
+//! coalesced, and hands them to the async side through a bounded channel: the
+//! memory held is a few buffers whatever the file sizes, and the reader stops
+//! when the stream is dropped. A file whose size is not the one the walk saw
+//! is an error, never a silently corrupt NAR.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::nar::{BadName, NarError, NarNode, NarPlan, SegmentData};
+
+/// The size of the chunks a NAR is streamed in.
+pub const CHUNK_SIZE: usize = 512 * 1024;
+/// How many chunks may wait in the channel for the consumer.
+const CHANNEL_CHUNKS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} changed during the dump: it has {actual} bytes, not {expected}")]
+    SizeChanged {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{path} is neither a regular file, a directory nor a symlink: a NAR cannot hold it")]
+    UnsupportedFileType { path: PathBuf },
+    #[error("{path}: a NAR cannot hold this name: {reason}")]
+    BadName { path: PathBuf, reason: BadName },
+    #[error(transparent)]
+    Nar(#[from] NarError),
+    #[error("byte range {start}..{end} is not within the NAR's {size} bytes")]
+    OffsetOutOfRange { start: u64, end: u64, size: u64 },
+    #[error("cannot write the NAR: {0}")]
+    Write(io::Error),
+    #[error("the NAR reader stopped after {produced} of {expected} bytes")]
+    Incomplete { produced: u64, expected: u64 },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
+    move |source| DumpError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl NarPlan {
+    /// Walks `path` (blocking) into the plan of its NAR.
+    pub fn walk(path: &Path) -> Result<NarPlan, DumpError> {
+        Ok(NarPlan::new(walk_node(path)?)?)
+    }
+
+    /// [`NarPlan::walk`] on a blocking thread.
+    pub async fn walk_async(path: PathBuf) -> Result<NarPlan, DumpError> {
+        let root = path.clone();
+        let task = tokio::task::spawn_blocking(move || NarPlan::walk(&path));
+        task.await.map_err(|e| DumpError::Io {
+            path: root,
+            source: io::Error::other(e),
+        })?
+    }
+
+    /// The NAR from byte `offset` to its end; see [`NarPlan::stream_range`].
+    pub fn stream(&self, offset: u64) -> Result<NarStream, DumpError> {
+        self.stream_range(offset, self.nar_size())
+    }
+
+    /// The NAR's bytes `start..end`, read on a blocking thread: files before
+    /// `start` are not read, the file holding it is entered with a seek.
+    /// Every error (a file changed or vanished) comes as an item; the stream
+    /// yields exactly `end - start` bytes when it has none.
+    pub fn stream_range(&self, start: u64, end: u64) -> Result<NarStream, DumpError> {
+        let mut reader = self.reader(start, end)?;
+        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+        let produce = move || {
+            loop {
+                let item = match reader.next_chunk() {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // The consumer dropped the stream, or we are done.
+                if sender.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(produce)),
+            Err(_) => drop(std::thread::spawn(produce)),
+        }
+        Ok(NarStream {
+            receiver,
+            total: end - start,
+            remaining: end - start,
+        })
+    }
+
+    /// Writes the whole NAR to `out` (blocking).
+    pub fn write_to(&self, out: &mut impl Write) -> Result<(), DumpError> {
+        let mut reader = self.reader(0, self.nar_size())?;
+        while let Some(chunk) = reader.next_chunk()? {
+            out.write_all(&chunk).map_err(DumpError::Write)?;
+        }
+        Ok(())
+    }
+
+    fn reader(&self, start: u64, end: u64) -> Result<ChunkReader, DumpError> {
+        if start > end || end > self.nar_size() {
+            return Err(DumpError::OffsetOutOfRange {
+                start,
+                end,
+                size: self.nar_size(),
+            });
+        }
+        let (segment, within) = self.locate(start).unwrap_or((self.segment_count(), 0));
+        Ok(ChunkReader {
+            plan: self.clone(),
+            segment,
+            within,
+            pos: start,
+            end,
+            file: None,
+        })
+    }
+}
+
+fn walk_node(path: &Path) -> Result<NarNode, DumpError> {
+    let meta = fs::symlink_metadata(path).map_err(io_error(path))?;
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        Ok(NarNode::Regular {
+            size: meta.len(),
+            executable: meta.permissions().mode() & 0o100 != 0,
+            path: path.to_owned(),
+        })
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(path).map_err(io_error(path))?;
+        Ok(NarNode::Symlink {
+            target: target.into_os_string().into_encoded_bytes(),
+        })
+    } else if file_type.is_dir() {
+        walk_directory(path)
+    } else {
+        Err(DumpError::UnsupportedFileType {
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn walk_directory(path: &Path) -> Result<NarNode, DumpError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path).map_err(io_error(path))? {
+        let name = entry.map_err(io_error(path))?.file_name();
+        crate::nar::check_name(name.as_bytes()).map_err(|reason| DumpError::BadName {
+            path: path.join(&name),
+            reason,
+        })?;
+        names.push(name);
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let entries = names
+        .into_iter()
+        .map(|name| {
+            let node = walk_node(&path.join(&name))?;
+            Ok((name.into_encoded_bytes(), node))
+        })
+        .collect::<Result<_, DumpError>>()?;
+    Ok(NarNode::Directory { entries })
+}
+
+/// The file being read: its handle, path, expected size and read position.
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    pos: u64,
+}
+
+impl OpenFile {
+    fn open(path: &Path, size: u64, pos: u64) -> Result<OpenFile, DumpError> {
+        // O_NOFOLLOW: the walk saw a regular file; never read through a
+        // symlink that replaced it since.
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_error(path))?;
+        if pos > 0 {
+            file.seek(SeekFrom::Start(pos)).map_err(io_error(path))?;
+        }
+        Ok(OpenFile {
+            file,
+            path: path.to_owned(),
+            size,
+            pos,
+        })
+    }
+
+    /// Reads up to `take` bytes of the file into `buf` (which may be longer:
+    /// a read asking for one byte more than the file has left proves its end
+    /// without another syscall). Returns the bytes read; errors when the file
+    /// ends early or goes on past its size.
+    fn read_into(&mut self, buf: &mut [u8], take: usize) -> Result<usize, DumpError> {
+        let left = self.size - self.pos;
+        let ask = if take as u64 == left {
+            buf.len().min(take + 1)
+        } else {
+            take
+        };
+        let n = read_retrying(&mut self.file, &mut buf[..ask]).map_err(io_error(&self.path))?;
+        if n == 0 && take > 0 {
+            return Err(self.size_changed(self.pos));
+        }
+        if n as u64 > left {
+            let actual = self
+                .file
+                .metadata()
+                .map_or(self.pos + n as u64, |m| m.len());
+            return Err(self.size_changed(actual));
+        }
+        self.pos += n as u64;
+        if self.pos == self.size && n == ask {
+            // The read did not prove the end: ask again.
+            let mut probe = [0u8; 1];
+            if read_retrying(&mut self.file, &mut probe).map_err(io_error(&self.path))? > 0 {
+                let actual = self.file.metadata().map_or(self.size + 1, |m| m.len());
+                return Err(self.size_changed(actual));
+            }
+        }
+        Ok(n)
+    }
+
+    fn size_changed(&self, actual: u64) -> DumpError {
+        DumpError::SizeChanged {
+            path: self.path.clone(),
+            expected: self.size,
+            actual,
+        }
+    }
+}
+
+fn read_retrying(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Produces a byte range of a NAR as chunks of up to [`CHUNK_SIZE`] bytes.
+struct ChunkReader {
+    plan: NarPlan,
+    /// The segment holding `pos`, and `pos`'s offset within it.
+    segment: usize,
+    within: u64,
+    pos: u64,
+    end: u64,
+    /// The file of the current segment, once opened.
+    file: Option<OpenFile>,
+}
+
+impl ChunkReader {
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, DumpError> {
+        if self.pos == self.end {
+            return Ok(None);
+        }
+        let want = CHUNK_SIZE.min(usize::try_from(self.end - self.pos).unwrap_or(CHUNK_SIZE));
+        // One spare byte lets the last file read prove its end.
+        let mut buf = BytesMut::zeroed(want + 1);
+        let mut filled = 0;
+        while filled < want {
+            filled += self.fill(&mut buf[filled..], want - filled)?;
+        }
+        buf.truncate(filled);
+        Ok(Some(buf.freeze()))
+    }
+
+    /// Copies up to `want` bytes of the current segment into `buf`, moving on
+    /// to the next segment at its end.
+    fn fill(&mut self, buf: &mut [u8], want: usize) -> Result<usize, DumpError> {
+        let segment = self.plan.segment(self.segment).expect("pos < end");
+        let left = segment.len() - self.within;
+        let take = want.min(usize::try_from(left).unwrap_or(want));
+        let n = match segment.data {
+            SegmentData::Literal(bytes) => {
+                let from = self.within as usize;
+                buf[..take].copy_from_slice(&bytes[from..from + take]);
+                take
+            }
+            SegmentData::Contents { path, size } => {
+                let file = match &mut self.file {
+                    Some(file) => file,
+                    None => self.file.insert(OpenFile::open(path, size, self.within)?),
+                };
+                file.read_into(buf, take)?
+            }
+        };
+        self.pos += n as u64;
+        self.within += n as u64;
+        if self.within == segment.len() {
+            self.segment += 1;
+            self.within = 0;
+            self.file = None;
+        }
+        Ok(n)
+    }
+}
+
+/// A NAR's bytes as an async stream; see [`NarPlan::stream_range`].
+#[derive(Debug)]
+pub struct NarStream {
+    receiver: mpsc::Receiver<Result<Bytes, DumpError>>,
+    total: u64,
+    /// Bytes still to come: a reader that stops early is an error, never a
+    /// clean short stream.
+    remaining: u64,
+}
+
+impl NarStream {
+    /// How many bytes the stream has still to yield.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The next chunk, without needing a `Stream` extension trait.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, DumpError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for NarStream {
+    type Item = Result<Bytes, DumpError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.receiver.poll_recv(cx));
+        Poll::Ready(match item {
+            Some(Ok(chunk)) => {
+                self.remaining -= chunk.len() as u64;
+                Some(Ok(chunk))
+            }
+            Some(Err(e)) => {
+                self.remaining = 0;
+                self.receiver.close();
+                Some(Err(e))
+            }
+            None if self.remaining > 0 => {
+                let produced = self.total - self.remaining;
+                self.remaining = 0;
+                Some(Err(DumpError::Incomplete {
+                    produced,
+                    expected: self.total,
+                }))
+            }
+            None => None,
+        })
+    }
+}

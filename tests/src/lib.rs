@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use larder_store::StoreLocation;
 
+pub mod nar_stream;
+
 /// The `NIX_CONFIG` every test uses: no sandbox (tests run as root inside
 /// CI containers), no substituters (there is no internet). Builds in a
 /// chroot store still run in a chroot, so `/bin/sh` and its libraries are
