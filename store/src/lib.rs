@@ -4,7 +4,9 @@
 //!
 //! Pure formats, no I/O: [`nixbase32`], [`path`] (store paths), [`hash`]
 //! (SHA-256 in Nix's encodings), [`narinfo`], [`signature`] (fingerprints,
-//! key files, ed25519) and [`nar`] (the NAR layout: bytes, listing, offsets).
+//! key files, ed25519), [`fingerprint`] (what a signature covers, parsed
+//! strictly) and [`nar`] (the NAR layout: bytes, listing, offsets).
+//! [`signer_proto`] is the framed protocol spoken with larder-signer.
 //!
 //! I/O: [`location`] says where a store really is, [`dump`] walks a path on
 //! disk and streams its NAR without blocking the async reactor, and [`db`]
@@ -12,6 +14,7 @@
 
 pub mod db;
 pub mod dump;
+pub mod fingerprint;
 pub mod hash;
 pub mod location;
 pub mod nar;
@@ -19,6 +22,7 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod path;
 pub mod signature;
+pub mod signer_proto;
 
 pub use hash::Sha256Hash;
 pub use location::StoreLocation;

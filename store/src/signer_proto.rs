@@ -1,0 +1,200 @@
+//! The wire protocol between larder-server (or any client) and
+//! larder-signer, over a unix stream socket. It lives here so that the
+//! server never links the signer's key code and the signer never links HTTP.
+//!
+//! Every message is one frame: a 4-byte big-endian length, then that many
+//! bytes of UTF-8 JSON. Frames over [`MAX_FRAME`] are refused. A connection
+//! carries any number of request/reply pairs, in order.
+//!
+//! Requests: `{"op":"sign","fingerprint":"1;/nix/store/…;sha256:…;N;…"}`,
+//! `{"op":"public-keys"}`, `{"op":"metrics"}`.
+//! Replies: `{"signatures":["name:base64",…]}`, `{"public_keys":["name:base64",…]}`,
+//! `{"metrics":"<Prometheus text>"}`, or
+//! `{"refused":{"code":"hash-mismatch","reason":"…"}}`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame either side accepts: a fingerprint with thousands of
+/// references fits easily.
+pub const MAX_FRAME: u32 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Sign { fingerprint: String },
+    PublicKeys,
+    Metrics,
+}
+
+/// Why the signer refused; stable codes for logs, metrics and clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    /// Not a frame, not JSON, or not a request we know.
+    Malformed,
+    /// The fingerprint does not parse (or is not canonical).
+    BadFingerprint,
+    /// The path is not valid in the store.
+    NotInStore,
+    HashMismatch,
+    SizeMismatch,
+    ReferencesMismatch,
+    /// The peer's uid is not allowed.
+    Forbidden,
+    /// The signer could not check (store DB unreadable, …).
+    Internal,
+}
+
+impl RefusalCode {
+    pub const ALL: [RefusalCode; 8] = [
+        RefusalCode::Malformed,
+        RefusalCode::BadFingerprint,
+        RefusalCode::NotInStore,
+        RefusalCode::HashMismatch,
+        RefusalCode::SizeMismatch,
+        RefusalCode::ReferencesMismatch,
+        RefusalCode::Forbidden,
+        RefusalCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::Malformed => "malformed",
+            RefusalCode::BadFingerprint => "bad-fingerprint",
+            RefusalCode::NotInStore => "not-in-store",
+            RefusalCode::HashMismatch => "hash-mismatch",
+            RefusalCode::SizeMismatch => "size-mismatch",
+            RefusalCode::ReferencesMismatch => "references-mismatch",
+            RefusalCode::Forbidden => "forbidden",
+            RefusalCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    Signatures(Vec<String>),
+    PublicKeys(Vec<String>),
+    Metrics(String),
+    Refused(Refusal),
+}
+
+#[derive(Debug, Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(u32),
+    #[error("frame is not a valid message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer closed the connection")]
+    Closed,
+}
+
+/// Read one frame and decode it; `Closed` on a clean end of stream.
+pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len as usize];
+    reader.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+pub async fn write_frame<T, W>(writer: &mut W, message: &T) -> Result<(), FrameError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let body = serde_json::to_vec(message)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l <= MAX_FRAME)
+        .ok_or(FrameError::TooLarge(u32::MAX))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    writer.write_all(&frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shapes_are_as_documented() {
+        let r = Request::Sign {
+            fingerprint: "1;x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"sign","fingerprint":"1;x"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::PublicKeys).unwrap(),
+            r#"{"op":"public-keys"}"#
+        );
+        let refused = Reply::Refused(Refusal {
+            code: RefusalCode::HashMismatch,
+            reason: "r".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"refused":{"code":"hash-mismatch","reason":"r"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::Signatures(vec!["k:s".into()])).unwrap(),
+            r#"{"signatures":["k:s"]}"#
+        );
+        for code in RefusalCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_roundtrip_and_bad_frames_are_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Request::Metrics).await.unwrap();
+        let back: Request = read_frame(&mut buf.as_slice()).await.unwrap();
+        assert_eq!(back, Request::Metrics);
+
+        let huge = (MAX_FRAME + 1).to_be_bytes();
+        let err = read_frame::<Request, _>(&mut &huge[..]).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)));
+
+        let mut garbage = 5u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(b"hello");
+        let err = read_frame::<Request, _>(&mut garbage.as_slice()).await.unwrap_err();
+        assert!(matches!(err, FrameError::Json(_)));
+
+        let err = read_frame::<Request, _>(&mut &[][..]).await.unwrap_err();
+        assert!(matches!(err, FrameError::Closed));
+        let unknown = br#"{"op":"sign","fingerprint":"x","extra":1}"#;
+        let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(unknown);
+        assert!(read_frame::<Request, _>(&mut frame.as_slice()).await.is_err());
+    }
+}
