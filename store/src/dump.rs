@@ -228,29 +228,26 @@ impl OpenFile {
             return Err(self.size_changed(self.pos));
         }
         if n as u64 > left {
-            let actual = self
-                .file
-                .metadata()
-                .map_or(self.pos + n as u64, |m| m.len());
-            return Err(self.size_changed(actual));
+            return Err(self.size_changed(self.pos + n as u64));
         }
         self.pos += n as u64;
         if self.pos == self.size && n == ask {
             // The read did not prove the end: ask again.
             let mut probe = [0u8; 1];
             if read_retrying(&mut self.file, &mut probe).map_err(io_error(&self.path))? > 0 {
-                let actual = self.file.metadata().map_or(self.size + 1, |m| m.len());
-                return Err(self.size_changed(actual));
+                return Err(self.size_changed(self.size + 1));
             }
         }
         Ok(n)
     }
 
-    fn size_changed(&self, actual: u64) -> DumpError {
+    /// The error for a file seen to have changed size: `seen` is what the
+    /// reads showed; its size now is more telling, when we can get it.
+    fn size_changed(&self, seen: u64) -> DumpError {
         DumpError::SizeChanged {
             path: self.path.clone(),
             expected: self.size,
-            actual,
+            actual: self.file.metadata().map_or(seen, |m| m.len()),
         }
     }
 }
