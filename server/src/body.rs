@@ -1,0 +1,125 @@
+//! Streamed response bodies: metering, and reading blocking sources.
+//!
+//! A body stream that yields an error makes actix drop the connection
+//! without finishing the body (no terminating chunk, or fewer bytes than
+//! `Content-Length`), so the client sees a failed download, never a clean
+//! short one. That is how a mid-stream failure is reported.
+
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+
+pub type BodyItem = Result<Bytes, ServerError>;
+
+/// Chunk size for bodies read from blocking sources.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Counts a body's bytes, its duration to the last byte, and how it ended.
+pub struct MeteredStream<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    route: &'static str,
+    bytes: prometheus::IntCounter,
+    start: Instant,
+    finished: bool,
+}
+
+impl<S> MeteredStream<S> {
+    pub fn new(inner: S, metrics: Arc<Metrics>, route: &'static str, encoding: &str) -> Self {
+        metrics.active_streams.inc();
+        let bytes = metrics.bytes_sent.with_label_values(&[route, encoding]);
+        MeteredStream {
+            inner,
+            metrics,
+            route,
+            bytes,
+            start: Instant::now(),
+            finished: false,
+        }
+    }
+}
+
+impl<S: Stream<Item = BodyItem> + Unpin> Stream for MeteredStream<S> {
+    type Item = BodyItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => self.bytes.inc_by(chunk.len() as u64),
+            Some(Err(e)) => {
+                tracing::error!(route = self.route, error = %e, "aborting a response mid-stream");
+                self.metrics
+                    .aborted_streams
+                    .with_label_values(&[self.route, "error"])
+                    .inc();
+                self.finished = true;
+            }
+            None if !self.finished => {
+                self.finished = true;
+                self.metrics
+                    .stream_duration
+                    .with_label_values(&[self.route])
+                    .observe(self.start.elapsed().as_secs_f64());
+            }
+            None => {}
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl<S> Drop for MeteredStream<S> {
+    fn drop(&mut self) {
+        self.metrics.active_streams.dec();
+        if !self.finished {
+            tracing::debug!(route = self.route, "client went away mid-stream");
+            self.metrics
+                .aborted_streams
+                .with_label_values(&[self.route, "client"])
+                .inc();
+        }
+    }
+}
+
+/// Stream whatever `open` returns, read on a blocking thread in large
+/// chunks. `open` runs on that thread too, so no file is touched on the
+/// reactor.
+pub fn blocking_read_stream<R, F>(open: F) -> ReceiverStream<BodyItem>
+where
+    R: Read,
+    F: FnOnce() -> Result<R, ServerError> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut buf = BytesMut::new();
+        loop {
+            buf.resize(READ_CHUNK, 0);
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(buf.split_to(n).freeze()),
+                Err(e) => Err(ServerError::io("reading a streamed body")(e)),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}

@@ -1,0 +1,133 @@
+//! zstd compression of a NAR stream, off the reactor.
+//!
+//! One blocking thread per compressed response pulls NAR chunks (with
+//! `Handle::block_on`, which is allowed on blocking threads), feeds the zstd
+//! encoder, and sends compressed chunks through a bounded channel. Large
+//! NARs use zstd's own worker threads so that one download is not capped at
+//! one core; small ones stay single-threaded, where the workers cost more
+//! than they save. If the client goes away the channel closes, the next
+//! send fails and the thread stops.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::body::BodyItem;
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+
+/// Below this NAR size zstd runs single-threaded.
+const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
+/// Compressed bytes are sent in chunks of about this size.
+const OUT_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ZstdSettings {
+    pub level: i32,
+    pub threads: u32,
+}
+
+/// Compress `input` (of `size` bytes) into a stream of zstd frames.
+pub fn zstd_stream<S>(
+    input: S,
+    size: u64,
+    settings: ZstdSettings,
+    metrics: Arc<Metrics>,
+) -> ReceiverStream<BodyItem>
+where
+    S: Stream<Item = BodyItem> + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter {
+            tx: tx.clone(),
+            buf: BytesMut::with_capacity(OUT_CHUNK),
+            written: 0,
+        };
+        let threads = if size >= MULTITHREAD_FROM {
+            settings.threads
+        } else {
+            0
+        };
+        match compress(input, sink, settings.level, threads, &handle) {
+            Ok(written) => {
+                metrics.compressed_in.inc_by(size);
+                metrics.compressed_out.inc_by(written);
+                if written > 0 {
+                    metrics
+                        .compression_ratio
+                        .observe(size as f64 / written as f64);
+                }
+            }
+            // A closed channel means the client left: nothing to report to.
+            Err(e) => drop(tx.blocking_send(Err(e))),
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn compress<S>(
+    mut input: S,
+    sink: ChannelWriter,
+    level: i32,
+    threads: u32,
+    handle: &tokio::runtime::Handle,
+) -> Result<u64, ServerError>
+where
+    S: Stream<Item = BodyItem> + Unpin,
+{
+    let mut encoder =
+        zstd::stream::write::Encoder::new(sink, level).map_err(ServerError::Compression)?;
+    if threads > 1 {
+        encoder
+            .multithread(threads)
+            .map_err(ServerError::Compression)?;
+    }
+    while let Some(chunk) = handle.block_on(input.next()) {
+        encoder
+            .write_all(&chunk?)
+            .map_err(ServerError::Compression)?;
+    }
+    let mut sink = encoder.finish().map_err(ServerError::Compression)?;
+    sink.flush().map_err(ServerError::Compression)?;
+    Ok(sink.written)
+}
+
+/// A `Write` that hands full chunks to the response body.
+struct ChannelWriter {
+    tx: mpsc::Sender<BodyItem>,
+    buf: BytesMut,
+    written: u64,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk: Bytes = self.buf.split().freeze();
+        self.written += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= OUT_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}

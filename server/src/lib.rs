@@ -1,0 +1,145 @@
+//! larder-server: a Nix binary cache served straight from a Nix store.
+//!
+//! # Request flow
+//!
+//! `main.rs` reads the [`config::Settings`] (flags, `LARDER_*` environment,
+//! TOML file), resolves them into a checked [`config::Config`], and calls
+//! [`run`]. `run` opens the store DB read-only once (so a wrong
+//! `--store-root` fails at startup, naming the setting), builds the shared
+//! [`state::AppState`], binds, and hands connections to actix-web's workers:
+//! one single-threaded async runtime per core, each with its own pool of
+//! blocking threads.
+//!
+//! A request then goes:
+//!
+//! 1. **Metrics middleware** (in [`run`]): times the request to its response
+//!    headers and counts it by matched route pattern and status.
+//! 2. **Router** ([`routes`]): one file per endpoint. Every handler
+//!    answers GET and HEAD.
+//! 3. **Lookup** ([`state::AppState::lookup`]): the 32-character hash part is
+//!    validated, then the DB is queried on a blocking thread (never on the
+//!    reactor). Malformed and absent hashes are both 404.
+//! 4. **Decide before the headers.** NAR, listing, log and file handlers do
+//!    everything that can fail first: the NAR route walks the store path
+//!    into a [`larder_store::nar::NarPlan`] (every file `lstat`ed, sizes
+//!    known) and checks it against the DB's NAR hash and size. Then the
+//!    status and `Content-Length` are certain.
+//! 5. **Stream.** Bodies come from blocking threads through bounded
+//!    channels ([`body`], and [`compress`] for zstd), wrapped in
+//!    [`body::MeteredStream`] for byte counts and durations. A failure after
+//!    the headers is yielded as an error item, and actix then drops the
+//!    connection: the client sees a broken download, never a clean short
+//!    one, which Nix would treat as a hard failure with no fallback.
+//! 6. **Errors** ([`error::ServerError`]): one enum, one exhaustive match to
+//!    a status; the client gets the status phrase, the log gets the detail.
+//!
+//! The server holds no key. narinfo signatures are the DB's own
+//! ([`state::AppState::signatures`] is where larder-signer will plug in).
+
+pub mod body;
+pub mod compress;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod range;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Service;
+use actix_web::{App, HttpServer, web};
+use larder_store::StoreLocation;
+use larder_store::db::{DbError, StoreDb};
+use thiserror::Error;
+
+use crate::config::{Bind, Config};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("store-root {root}: {source}")]
+    Store { root: String, source: DbError },
+    #[error(
+        "bind {bind}: cannot listen: {source}; pick a free address with --bind (or remove a stale socket file)"
+    )]
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+/// Open the store, bind, and serve until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let location = StoreLocation::with_store_dir(&config.store_root, &config.store_dir);
+    let db = StoreDb::open(&location).map_err(|source| StartupError::Store {
+        root: config.store_root.display().to_string(),
+        source,
+    })?;
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        location,
+        db,
+        metrics: Arc::new(Metrics::new()?),
+    });
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        let metrics = app_state.metrics.clone();
+        App::new()
+            .app_data(app_state.clone())
+            .wrap_fn(move |req, srv| {
+                let start = Instant::now();
+                let metrics = metrics.clone();
+                let call = srv.call(req);
+                async move {
+                    let res = call.await?;
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".to_owned());
+                    let status = res.status().as_u16().to_string();
+                    metrics.requests.with_label_values(&[&route, &status]).inc();
+                    metrics
+                        .duration
+                        .with_label_values(&[&route])
+                        .observe(start.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
+            .configure(routes::configure)
+    })
+    .workers(config.workers)
+    .max_connections(config.max_connections)
+    .keep_alive(Duration::from_secs(config.keep_alive_secs))
+    .client_request_timeout(Duration::from_secs(config.request_timeout_secs))
+    .shutdown_timeout(config.shutdown_timeout_secs)
+    .on_connect(|conn, _| {
+        // Small responses (narinfo) must not wait for Nagle.
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
+    let bind_error = |source| StartupError::Bind {
+        bind: format!("{:?}", config.bind),
+        source,
+    };
+    let server = match &config.bind {
+        Bind::Tcp(addr) => server.bind(addr.as_str()).map_err(bind_error)?,
+        Bind::Unix(path) => server.bind_uds(path).map_err(bind_error)?,
+    };
+    tracing::info!(
+        bind = ?config.bind,
+        store_root = %config.store_root.display(),
+        store_dir = %config.store_dir,
+        "larder-server listening"
+    );
+    server.run().await.map_err(StartupError::Server)
+}

@@ -1,0 +1,33 @@
+//! The `larder-server` binary: configuration, logging, then [`larder_server::run`].
+
+use clap::Parser;
+use larder_server::config::Settings;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let config = match Settings::parse().with_file().and_then(Settings::resolve) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("larder-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+        eprintln!(
+            "larder-server: setting log = {:?}: {e}; using \"info\"",
+            config.log
+        );
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match actix_web::rt::System::new().block_on(larder_server::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("larder-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Prometheus metrics, all prefixed `larder_`, in the server's own registry.
+//!
+//! Labels are bounded: `route` is the matched route pattern (or
+//! `unmatched`), never the raw URL.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests by route and status.
+    pub requests: IntCounterVec,
+    /// Time to response headers, by route.
+    pub duration: HistogramVec,
+    /// Time to the last byte of a streamed body, by route.
+    pub stream_duration: HistogramVec,
+    /// Body bytes sent, by route and encoding.
+    pub bytes_sent: IntCounterVec,
+    /// Streamed bodies (NARs, files, logs) in flight.
+    pub active_streams: IntGauge,
+    /// Streams that ended early, by route and reason (`error`: the server
+    /// aborted the connection; `client`: the client went away).
+    pub aborted_streams: IntCounterVec,
+    /// Time of one store DB lookup.
+    pub db_query: Histogram,
+    /// Uncompressed / compressed bytes of each finished zstd stream.
+    pub compression_ratio: Histogram,
+    pub compressed_in: IntCounter,
+    pub compressed_out: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let latency = || prometheus::exponential_buckets(0.0001, 4.0, 10);
+        let requests = IntCounterVec::new(
+            Opts::new("larder_requests_total", "HTTP requests by route and status"),
+            &["route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "larder_request_duration_seconds",
+                "Time to response headers",
+            )
+            .buckets(latency()?),
+            &["route"],
+        )?;
+        let stream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "larder_stream_duration_seconds",
+                "Time to a body's last byte",
+            )
+            .buckets(latency()?),
+            &["route"],
+        )?;
+        let bytes_sent = IntCounterVec::new(
+            Opts::new("larder_bytes_sent_total", "Body bytes sent"),
+            &["route", "encoding"],
+        )?;
+        let active_streams = IntGauge::new("larder_active_streams", "Streamed bodies in flight")?;
+        let aborted_streams = IntCounterVec::new(
+            Opts::new("larder_aborted_streams_total", "Streams that ended early"),
+            &["route", "reason"],
+        )?;
+        let db_query = Histogram::with_opts(
+            HistogramOpts::new("larder_db_query_seconds", "Store DB lookup time")
+                .buckets(prometheus::exponential_buckets(0.00001, 4.0, 10)?),
+        )?;
+        let compression_ratio = Histogram::with_opts(
+            HistogramOpts::new("larder_compression_ratio", "Uncompressed/compressed size")
+                .buckets(vec![1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0]),
+        )?;
+        let compressed_in =
+            IntCounter::new("larder_compression_input_bytes_total", "Bytes fed to zstd")?;
+        let compressed_out = IntCounter::new(
+            "larder_compression_output_bytes_total",
+            "Bytes zstd produced",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(stream_duration.clone()))?;
+        registry.register(Box::new(bytes_sent.clone()))?;
+        registry.register(Box::new(active_streams.clone()))?;
+        registry.register(Box::new(aborted_streams.clone()))?;
+        registry.register(Box::new(db_query.clone()))?;
+        registry.register(Box::new(compression_ratio.clone()))?;
+        registry.register(Box::new(compressed_in.clone()))?;
+        registry.register(Box::new(compressed_out.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            stream_duration,
+            bytes_sent,
+            active_streams,
+            aborted_streams,
+            db_query,
+            compression_ratio,
+            compressed_in,
+            compressed_out,
+        })
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}

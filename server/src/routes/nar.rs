@@ -1,0 +1,209 @@
+//! `GET|HEAD /nar/<narhash52>.nar?hash=<hash32>`, the nix-serve form
+//! `/nar/<hash32>-<narhash52>.nar`, and `.nar.zst` for narinfo-level zstd.
+//!
+//! Everything that can fail is decided before the headers: the path is
+//! valid in the DB, the URL's NAR hash is the DB's, and the walk of the
+//! files succeeded and gives the DB's NAR size. Only then do the headers go
+//! out (`Content-Length` = NAR size for identity), and the body streams; a
+//! failure after that aborts the connection (see `body.rs`).
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use futures_util::StreamExt;
+use larder_store::Sha256Hash;
+use larder_store::dump::{DumpError, NarStream};
+use larder_store::nar::NarPlan;
+
+use super::accepts;
+use crate::body::{BodyItem, MeteredStream};
+use crate::compress::zstd_stream;
+use crate::error::ServerError;
+use crate::range;
+use crate::state::AppState;
+
+const ROUTE: &str = "/nar/{file}";
+const NAR_TYPE: &str = "application/x-nix-nar";
+
+/// What a NAR URL names.
+#[derive(Debug, PartialEq, Eq)]
+struct NarUrl {
+    nar_hash: Sha256Hash,
+    path_hash: Option<String>,
+    zstd: bool,
+}
+
+fn parse_file(file: &str) -> Option<NarUrl> {
+    let (stem, zstd) = match file.strip_suffix(".nar.zst") {
+        Some(stem) => (stem, true),
+        None => (file.strip_suffix(".nar")?, false),
+    };
+    let (path_hash, nar_hash) = match stem.split_once('-') {
+        Some((path, nar)) => (Some(path.to_owned()), nar),
+        None => (None, stem),
+    };
+    if nar_hash.len() != 52 {
+        return None;
+    }
+    let nar_hash = format!("sha256:{nar_hash}").parse().ok()?;
+    Some(NarUrl {
+        nar_hash,
+        path_hash,
+        zstd,
+    })
+}
+
+fn query_hash(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("hash="))
+        .map(str::to_owned)
+}
+
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    file: web::Path<String>,
+) -> Result<HttpResponse, ServerError> {
+    let url = parse_file(&file)
+        .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
+    let path_hash = url
+        .path_hash
+        .clone()
+        .or_else(|| query_hash(req.query_string()))
+        .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
+    let info = state.lookup(&path_hash).await?;
+    if info.nar_hash != url.nar_hash {
+        return Err(ServerError::NotFound(format!(
+            "{} has NAR hash {}, not {}",
+            info.path, info.nar_hash, url.nar_hash
+        )));
+    }
+    let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
+    if plan.nar_size() != info.nar_size {
+        return Err(ServerError::StoreCorrupt {
+            path: info.path.to_string(),
+            what: format!(
+                "NAR size {} on disk, {} in the DB",
+                plan.nar_size(),
+                info.nar_size
+            ),
+        });
+    }
+    let head = req.method() == actix_web::http::Method::HEAD;
+    let response = Response {
+        state: &state,
+        plan: &plan,
+        head,
+    };
+    if url.zstd {
+        let mut builder = HttpResponse::Ok();
+        builder.content_type("application/zstd");
+        return response.zstd(builder);
+    }
+    let mut builder = HttpResponse::Ok();
+    builder
+        .content_type(NAR_TYPE)
+        .insert_header((header::VARY, "Accept-Encoding"))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(value) = req.headers().get(header::RANGE) {
+        let value = value
+            .to_str()
+            .map_err(|_| ServerError::BadRequest("non-ASCII Range header".to_owned()))?;
+        let range = range::parse(value, plan.nar_size())?;
+        builder
+            .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+            .insert_header((header::CONTENT_RANGE, range.content_range(plan.nar_size())));
+        return response.identity(builder, range.start, range.end);
+    }
+    if accepts(&req, "zstd") {
+        builder.insert_header((header::CONTENT_ENCODING, "zstd"));
+        return response.zstd(builder);
+    }
+    response.identity(builder, 0, plan.nar_size())
+}
+
+/// The body of a checked NAR response.
+struct Response<'a> {
+    state: &'a AppState,
+    plan: &'a NarPlan,
+    head: bool,
+}
+
+fn from_dump(item: Result<bytes::Bytes, DumpError>) -> BodyItem {
+    item.map_err(ServerError::from)
+}
+
+impl Response<'_> {
+    fn nar(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<impl futures_util::Stream<Item = BodyItem> + Unpin + Send + 'static, ServerError>
+    {
+        let stream: NarStream = self.plan.stream_range(start, end)?;
+        Ok(stream.map(from_dump as fn(_) -> _))
+    }
+
+    fn identity(
+        &self,
+        mut builder: HttpResponseBuilder,
+        start: u64,
+        end: u64,
+    ) -> Result<HttpResponse, ServerError> {
+        let len = end - start;
+        if self.head {
+            return Ok(builder.body(SizedStream::new(
+                len,
+                futures_util::stream::empty::<BodyItem>(),
+            )));
+        }
+        let body = MeteredStream::new(
+            self.nar(start, end)?,
+            self.state.metrics.clone(),
+            ROUTE,
+            "identity",
+        );
+        Ok(builder.body(SizedStream::new(len, body)))
+    }
+
+    fn zstd(&self, mut builder: HttpResponseBuilder) -> Result<HttpResponse, ServerError> {
+        if self.head {
+            return Ok(builder.body(BodyStream::new(futures_util::stream::empty::<BodyItem>())));
+        }
+        let size = self.plan.nar_size();
+        let compressed = zstd_stream(
+            self.nar(0, size)?,
+            size,
+            self.state.zstd(),
+            self.state.metrics.clone(),
+        );
+        let body = MeteredStream::new(compressed, self.state.metrics.clone(), ROUTE, "zstd");
+        Ok(builder.body(BodyStream::new(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAR: &str = "1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3";
+
+    #[test]
+    fn both_url_forms() {
+        let plain = parse_file(&format!("{NAR}.nar")).unwrap();
+        assert_eq!(plain.path_hash, None);
+        assert!(!plain.zstd);
+        let serve = parse_file(&format!("8y7yr95drh588a264899m27vi59a9f4q-{NAR}.nar.zst")).unwrap();
+        assert_eq!(
+            serve.path_hash.as_deref(),
+            Some("8y7yr95drh588a264899m27vi59a9f4q")
+        );
+        assert!(serve.zstd);
+        assert_eq!(serve.nar_hash, plain.nar_hash);
+        assert!(parse_file(&format!("{NAR}.nar.bz2")).is_none());
+        assert!(parse_file("abc.nar").is_none());
+        assert!(parse_file(&format!("{}.nar", "e".repeat(52))).is_none());
+        assert_eq!(query_hash("x=1&hash=abc").as_deref(), Some("abc"));
+    }
+}

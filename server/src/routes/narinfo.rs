@@ -1,0 +1,59 @@
+//! `GET|HEAD /<hash32>.narinfo` (and `?json`): a path's metadata from the
+//! store DB, with the URL its NAR is served at.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use larder_store::db::PathInfo;
+use larder_store::narinfo::NarInfo;
+
+use crate::config::Compression;
+use crate::error::ServerError;
+use crate::state::AppState;
+
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    hash: web::Path<String>,
+) -> Result<HttpResponse, ServerError> {
+    let info = state.lookup(&hash).await?;
+    if req.query_string().split('&').any(|q| q == "json") {
+        return Ok(HttpResponse::Ok().json(info.nix_json(state.location.store_dir())));
+    }
+    let narinfo = NarInfo {
+        store_dir: state.location.store_dir().to_owned(),
+        store_path: info.path.clone(),
+        url: nar_url(&info, state.config.compression),
+        compression: compression_name(state.config.compression).to_owned(),
+        file_hash: None,
+        file_size: None,
+        nar_hash: info.nar_hash,
+        nar_size: info.nar_size,
+        references: info.references.clone(),
+        deriver: info.deriver.clone(),
+        sigs: state.signatures(&info).await,
+        ca: info.ca.clone(),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-nix-narinfo")
+        .body(narinfo.to_string()))
+}
+
+/// `nar/<narhash52>.nar[.zst]?hash=<hash32>`: the NAR hash names the content,
+/// the path hash lets the NAR route find it without a NAR-hash index.
+fn nar_url(info: &PathInfo, compression: Compression) -> String {
+    let ext = match compression {
+        Compression::None => "nar",
+        Compression::Zstd => "nar.zst",
+    };
+    format!(
+        "nar/{}.{ext}?hash={}",
+        info.nar_hash.to_nix32(),
+        info.path.hash()
+    )
+}
+
+fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "none",
+        Compression::Zstd => "zstd",
+    }
+}

@@ -1,0 +1,223 @@
+//! `GET /serve/<hash32>/<path>`: one file (or a directory listing) inside a
+//! store path, never outside it.
+//!
+//! The path is percent-decoded once, then walked component by component
+//! with `lstat`: `..` in the URL is refused, and a symlink is followed only
+//! when it is relative and stays inside the same store path (its `..`s may
+//! not climb above the store path's root). Absolute symlinks are refused:
+//! they point outside the store path even when they point into the store.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use actix_web::body::SizedStream;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::html_escape;
+use crate::body::{MeteredStream, blocking_read_stream};
+use crate::error::ServerError;
+use crate::state::AppState;
+
+const ROUTE: &str = "/serve/{hash}/{tail}";
+/// As many symlinks as Linux follows in one lookup.
+const MAX_SYMLINKS: usize = 40;
+
+enum Target {
+    File(File, u64, PathBuf),
+    Directory(Vec<String>),
+}
+
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let hash = req.match_info().query("hash").to_owned();
+    let info = state.lookup(&hash).await?;
+    let root = state.location.real_path(&info.path);
+    // The raw (still percent-encoded) path, so that `%2e%2e` and `%2f` are
+    // decoded exactly once, here, before the `..` check.
+    let raw_tail = req
+        .path()
+        .strip_prefix("/serve/")
+        .and_then(|rest| rest.strip_prefix(hash.as_str()))
+        .unwrap_or("");
+    let tail = components(raw_tail)?;
+    let target = web::block(move || resolve(&root, tail))
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    Ok(match target {
+        Target::File(file, len, path) => {
+            let body = blocking_read_stream(move || Ok(file));
+            let body = MeteredStream::new(body, state.metrics.clone(), ROUTE, "identity");
+            HttpResponse::Ok()
+                .content_type(content_type(&path))
+                .body(SizedStream::new(len, body))
+        }
+        Target::Directory(entries) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(listing(req.path(), &entries)),
+    })
+}
+
+/// Percent-decode and split; refuse `..` and NUL.
+fn components(raw: &str) -> Result<Vec<OsString>, ServerError> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let mut out = Vec::new();
+    for part in decoded.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(ServerError::BadRequest("`..` in a /serve path".to_owned())),
+            p if p.contains(&0) => {
+                return Err(ServerError::BadRequest("NUL in a /serve path".to_owned()));
+            }
+            p => out.push(OsString::from_vec(p.to_vec())),
+        }
+    }
+    Ok(out)
+}
+
+/// Walk `tail` under `root` (blocking), following only symlinks that stay
+/// inside `root`.
+fn resolve(root: &Path, tail: Vec<OsString>) -> Result<Target, ServerError> {
+    let refused =
+        |what: String| ServerError::NotFound(format!("/serve under {}: {what}", root.display()));
+    let root_meta = std::fs::symlink_metadata(root).map_err(|e| refused(e.to_string()))?;
+    if root_meta.file_type().is_symlink() {
+        return Err(refused("the store path itself is a symlink".to_owned()));
+    }
+    // Components still to walk, last first; and where we are below `root`.
+    let mut pending: Vec<OsString> = tail.into_iter().rev().collect();
+    let mut here: Vec<OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            // Only symlink targets get here: the URL's `..` was refused.
+            here.pop()
+                .ok_or_else(|| refused("a symlink climbs out of the store path".to_owned()))?;
+            continue;
+        }
+        let candidate: PathBuf = std::iter::once(root.as_os_str())
+            .chain(here.iter().map(OsString::as_os_str))
+            .chain([part.as_os_str()])
+            .collect();
+        let meta = std::fs::symlink_metadata(&candidate)
+            .map_err(|e| refused(format!("{}: {e}", candidate.display())))?;
+        if !meta.file_type().is_symlink() {
+            here.push(part);
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_SYMLINKS {
+            return Err(refused("too many symlinks".to_owned()));
+        }
+        let link = std::fs::read_link(&candidate).map_err(|e| refused(e.to_string()))?;
+        for component in link.components().rev() {
+            match component {
+                Component::Normal(c) => pending.push(c.to_owned()),
+                Component::ParentDir => pending.push(OsString::from("..")),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refused(format!("absolute symlink {}", candidate.display())));
+                }
+            }
+        }
+    }
+    let path: PathBuf = std::iter::once(root.as_os_str())
+        .chain(here.iter().map(OsString::as_os_str))
+        .collect();
+    open_target(path).map_err(|e| refused(e.to_string()))
+}
+
+fn open_target(path: PathBuf) -> std::io::Result<Target> {
+    let meta = std::fs::symlink_metadata(&path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<String> = std::fs::read_dir(&path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        return Ok(Target::Directory(entries));
+    }
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = File::open(&path)?;
+    Ok(Target::File(file, meta.len(), path))
+}
+
+fn listing(url_path: &str, entries: &[String]) -> String {
+    let base = html_escape(url_path.trim_end_matches('/'));
+    let items: String = entries
+        .iter()
+        .map(|e| {
+            let href = percent_encoding::utf8_percent_encode(e, percent_encoding::NON_ALPHANUMERIC);
+            format!(
+                "<li><a href=\"{base}/{href}\">{}</a></li>\n",
+                html_escape(e)
+            )
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{base}</title></head><body><ul>\n{items}</ul></body></html>\n"
+    )
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().map(OsStr::as_bytes).unwrap_or_default();
+    match ext {
+        b"html" | b"htm" => "text/html; charset=utf-8",
+        b"css" => "text/css",
+        b"js" => "text/javascript",
+        b"json" => "application/json",
+        b"svg" => "image/svg+xml",
+        b"png" => "image/png",
+        b"jpg" | b"jpeg" => "image/jpeg",
+        b"pdf" => "application/pdf",
+        b"txt" | b"md" | b"nix" | b"sh" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_components_refuse_parent_dirs_however_encoded() {
+        for raw in ["/../etc", "/a/%2e%2e/b", "/%2E%2E", "/a%2f..%2fb", "/a/%00"] {
+            assert!(
+                matches!(components(raw), Err(ServerError::BadRequest(_))),
+                "{raw}"
+            );
+        }
+        let ok = components("/bin/./hello%20world").unwrap();
+        assert_eq!(
+            ok,
+            vec![OsString::from("bin"), OsString::from("hello world")]
+        );
+    }
+
+    #[test]
+    fn symlinks_stay_inside_the_store_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/file"), b"x").unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        let link =
+            |target: &str, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        link("sub/file", "inside");
+        link("../secret", "up");
+        link("/etc/passwd", "absolute");
+        link("sub/../sub/file", "roundabout");
+        link("loop", "loop");
+        let get = |p: &str| resolve(&root, components(p).unwrap());
+        assert!(matches!(get("/inside"), Ok(Target::File(_, 1, _))));
+        assert!(matches!(get("/roundabout"), Ok(Target::File(_, 1, _))));
+        assert!(matches!(get("/sub"), Ok(Target::Directory(e)) if e == ["file"]));
+        for bad in ["/up", "/absolute", "/loop", "/missing"] {
+            assert!(matches!(get(bad), Err(ServerError::NotFound(_))), "{bad}");
+        }
+    }
+}
