@@ -107,7 +107,12 @@ mod tests {
         assert_eq!(fp.references.len(), 2);
         assert_eq!(fp.to_string(), FP);
         let none = "1;/nix/store/m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke;sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73;0;";
-        assert!(Fingerprint::parse("/nix/store", none).unwrap().references.is_empty());
+        assert!(
+            Fingerprint::parse("/nix/store", none)
+                .unwrap()
+                .references
+                .is_empty()
+        );
     }
 
     #[test]
@@ -133,7 +138,10 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         );
         assert_eq!(p(&b16), HashEncoding);
-        assert!(matches!(p(&FP.replace("/nix/store/8y7", "/other/8y7")), Path(_)));
+        assert!(matches!(
+            p(&FP.replace("/nix/store/8y7", "/other/8y7")),
+            Path(_)
+        ));
     }
 
     proptest! {

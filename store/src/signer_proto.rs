@@ -100,6 +100,11 @@ pub enum FrameError {
     Closed,
 }
 
+/// A message as one line of JSON, for logs and the operator tool.
+pub fn to_json<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).unwrap_or_else(|e| format!("(unprintable: {e})"))
+}
+
 /// Read one frame and decode it; `Closed` on a clean end of stream.
 pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
 where
@@ -187,7 +192,9 @@ mod tests {
 
         let mut garbage = 5u32.to_be_bytes().to_vec();
         garbage.extend_from_slice(b"hello");
-        let err = read_frame::<Request, _>(&mut garbage.as_slice()).await.unwrap_err();
+        let err = read_frame::<Request, _>(&mut garbage.as_slice())
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Json(_)));
 
         let err = read_frame::<Request, _>(&mut &[][..]).await.unwrap_err();
@@ -195,6 +202,10 @@ mod tests {
         let unknown = br#"{"op":"sign","fingerprint":"x","extra":1}"#;
         let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(unknown);
-        assert!(read_frame::<Request, _>(&mut frame.as_slice()).await.is_err());
+        assert!(
+            read_frame::<Request, _>(&mut frame.as_slice())
+                .await
+                .is_err()
+        );
     }
 }

@@ -1,0 +1,62 @@
+//! What the signer agrees to sign: a canonical fingerprint whose path is
+//! valid in the store with exactly that NAR hash, NAR size and references.
+//! A compromised server can therefore only get signatures for what really
+//! is in the store.
+
+use larder_store::db::StoreDb;
+use larder_store::fingerprint::Fingerprint;
+use larder_store::signer_proto::{Refusal, RefusalCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Sign only fingerprints that match the store DB exactly.
+    Store,
+    /// Sign any well-formed fingerprint. Dangerous: for tests and migrations.
+    Any,
+}
+
+fn refuse(code: RefusalCode, reason: String) -> Refusal {
+    Refusal { code, reason }
+}
+
+/// Check `text` and return the fingerprint to sign, or why not.
+pub async fn check(policy: Policy, db: &StoreDb, text: &str) -> Result<Fingerprint, Refusal> {
+    let store_dir = db.location().store_dir();
+    let fp = Fingerprint::parse(store_dir, text)
+        .map_err(|e| refuse(RefusalCode::BadFingerprint, e.to_string()))?;
+    if policy == Policy::Any {
+        return Ok(fp);
+    }
+    let info = db
+        .path_info_by_path(&fp.path)
+        .await
+        .map_err(|e| refuse(RefusalCode::Internal, e.to_string()))?
+        .ok_or_else(|| {
+            refuse(
+                RefusalCode::NotInStore,
+                format!("{} is not valid in the store", fp.path),
+            )
+        })?;
+    if info.nar_hash != fp.nar_hash {
+        return Err(refuse(
+            RefusalCode::HashMismatch,
+            format!("{}: NAR hash differs from the store's", fp.path),
+        ));
+    }
+    if info.nar_size != fp.nar_size {
+        return Err(refuse(
+            RefusalCode::SizeMismatch,
+            format!("{}: NAR size differs from the store's", fp.path),
+        ));
+    }
+    let mut refs: Vec<String> = info.references.iter().map(ToString::to_string).collect();
+    refs.sort();
+    let asked: Vec<String> = fp.references.iter().map(ToString::to_string).collect();
+    if refs != asked {
+        return Err(refuse(
+            RefusalCode::ReferencesMismatch,
+            format!("{}: references differ from the store's", fp.path),
+        ));
+    }
+    Ok(fp)
+}

@@ -1,0 +1,133 @@
+//! The socket service: accept connections, check the peer's uid, then
+//! answer framed requests one after another until the peer goes away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use larder_store::db::StoreDb;
+use larder_store::signature::SecretKey;
+use larder_store::signer_proto::{
+    FrameError, Refusal, RefusalCode, Reply, Request, read_frame, write_frame,
+};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::metrics::Metrics;
+use crate::policy::{self, Policy};
+
+/// A connection idle this long is closed; the server reconnects on demand.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A reply that cannot be written within this is abandoned.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Signer {
+    pub keys: Vec<SecretKey>,
+    pub db: StoreDb,
+    pub policy: Policy,
+    /// Empty: any peer that can open the socket (its mode and group decide).
+    pub allowed_uids: Vec<u32>,
+    pub metrics: Metrics,
+}
+
+impl Signer {
+    async fn answer(&self, request: Request) -> Reply {
+        let op = match &request {
+            Request::Sign { .. } => "sign",
+            Request::PublicKeys => "public-keys",
+            Request::Metrics => "metrics",
+        };
+        self.metrics.requests.with_label_values(&[op]).inc();
+        match request {
+            Request::Sign { fingerprint } => self.sign(&fingerprint).await,
+            Request::PublicKeys => {
+                Reply::PublicKeys(self.keys.iter().map(|k| k.public().to_string()).collect())
+            }
+            Request::Metrics => Reply::Metrics(self.metrics.render()),
+        }
+    }
+
+    async fn sign(&self, fingerprint: &str) -> Reply {
+        let start = Instant::now();
+        let reply = match policy::check(self.policy, &self.db, fingerprint).await {
+            Ok(fp) => {
+                let text = fp.to_string();
+                Reply::Signatures(
+                    self.keys
+                        .iter()
+                        .map(|k| {
+                            self.metrics.signatures.with_label_values(&[k.name()]).inc();
+                            k.sign(&text).to_string()
+                        })
+                        .collect(),
+                )
+            }
+            Err(refusal) => self.refused(refusal),
+        };
+        self.metrics.duration.observe(start.elapsed().as_secs_f64());
+        reply
+    }
+
+    /// Log and count a refusal. Fingerprints name only public store paths.
+    fn refused(&self, refusal: Refusal) -> Reply {
+        tracing::warn!(code = refusal.code.as_str(), reason = %refusal.reason, "refused");
+        self.metrics
+            .refusals
+            .with_label_values(&[refusal.code.as_str()])
+            .inc();
+        Reply::Refused(refusal)
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: UnixStream) {
+        self.metrics.connections.inc();
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let allowed =
+            self.allowed_uids.is_empty() || uid.is_some_and(|u| self.allowed_uids.contains(&u));
+        if !allowed {
+            let reply = self.refused(Refusal {
+                code: RefusalCode::Forbidden,
+                reason: format!("peer uid {uid:?} is not in --allow-uid"),
+            });
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut stream, &reply)).await;
+        } else {
+            self.serve_requests(&mut stream).await;
+        }
+        self.metrics.connections.dec();
+    }
+
+    async fn serve_requests(&self, stream: &mut UnixStream) {
+        loop {
+            let request = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(stream)).await {
+                Err(_) | Ok(Err(FrameError::Closed)) => return,
+                Ok(Ok(request)) => request,
+                Ok(Err(e)) => {
+                    // The stream may be out of step: answer once, then hang up.
+                    let reply = self.refused(Refusal {
+                        code: RefusalCode::Malformed,
+                        reason: e.to_string(),
+                    });
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_frame(stream, &reply)).await;
+                    return;
+                }
+            };
+            let reply = self.answer(request).await;
+            match tokio::time::timeout(WRITE_TIMEOUT, write_frame(stream, &reply)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(signer.clone().connection(stream));
+            }
+            // Out of descriptors and the like: keep serving the others.
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

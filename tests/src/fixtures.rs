@@ -1,0 +1,87 @@
+//! Store contents and binary-cache exports shared by several tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use larder_store::narinfo::NarInfo;
+use larder_store::signature::fingerprint;
+
+use crate::{TestStore, nix_command, run, shell_derivation};
+
+/// A small closure built by the real Nix: `top` refers to `mid`, which
+/// refers to `leaf`; each has a deriver. Returns `top`'s store path.
+pub fn three_path_closure(store: &TestStore) -> String {
+    let leaf = shell_derivation("leaf", "echo leaf > $out");
+    let mid = format!(
+        r#"derivation {{ name = "mid"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; leaf = {leaf}; args = ["-c" "mkdir $out; echo $leaf > $out/ref; echo x > $out/f"]; }}"#
+    );
+    let top = format!(
+        r#"derivation {{ name = "top"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; mid = {mid}; args = ["-c" "echo $mid > $out"]; }}"#
+    );
+    store.build_expr(&top).remove(0)
+}
+
+/// `nix copy --to file://<dir>?compression=<compression> <path>`.
+pub fn export_file_cache(store: &TestStore, path: &str, dir: &Path, compression: &str) {
+    run(store
+        .nix("nix")
+        .args(["copy", "--to"])
+        .arg(format!(
+            "file://{}?compression={compression}",
+            dir.display()
+        ))
+        .arg(path));
+}
+
+pub fn file_uri(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// Every narinfo of a file cache, parsed; each must render back to the
+/// exact bytes Nix wrote.
+pub fn read_narinfos(dir: &Path) -> Vec<(PathBuf, NarInfo)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "narinfo") {
+            let text = fs::read_to_string(&p).unwrap();
+            let info: NarInfo = text
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()));
+            // What we render is what Nix wrote, byte for byte.
+            assert_eq!(info.to_string(), text, "{}", p.display());
+            out.push((p, info));
+        }
+    }
+    out
+}
+
+/// Replace every narinfo's signatures with `sign(fingerprint)`.
+pub fn sign_file_cache(dir: &Path, sign: impl Fn(&str) -> Vec<String>) {
+    for (p, mut info) in read_narinfos(dir) {
+        let fp = fingerprint(
+            &info.store_dir,
+            &info.store_path,
+            &info.nar_hash,
+            info.nar_size,
+            &info.references,
+        );
+        info.sigs = sign(&fp);
+        fs::write(p, info.to_string()).unwrap();
+    }
+}
+
+/// `nix copy --from <uri>` into a fresh store with `require-sigs` and only
+/// `trusted_key` trusted. Returns the output; callers assert on success.
+pub fn copy_with_sigs(uri: &str, path: &str, trusted_key: &str) -> Output {
+    let dest = tempfile::tempdir().unwrap();
+    nix_command("nix")
+        .args(["copy", "--from", uri, "--to"])
+        .arg(dest.path())
+        .args(["--option", "require-sigs", "true"])
+        .args(["--option", "trusted-public-keys", trusted_key])
+        .arg(path)
+        .output()
+        .unwrap()
+}

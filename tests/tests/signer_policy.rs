@@ -1,0 +1,260 @@
+//! larder-signer as a real process on a real store: it signs only what the
+//! store holds, the real Nix accepts its signatures, and it refuses to start
+//! with a key file others can read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use larder_store::fingerprint::Fingerprint;
+use larder_store::signer_proto::{Reply, Request};
+use larder_tests::fixtures::{
+    copy_with_sigs, export_file_cache, file_uri, sign_file_cache, three_path_closure,
+};
+use larder_tests::process::{Running, binary, wait_until};
+use larder_tests::{TestStore, run_stdout};
+
+struct Signer {
+    _process: Running,
+    socket: PathBuf,
+    public_key: String,
+    _dir: tempfile::TempDir,
+}
+
+fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.sec"));
+    let public = run_stdout(
+        Command::new(binary("larder-signer"))
+            .args(["generate-key", "--name", name, "--out"])
+            .arg(&key),
+    );
+    (key, public.trim().to_owned())
+}
+
+fn start_signer(store: &TestStore, extra: &[&str]) -> Signer {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public_key) = generate_key(dir.path(), "larder-test-1");
+    let socket = dir.path().join("signer.sock");
+    let mut process = Running::spawn(
+        "larder-signer",
+        Command::new(binary("larder-signer"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--store-root")
+            .arg(store.root())
+            .args(extra),
+    );
+    wait_until(&mut process, || socket.exists());
+    Signer {
+        _process: process,
+        socket,
+        public_key,
+        _dir: dir,
+    }
+}
+
+/// One request through the operator tool, as an operator would send it.
+fn ask(signer: &Signer, request: &Request) -> Reply {
+    let mut cmd = Command::new(binary("larder-signer"));
+    cmd.arg("request").arg("--socket").arg(&signer.socket);
+    match request {
+        Request::Sign { fingerprint } => cmd.args(["--fingerprint", fingerprint]),
+        Request::Metrics => cmd.arg("--metrics"),
+        Request::PublicKeys => &mut cmd,
+    };
+    let out = cmd.output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("reply {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn refusal_code(reply: Reply) -> String {
+    match reply {
+        Reply::Refused(r) => r.code.as_str().to_owned(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn true_fingerprint(store: &TestStore, path: &str) -> Fingerprint {
+    let json: serde_json::Value = serde_json::from_str(&run_stdout(store.nix("nix").args([
+        "path-info",
+        "--json",
+        path,
+    ])))
+    .unwrap();
+    let loc = store.location();
+    let text = larder_store::signature::fingerprint(
+        "/nix/store",
+        &loc.parse_path(path).unwrap(),
+        &json[0]["narHash"].as_str().unwrap().parse().unwrap(),
+        json[0]["narSize"].as_u64().unwrap(),
+        &json[0]["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| loc.parse_path(r.as_str().unwrap()).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    Fingerprint::parse("/nix/store", &text).unwrap()
+}
+
+#[test]
+fn signs_only_what_the_store_holds() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = start_signer(&store, &[]);
+    let good = true_fingerprint(&store, &top);
+
+    match ask(&signer, &Request::PublicKeys) {
+        Reply::PublicKeys(keys) => assert_eq!(keys, vec![signer.public_key.clone()]),
+        other => panic!("{other:?}"),
+    }
+    let sign = |fp: &Fingerprint| Request::Sign {
+        fingerprint: fp.to_string(),
+    };
+    assert!(matches!(ask(&signer, &sign(&good)), Reply::Signatures(s) if s.len() == 1));
+
+    let mut wrong_hash = good.clone();
+    wrong_hash.nar_hash = larder_store::Sha256Hash::digest(b"forged");
+    assert_eq!(
+        refusal_code(ask(&signer, &sign(&wrong_hash))),
+        "hash-mismatch"
+    );
+
+    let mut wrong_size = good.clone();
+    wrong_size.nar_size += 8;
+    assert_eq!(
+        refusal_code(ask(&signer, &sign(&wrong_size))),
+        "size-mismatch"
+    );
+
+    let mut missing_ref = good.clone();
+    missing_ref.references.clear();
+    assert_eq!(
+        refusal_code(ask(&signer, &sign(&missing_ref))),
+        "references-mismatch"
+    );
+
+    let mut extra_ref = good.clone();
+    extra_ref.references.push(good.path.clone());
+    assert_eq!(
+        refusal_code(ask(&signer, &sign(&extra_ref))),
+        "references-mismatch"
+    );
+
+    let mut absent = good.clone();
+    absent.path = "00000000000000000000000000000000-absent".parse().unwrap();
+    assert_eq!(refusal_code(ask(&signer, &sign(&absent))), "not-in-store");
+
+    for garbage in ["", "garbage", "1;/etc/passwd;sha256:x;1;", "1;;;;"] {
+        let req = Request::Sign {
+            fingerprint: garbage.to_owned(),
+        };
+        assert_eq!(
+            refusal_code(ask(&signer, &req)),
+            "bad-fingerprint",
+            "{garbage:?}"
+        );
+    }
+
+    // The refusals are counted, per code.
+    match ask(&signer, &Request::Metrics) {
+        Reply::Metrics(text) => {
+            assert!(
+                text.contains(r#"larder_signer_refusals_total{code="hash-mismatch"} 1"#),
+                "{text}"
+            );
+            assert!(
+                text.contains(r#"larder_signer_refusals_total{code="bad-fingerprint"} 4"#),
+                "{text}"
+            );
+            assert!(
+                text.contains(r#"larder_signer_signatures_total{key="larder-test-1"} 1"#),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_real_nix_accepts_the_signers_signatures() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = start_signer(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    export_file_cache(&store, &top, cache.path(), "none");
+    sign_file_cache(cache.path(), |fp| {
+        match ask(
+            &signer,
+            &Request::Sign {
+                fingerprint: fp.to_owned(),
+            },
+        ) {
+            Reply::Signatures(sigs) => sigs,
+            other => panic!("signer refused a true fingerprint {fp}: {other:?}"),
+        }
+    });
+    let out = copy_with_sigs(&file_uri(cache.path()), &top, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn peers_outside_the_allow_list_are_refused() {
+    let store = TestStore::new();
+    // The test runs as root (uid 0); only uid 4242 may ask.
+    let signer = start_signer(&store, &["--allow-uid", "4242"]);
+    assert_eq!(
+        refusal_code(ask(&signer, &Request::PublicKeys)),
+        "forbidden"
+    );
+}
+
+#[test]
+fn refuses_to_start_with_a_readable_key_or_a_bad_one() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = generate_key(dir.path(), "k");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let serve = |key: &Path| {
+        Command::new(binary("larder-signer"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--key-file")
+            .arg(key)
+            .arg("--store-root")
+            .arg(store.root())
+            .output()
+            .unwrap()
+    };
+    let out = serve(&key);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&key.display().to_string()) && err.contains("chmod 600"),
+        "{err}"
+    );
+
+    let truncated = dir.path().join("truncated.sec");
+    let text = std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+    std::fs::set_permissions(&truncated, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = serve(&truncated);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("truncated.sec") && err.contains("not a Nix secret key"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&text[5..20]),
+        "the key must never be echoed: {err}"
+    );
+}
