@@ -1,0 +1,252 @@
+//! NAR dump throughput: larder's dumper (walk + stream, in-process, bytes
+//! counted and discarded) against `nix-store --dump` of the same paths to
+//! /dev/null, in the same run, warm cache.
+//!
+//! The closure is made once from real files (`/usr/lib`, `/usr/share`)
+//! with `nix-store --add` into a chroot store under `bench/work/` (gitignored)
+//! and reused by later runs. Results go to `bench/results/nar_dump.md`.
+//!
+//! `cargo run --release -p larder-bench --bin nar_dump [-- REPS]`
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use larder_store::StoreLocation;
+use larder_store::nar::NarPlan;
+use larder_store::path::validate_name;
+
+type Error = Box<dyn std::error::Error>;
+
+/// Where the store paths are taken from: every child of these is a path.
+const SOURCES: &[&str] = &[
+    "/usr/share",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/python3/dist-packages",
+    "/usr/lib/python3.11",
+    "/usr/lib/llvm-14/lib",
+    "/usr/lib/jvm",
+    "/usr/lib/gcc/x86_64-linux-gnu",
+];
+/// The closure's total NAR size, at least.
+const CLOSURE_BYTES: u64 = 1300 << 20;
+const MIB: f64 = (1 << 20) as f64;
+
+fn main() -> Result<(), Error> {
+    let reps: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse()?,
+        None => 3,
+    };
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = bench.join("work");
+    let location = StoreLocation::new(work.join("store"));
+    let paths = closure(&work, &location)?;
+    let nar_bytes: u64 = paths
+        .iter()
+        .map(|p| NarPlan::walk(p).map(|plan| plan.nar_size()))
+        .sum::<Result<_, _>>()?;
+    println!(
+        "{} paths, {:.0} MiB of NAR",
+        paths.len(),
+        nar_bytes as f64 / MIB
+    );
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ours = || runtime.block_on(dump_ours(&paths, nar_bytes));
+    let theirs = || dump_nix_store(&paths);
+    // Warm the page cache and both code paths.
+    ours()?;
+    theirs()?;
+    let mut timings = Vec::new();
+    for rep in 0..reps {
+        let (o, t) = (ours()?, theirs()?);
+        println!("rep {rep}: larder {o:.2?}, nix-store --dump {t:.2?}");
+        timings.push((o, t));
+    }
+    let startup = nix_store_startup(&work)?;
+    let report = report(&paths, nar_bytes, &timings, startup)?;
+    print!("{report}");
+    fs::create_dir_all(bench.join("results"))?;
+    fs::write(bench.join("results/nar_dump.md"), report)?;
+    Ok(())
+}
+
+/// The store paths' real locations, adding them to the store on first use.
+fn closure(work: &Path, location: &StoreLocation) -> Result<Vec<PathBuf>, Error> {
+    let list = work.join("paths.txt");
+    if !list.exists() {
+        let sources = pick_sources()?;
+        println!(
+            "adding {} paths to {}",
+            sources.len(),
+            location.root().display()
+        );
+        fs::create_dir_all(location.root())?;
+        let out = Command::new("nix-store")
+            .env("NIX_CONFIG", "substituters =\nsandbox = false\n")
+            .arg("--store")
+            .arg(location.root())
+            .arg("--add")
+            .args(&sources)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("nix-store --add failed: {}", out.status).into());
+        }
+        fs::write(&list, out.stdout)?;
+    }
+    let mut paths: Vec<PathBuf> = fs::read_to_string(&list)?
+        .lines()
+        .map(|line| Ok(location.real_path(&location.parse_path(line)?)))
+        .collect::<Result<_, Error>>()?;
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// Children of [`SOURCES`], taken in turn from each, until their NARs add
+/// up to [`CLOSURE_BYTES`]: a mix of big libraries, small files, deep trees
+/// and symlinks.
+fn pick_sources() -> Result<Vec<PathBuf>, Error> {
+    let mut queues: Vec<Vec<PathBuf>> = Vec::new();
+    for source in SOURCES {
+        let mut children: Vec<PathBuf> = fs::read_dir(source)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| validate_name(n).is_ok())
+            })
+            .collect();
+        children.sort();
+        children.reverse();
+        queues.push(children);
+    }
+    let mut picked = Vec::new();
+    let mut total = 0;
+    while total < CLOSURE_BYTES && queues.iter().any(|q| !q.is_empty()) {
+        for queue in &mut queues {
+            let Some(path) = queue.pop() else { continue };
+            // Skip what a NAR cannot hold or we cannot read.
+            if let Ok(plan) = NarPlan::walk(&path) {
+                total += plan.nar_size();
+                picked.push(path);
+            }
+        }
+    }
+    Ok(picked)
+}
+
+/// Walks and streams every path, counting the bytes.
+async fn dump_ours(paths: &[PathBuf], expected: u64) -> Result<Duration, Error> {
+    let start = Instant::now();
+    let mut total = 0;
+    for path in paths {
+        let plan = NarPlan::walk_async(path.clone()).await?;
+        let mut stream = plan.stream(0)?;
+        while let Some(chunk) = stream.next_chunk().await {
+            total += chunk?.len() as u64;
+        }
+    }
+    let elapsed = start.elapsed();
+    if total != expected {
+        return Err(format!("dumped {total} bytes, expected {expected}").into());
+    }
+    Ok(elapsed)
+}
+
+/// `nix-store --dump` of every path to /dev/null, one process per path as a
+/// cache calling it would.
+fn dump_nix_store(paths: &[PathBuf]) -> Result<Duration, Error> {
+    let start = Instant::now();
+    for path in paths {
+        let status = Command::new("nix-store")
+            .arg("--dump")
+            .arg(path)
+            .stdout(fs::File::create("/dev/null")?)
+            .status()?;
+        if !status.success() {
+            return Err(format!("nix-store --dump {} failed", path.display()).into());
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// The mean time of a `nix-store --dump` that has nothing to read.
+fn nix_store_startup(work: &Path) -> Result<Duration, Error> {
+    let empty = work.join("empty");
+    fs::write(&empty, b"")?;
+    let runs = 50;
+    let elapsed = dump_nix_store(&vec![empty; runs])?;
+    Ok(elapsed / runs as u32)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn machine() -> Result<String, Error> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |l| l.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism()?;
+    Ok(format!("{cores} cores (nproc), {model}"))
+}
+
+fn report(
+    paths: &[PathBuf],
+    nar_bytes: u64,
+    timings: &[(Duration, Duration)],
+    startup: Duration,
+) -> Result<String, Error> {
+    let mbs = |d: Duration| nar_bytes as f64 / MIB / d.as_secs_f64();
+    let ours = median(timings.iter().map(|(o, _)| mbs(*o)).collect());
+    let theirs = median(timings.iter().map(|(_, t)| mbs(*t)).collect());
+    let startups = startup * paths.len() as u32;
+    let theirs_net = median(
+        timings
+            .iter()
+            .map(|(_, t)| mbs(t.saturating_sub(startups)))
+            .collect(),
+    );
+    let mut md = String::new();
+    writeln!(md, "# NAR dump throughput\n")?;
+    writeln!(md, "Machine: {}.\n", machine()?)?;
+    writeln!(
+        md,
+        "Closure: {} store paths, {:.0} MiB of NAR, made by `nix-store --add` of children of {} (real files). Page cache warm (one pass of each first); each side dumps every path once per repetition, sequentially.\n",
+        paths.len(),
+        nar_bytes as f64 / MIB,
+        SOURCES.join(", ")
+    )?;
+    writeln!(
+        md,
+        "| rep | larder (walk + stream, in-process) | `nix-store --dump > /dev/null` |"
+    )?;
+    writeln!(md, "|---|---|---|")?;
+    for (rep, (o, t)) in timings.iter().enumerate() {
+        writeln!(
+            md,
+            "| {rep} | {o:.2?} ({:.0} MiB/s) | {t:.2?} ({:.0} MiB/s) |",
+            mbs(*o),
+            mbs(*t)
+        )?;
+    }
+    writeln!(
+        md,
+        "\nMedian: larder {ours:.0} MiB/s, nix-store {theirs:.0} MiB/s: **{:.2}×**.\n",
+        ours / theirs
+    )?;
+    writeln!(
+        md,
+        "`nix-store --dump` of an empty file takes {startup:.2?} (process start-up); without it ({startups:.2?} over {} paths) nix-store would do {theirs_net:.0} MiB/s and the ratio would be {:.2}×.",
+        paths.len(),
+        ours / theirs_net
+    )?;
+    Ok(md)
+}
