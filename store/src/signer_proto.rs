@@ -105,32 +105,8 @@ pub fn to_json<T: Serialize>(message: &T) -> String {
     serde_json::to_string(message).unwrap_or_else(|e| format!("(unprintable: {e})"))
 }
 
-/// Read one frame and decode it; `Closed` on a clean end of stream.
-pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
-where
-    T: for<'de> Deserialize<'de>,
-    R: AsyncRead + Unpin,
-{
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len);
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len as usize];
-    reader.read_exact(&mut body).await?;
-    Ok(serde_json::from_slice(&body)?)
-}
-
-pub async fn write_frame<T, W>(writer: &mut W, message: &T) -> Result<(), FrameError>
-where
-    T: Serialize,
-    W: AsyncWrite + Unpin,
-{
+/// Encode one message as a frame: length prefix and JSON body.
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(message)?;
     let len = u32::try_from(body.len())
         .ok()
@@ -139,7 +115,61 @@ where
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);
-    writer.write_all(&frame).await?;
+    Ok(frame)
+}
+
+/// The body length a frame header announces, if acceptable.
+fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len as usize)
+}
+
+fn closed_on_eof(e: std::io::Error) -> FrameError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        FrameError::Closed
+    } else {
+        e.into()
+    }
+}
+
+/// Read one frame and decode it; `Closed` on a clean end of stream.
+pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; 4];
+    reader
+        .read_exact(&mut header)
+        .await
+        .map_err(closed_on_eof)?;
+    let mut body = vec![0u8; body_len(header)?];
+    reader.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// [`read_frame`] for blocking readers (std sockets with timeouts).
+pub fn read_frame_blocking<T, R>(reader: &mut R) -> Result<T, FrameError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: std::io::Read,
+{
+    let mut header = [0u8; 4];
+    reader.read_exact(&mut header).map_err(closed_on_eof)?;
+    let mut body = vec![0u8; body_len(header)?];
+    reader.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+pub async fn write_frame<T, W>(writer: &mut W, message: &T) -> Result<(), FrameError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    writer.write_all(&encode_frame(message)?).await?;
     writer.flush().await?;
     Ok(())
 }
