@@ -31,11 +31,21 @@ pub struct MeteredStream<S> {
     route: &'static str,
     bytes: prometheus::IntCounter,
     start: Instant,
+    /// Bytes still due when the length is known: actix stops polling a
+    /// sized body once it has them, so reaching zero is its end.
+    remaining: Option<u64>,
     finished: bool,
 }
 
 impl<S> MeteredStream<S> {
-    pub fn new(inner: S, metrics: Arc<Metrics>, route: &'static str, encoding: &str) -> Self {
+    /// `len`: the body's size when known (`Content-Length`).
+    pub fn new(
+        inner: S,
+        metrics: Arc<Metrics>,
+        route: &'static str,
+        encoding: &str,
+        len: Option<u64>,
+    ) -> Self {
         metrics.active_streams.inc();
         let bytes = metrics.bytes_sent.with_label_values(&[route, encoding]);
         MeteredStream {
@@ -44,6 +54,7 @@ impl<S> MeteredStream<S> {
             route,
             bytes,
             start: Instant::now(),
+            remaining: len,
             finished: false,
         }
     }
@@ -55,7 +66,15 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for MeteredStream<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
         let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
         match &item {
-            Some(Ok(chunk)) => self.bytes.inc_by(chunk.len() as u64),
+            Some(Ok(chunk)) => {
+                self.bytes.inc_by(chunk.len() as u64);
+                if let Some(remaining) = self.remaining.as_mut() {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    if *remaining == 0 {
+                        self.finish();
+                    }
+                }
+            }
             Some(Err(e)) => {
                 tracing::error!(route = self.route, error = %e, "aborting a response mid-stream");
                 self.metrics
@@ -64,16 +83,21 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for MeteredStream<S> {
                     .inc();
                 self.finished = true;
             }
-            None if !self.finished => {
-                self.finished = true;
-                self.metrics
-                    .stream_duration
-                    .with_label_values(&[self.route])
-                    .observe(self.start.elapsed().as_secs_f64());
-            }
-            None => {}
+            None => self.finish(),
         }
         Poll::Ready(item)
+    }
+}
+
+impl<S> MeteredStream<S> {
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.metrics
+                .stream_duration
+                .with_label_values(&[self.route])
+                .observe(self.start.elapsed().as_secs_f64());
+        }
     }
 }
 

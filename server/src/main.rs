@@ -1,5 +1,7 @@
 //! The `larder-server` binary: configuration, logging, then [`larder_server::run`].
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use larder_server::config::Settings;
 use tracing_subscriber::EnvFilter;

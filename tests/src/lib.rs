@@ -13,6 +13,7 @@ use larder_store::StoreLocation;
 pub mod fixtures;
 pub mod nar_stream;
 pub mod process;
+pub mod server;
 
 /// The `NIX_CONFIG` every test uses: no sandbox (tests run as root inside
 /// CI containers), no substituters (there is no internet). Builds in a

@@ -48,6 +48,7 @@ pub async fn get(
                 metrics,
                 ROUTE,
                 "identity",
+                Some(len),
             );
             builder.body(SizedStream::new(len, body))
         }
@@ -57,6 +58,7 @@ pub async fn get(
                 metrics,
                 ROUTE,
                 "bzip2",
+                Some(len),
             );
             builder
                 .insert_header((header::CONTENT_ENCODING, "bzip2"))
@@ -65,7 +67,7 @@ pub async fn get(
         }
         LogFile::Bzip2(file, _) => {
             let decoded = blocking_read_stream(move || Ok(bzip2::read::BzDecoder::new(file)));
-            let body = MeteredStream::new(decoded, metrics, ROUTE, "identity");
+            let body = MeteredStream::new(decoded, metrics, ROUTE, "identity", None);
             builder
                 .insert_header((header::VARY, "Accept-Encoding"))
                 .body(BodyStream::new(body))

@@ -163,6 +163,7 @@ impl Response<'_> {
             self.state.metrics.clone(),
             ROUTE,
             "identity",
+            Some(len),
         );
         Ok(builder.body(SizedStream::new(len, body)))
     }
@@ -178,7 +179,7 @@ impl Response<'_> {
             self.state.zstd(),
             self.state.metrics.clone(),
         );
-        let body = MeteredStream::new(compressed, self.state.metrics.clone(), ROUTE, "zstd");
+        let body = MeteredStream::new(compressed, self.state.metrics.clone(), ROUTE, "zstd", None);
         Ok(builder.body(BodyStream::new(body)))
     }
 }

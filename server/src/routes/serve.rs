@@ -50,7 +50,8 @@ pub async fn get(
     Ok(match target {
         Target::File(file, len, path) => {
             let body = blocking_read_stream(move || Ok(file));
-            let body = MeteredStream::new(body, state.metrics.clone(), ROUTE, "identity");
+            let body =
+                MeteredStream::new(body, state.metrics.clone(), ROUTE, "identity", Some(len));
             HttpResponse::Ok()
                 .content_type(content_type(&path))
                 .body(SizedStream::new(len, body))

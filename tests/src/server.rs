@@ -1,0 +1,132 @@
+//! The real `larder-server` binary on a free loopback port, serving a
+//! [`TestStore`]: started by [`LarderServer::start`], ready once `/health`
+//! answers, killed on drop. The binary must be built first
+//! (`cargo build --workspace --bins`, as `scripts/test.sh` does).
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::TestStore;
+use crate::process::{Running, binary, wait_until};
+
+pub struct LarderServer {
+    process: Running,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LarderServer {
+    /// Serve `store` with extra command-line flags (e.g. `--compression zstd`).
+    pub fn start(store: &TestStore, flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("server.log");
+        let port = free_port();
+        let mut cmd = Command::new(binary("larder-server"));
+        cmd.arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--store-root")
+            .arg(store.root())
+            .args(["--log", "larder_server=debug,info"])
+            .args(flags)
+            .stdout(File::create(&log).expect("log file"))
+            .stderr(File::create(&log).expect("log file"));
+        let mut server = LarderServer {
+            process: Running::spawn("larder-server", &mut cmd),
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        let health = format!("{}/health", server.url);
+        let agent = ureq::agent();
+        wait_until(&mut server.process, || agent.get(&health).call().is_ok());
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A request for `path` (starting with `/`) on this server.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        ureq::request(method, &format!("{}{path}", self.url))
+    }
+
+    /// GET `path`: status, headers we look at, and the whole body. Non-2xx
+    /// statuses are returned, not errors.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.request("GET", path);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        Reply::from(req.call())
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LarderServer {
+    fn drop(&mut self) {
+        self.process.kill();
+        if std::thread::panicking() {
+            eprintln!("--- larder-server log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A finished response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn from(result: Result<ureq::Response, ureq::Error>) -> Reply {
+        let response = match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let status = response.status();
+        let headers = response
+            .headers_names()
+            .into_iter()
+            .filter_map(|name| {
+                let value = response.header(&name)?.to_owned();
+                Some((name, value))
+            })
+            .collect();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut body).expect("read body");
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A header's value (names are case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
