@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match actix_web::rt::System::new().block_on(larder_server::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
