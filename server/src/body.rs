@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::sync::mpsc;
@@ -64,7 +65,15 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for MeteredStream<S> {
     type Item = BodyItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
-        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        let mut item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        if let (None, Some(missing @ 1..)) = (&item, self.remaining) {
+            // A source that ends before its Content-Length (a file that
+            // shrank) must abort the connection, not end the body cleanly.
+            self.remaining = Some(0);
+            item = Some(Err(ServerError::Internal(format!(
+                "body source ended {missing} bytes early"
+            ))));
+        }
         match &item {
             Some(Ok(chunk)) => {
                 self.bytes.inc_by(chunk.len() as u64);
@@ -114,23 +123,14 @@ impl<S> Drop for MeteredStream<S> {
     }
 }
 
-/// Stream whatever `open` returns, read on a blocking thread in large
-/// chunks. `open` runs on that thread too, so no file is touched on the
-/// reactor.
-pub fn blocking_read_stream<R, F>(open: F) -> ReceiverStream<BodyItem>
+/// Stream `reader`, read on a blocking thread in large chunks, so no file
+/// is read on the reactor.
+pub fn blocking_read_stream<R>(mut reader: R) -> ReceiverStream<BodyItem>
 where
-    R: Read,
-    F: FnOnce() -> Result<R, ServerError> + Send + 'static,
+    R: Read + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let mut reader = match open() {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
         let mut buf = BytesMut::new();
         loop {
             buf.resize(READ_CHUNK, 0);
@@ -146,4 +146,52 @@ where
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// A body of known length (`Content-Length`). For HEAD the stream is never
+/// made, so nothing is read from disk for a HEAD.
+pub fn sized_body<S, F>(head: bool, len: u64, make: F) -> Result<BoxBody, ServerError>
+where
+    S: Stream<Item = BodyItem> + 'static,
+    F: FnOnce() -> Result<S, ServerError>,
+{
+    if head {
+        return Ok(SizedStream::new(len, futures_util::stream::empty::<BodyItem>()).boxed());
+    }
+    Ok(SizedStream::new(len, make()?).boxed())
+}
+
+/// A body of unknown length (chunked), likewise never made for HEAD.
+pub fn chunked_body<S, F>(head: bool, make: F) -> Result<BoxBody, ServerError>
+where
+    S: Stream<Item = BodyItem> + 'static,
+    F: FnOnce() -> Result<S, ServerError>,
+{
+    if head {
+        return Ok(BodyStream::new(futures_util::stream::empty::<BodyItem>()).boxed());
+    }
+    Ok(BodyStream::new(make()?).boxed())
+}
+
+/// A blocking reader (a file, a decoder) as a metered body; sized when
+/// `len` is known.
+pub fn reader_body<R>(
+    head: bool,
+    reader: R,
+    len: Option<u64>,
+    metrics: Arc<Metrics>,
+    route: &'static str,
+    encoding: &str,
+) -> Result<BoxBody, ServerError>
+where
+    R: Read + Send + 'static,
+{
+    let make = || {
+        let stream = blocking_read_stream(reader);
+        Ok(MeteredStream::new(stream, metrics, route, encoding, len))
+    };
+    match len {
+        Some(len) => sized_body(head, len, make),
+        None => chunked_body(head, make),
+    }
 }

@@ -127,6 +127,16 @@ fn a_cut_download_resumed_with_range_is_the_nar() {
     got.extend_from_slice(&rest.body);
     assert!(got == expected, "resumed download differs from the NAR");
 
+    // HEAD gives the length and reads nothing.
+    let head = server.request("HEAD", &url).call().unwrap();
+    let size = info.nar_size.to_string();
+    assert_eq!(head.header("content-length"), Some(size.as_str()));
+
+    // The whole NAR through multithreaded zstd.
+    let zstd = server.get(&url, &[("Accept-Encoding", "zstd")]);
+    assert_eq!(zstd.header("content-encoding"), Some("zstd"));
+    assert!(zstd::decode_all(&zstd.body[..]).unwrap() == expected);
+
     // A middle slice and a suffix.
     let mid = server.get(&url, &[("Range", "bytes=1000-1999")]);
     assert_eq!(mid.status, 206);

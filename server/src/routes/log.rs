@@ -8,13 +8,12 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::StorePath;
 
 use super::accepts;
-use crate::body::{MeteredStream, blocking_read_stream};
+use crate::body::reader_body;
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -38,41 +37,27 @@ pub async fn get(
     let log = web::block(move || open(base))
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))??;
+    let head = req.method() == actix_web::http::Method::HEAD;
     let metrics = state.metrics.clone();
     let mut builder = HttpResponse::Ok();
     builder.content_type("text/plain; charset=utf-8");
-    Ok(match log {
+    let body = match log {
         LogFile::Plain(file, len) => {
-            let body = MeteredStream::new(
-                blocking_read_stream(move || Ok(file)),
-                metrics,
-                ROUTE,
-                "identity",
-                Some(len),
-            );
-            builder.body(SizedStream::new(len, body))
+            reader_body(head, file, Some(len), metrics, ROUTE, "identity")?
         }
         LogFile::Bzip2(file, len) if accepts(&req, "bzip2") => {
-            let body = MeteredStream::new(
-                blocking_read_stream(move || Ok(file)),
-                metrics,
-                ROUTE,
-                "bzip2",
-                Some(len),
-            );
             builder
                 .insert_header((header::CONTENT_ENCODING, "bzip2"))
-                .insert_header((header::VARY, "Accept-Encoding"))
-                .body(SizedStream::new(len, body))
+                .insert_header((header::VARY, "Accept-Encoding"));
+            reader_body(head, file, Some(len), metrics, ROUTE, "bzip2")?
         }
         LogFile::Bzip2(file, _) => {
-            let decoded = blocking_read_stream(move || Ok(bzip2::read::BzDecoder::new(file)));
-            let body = MeteredStream::new(decoded, metrics, ROUTE, "identity", None);
-            builder
-                .insert_header((header::VARY, "Accept-Encoding"))
-                .body(BodyStream::new(body))
+            builder.insert_header((header::VARY, "Accept-Encoding"));
+            let decoder = bzip2::read::BzDecoder::new(file);
+            reader_body(head, decoder, None, metrics, ROUTE, "identity")?
         }
-    })
+    };
+    Ok(builder.body(body))
 }
 
 /// The plain log if there is one, else the bzip2 one (blocking).

@@ -7,7 +7,6 @@
 //! out (`Content-Length` = NAR size for identity), and the body streams; a
 //! failure after that aborts the connection (see `body.rs`).
 
-use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use futures_util::StreamExt;
@@ -16,7 +15,7 @@ use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
 use super::accepts;
-use crate::body::{BodyItem, MeteredStream};
+use crate::body::{BodyItem, MeteredStream, chunked_body, sized_body};
 use crate::compress::zstd_stream;
 use crate::error::ServerError;
 use crate::range;
@@ -152,35 +151,28 @@ impl Response<'_> {
         end: u64,
     ) -> Result<HttpResponse, ServerError> {
         let len = end - start;
-        if self.head {
-            return Ok(builder.body(SizedStream::new(
-                len,
-                futures_util::stream::empty::<BodyItem>(),
-            )));
-        }
-        let body = MeteredStream::new(
-            self.nar(start, end)?,
-            self.state.metrics.clone(),
-            ROUTE,
-            "identity",
-            Some(len),
-        );
-        Ok(builder.body(SizedStream::new(len, body)))
+        let body = sized_body(self.head, len, || {
+            let metrics = self.state.metrics.clone();
+            Ok(MeteredStream::new(
+                self.nar(start, end)?,
+                metrics,
+                ROUTE,
+                "identity",
+                Some(len),
+            ))
+        })?;
+        Ok(builder.body(body))
     }
 
     fn zstd(&self, mut builder: HttpResponseBuilder) -> Result<HttpResponse, ServerError> {
-        if self.head {
-            return Ok(builder.body(BodyStream::new(futures_util::stream::empty::<BodyItem>())));
-        }
-        let size = self.plan.nar_size();
-        let compressed = zstd_stream(
-            self.nar(0, size)?,
-            size,
-            self.state.zstd(),
-            self.state.metrics.clone(),
-        );
-        let body = MeteredStream::new(compressed, self.state.metrics.clone(), ROUTE, "zstd", None);
-        Ok(builder.body(BodyStream::new(body)))
+        let body = chunked_body(self.head, || {
+            let size = self.plan.nar_size();
+            let metrics = self.state.metrics.clone();
+            let compressed =
+                zstd_stream(self.nar(0, size)?, size, self.state.zstd(), metrics.clone());
+            Ok(MeteredStream::new(compressed, metrics, ROUTE, "zstd", None))
+        })?;
+        Ok(builder.body(body))
     }
 }
 

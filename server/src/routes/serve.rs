@@ -12,11 +12,10 @@ use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use actix_web::body::SizedStream;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::html_escape;
-use crate::body::{MeteredStream, blocking_read_stream};
+use crate::body::reader_body;
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -49,12 +48,12 @@ pub async fn get(
         .map_err(|e| ServerError::Internal(e.to_string()))??;
     Ok(match target {
         Target::File(file, len, path) => {
-            let body = blocking_read_stream(move || Ok(file));
-            let body =
-                MeteredStream::new(body, state.metrics.clone(), ROUTE, "identity", Some(len));
+            let head = req.method() == actix_web::http::Method::HEAD;
+            let metrics = state.metrics.clone();
+            let body = reader_body(head, file, Some(len), metrics, ROUTE, "identity")?;
             HttpResponse::Ok()
                 .content_type(content_type(&path))
-                .body(SizedStream::new(len, body))
+                .body(body)
         }
         Target::Directory(entries) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")

@@ -1,0 +1,91 @@
+//! larder-server refuses bad configuration at startup with a message that
+//! names the file or setting and the fix, and documents every option.
+
+use std::process::Command;
+
+use larder_tests::process::binary;
+
+fn server(args: &[&str]) -> (i32, String) {
+    let out = Command::new(binary("larder-server"))
+        .args(args)
+        .env_remove("LARDER_CONFIG")
+        .output()
+        .expect("run larder-server");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_wrong_store_root_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("no-store-here");
+    let (code, text) = server(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--store-root",
+        root.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("store-root") && text.contains("no-store-here"),
+        "{text}"
+    );
+    assert!(text.contains("is the store root right?"), "{text}");
+}
+
+#[test]
+fn config_file_errors_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("larder.toml");
+    std::fs::write(&file, "priority = 10\nstore-rooot = \"/\"\n").unwrap();
+    let (code, text) = server(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("larder.toml") && text.contains("store-rooot"),
+        "{text}"
+    );
+
+    let (code, text) = server(&["--config", dir.path().join("absent.toml").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(text.contains("absent.toml"), "{text}");
+
+    let (code, text) = server(&["--bind", "localhost"]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("setting bind") && text.contains("unix:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_documents_every_option_and_its_variable() {
+    let (code, text) = server(&["--help"]);
+    assert_eq!(code, 0);
+    for option in [
+        "--config",
+        "--bind",
+        "--store-root",
+        "--store-dir",
+        "--priority",
+        "--compression",
+        "--zstd-level",
+        "--zstd-threads",
+        "--workers",
+        "--max-connections",
+        "--keep-alive-secs",
+        "--request-timeout-secs",
+        "--shutdown-timeout-secs",
+        "--cache-dir",
+        "--cache-size-mib",
+        "--signer-socket",
+        "--log",
+    ] {
+        let var = format!("LARDER_{}", option[2..].replace('-', "_").to_uppercase());
+        assert!(
+            text.contains(option) && text.contains(&var),
+            "{option} / {var} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("127.0.0.1:5000"), "{text}");
+}
