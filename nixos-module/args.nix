@@ -1,0 +1,23 @@
+# Command lines of the larder services, built from option values with
+# builtins only: the NixOS module uses them, and the tests evaluate them
+# with `nix-instantiate --eval` and start the real binaries with the result.
+let
+  inherit (builtins) concatMap genList length;
+  flag = name: value: if value == null then [ ] else [ "--${name}" (toString value) ];
+in
+{
+  # Secret key files travel as systemd credentials named key-0, key-1, ...
+  # (`LoadCredential=key-0:/etc/larder/cache.sec`).
+  credentialNames = keyFiles: genList (i: "key-${toString i}") (length keyFiles);
+
+  # `larder-signer serve`; keyFiles are the paths the signer opens (under
+  # the credentials directory when run by systemd).
+  signer = { socket, socketGroup ? null, policy ? "store", storeRoot ? "/", storeDir ? "/nix/store", keyFiles }:
+    [ "serve" ]
+    ++ flag "socket" socket
+    ++ flag "socket-group" socketGroup
+    ++ flag "policy" policy
+    ++ flag "store-root" storeRoot
+    ++ flag "store-dir" storeDir
+    ++ concatMap (flag "key-file") keyFiles;
+}

@@ -1,0 +1,117 @@
+# services.larder.server: larder-server behind a systemd socket, as a
+# DynamicUser with read-only access to the store and its DB.
+{ config, lib, pkgs, ... }:
+
+let
+  inherit (lib) mkEnableOption mkIf mkOption mkDefault types;
+  cfg = config.services.larder.server;
+  signer = config.services.larder.signer;
+  hardening = import ./hardening.nix;
+  toTOML = import ./toml.nix;
+  configFile = pkgs.writeText "larder-server.toml" (toTOML cfg.settings);
+  # "127.0.0.1:5000", "[::]:5000" or "5000" -> 5000
+  portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+in
+{
+  options.services.larder.server = {
+    enable = mkEnableOption "larder-server, a Nix binary cache serving this host's store";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+      description = "The larder package (larder-server, larder-signer, larder-sync).";
+    };
+
+    listen = mkOption {
+      type = types.listOf types.str;
+      default = [ "127.0.0.1:5000" ];
+      example = [ "0.0.0.0:5000" "[::]:5000" ];
+      description = ''
+        Addresses the socket unit listens on (systemd `ListenStream=`). The
+        server takes the sockets from systemd, so `settings.bind` is not used.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the TCP ports of `listen` in the firewall.";
+    };
+
+    settings = mkOption {
+      description = ''
+        larder-server's TOML config file: the keys are the server's long
+        flags (`larder-server --help`), e.g. `priority`, `compression`,
+        `zstd-level`, `workers`, `keep-alive-secs`, `log`. Unknown keys are
+        refused by the server at startup; `null` leaves a key out.
+      '';
+      default = { };
+      example = lib.literalExpression ''{ priority = 40; compression = "zstd"; zstd-level = 3; }'';
+      type = types.submodule {
+        freeformType = (pkgs.formats.toml { }).type;
+        options = {
+          store-root = mkOption {
+            type = types.str;
+            default = "/";
+            description = "Directory under which the store really is (`/` for the host store).";
+          };
+          store-dir = mkOption {
+            type = types.str;
+            default = "/nix/store";
+            description = "The store dir clients see; must equal theirs.";
+          };
+          signer-socket = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "Unix socket of larder-signer; set automatically when `services.larder.signer` is enabled.";
+          };
+        };
+      };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [{
+      assertion = (cfg.settings.bind or null) == null;
+      message = "services.larder.server.settings.bind is not used under systemd: set services.larder.server.listen.";
+    }];
+
+    services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.socket);
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall (map portOf cfg.listen);
+
+    systemd.sockets.larder-server = {
+      description = "larder binary cache socket";
+      wantedBy = [ "sockets.target" ];
+      listenStreams = cfg.listen;
+      socketConfig = {
+        NoDelay = true;
+        Backlog = 4096;
+      };
+    };
+
+    systemd.services.larder-server = {
+      description = "larder binary cache";
+      requires = [ "larder-server.socket" ];
+      after = [ "network.target" "larder-server.socket" ]
+        ++ lib.optional signer.enable "larder-signer.service";
+      wants = lib.optional signer.enable "larder-signer.service";
+      restartTriggers = [ configFile ];
+      serviceConfig = hardening.common // {
+        Type = "notify";
+        ExecStart = "${cfg.package}/bin/larder-server --config ${configFile}";
+        Restart = "on-failure";
+        RestartSec = 2;
+        TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin
+        DynamicUser = true;
+        SupplementaryGroups = lib.optional signer.enable signer.socketGroup;
+        # The store and its DB are read through ProtectSystem=strict's
+        # read-only view; the server writes nowhere.
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        SystemCallFilter = hardening.syscalls.server;
+        LimitNOFILE = 65536;
+      };
+    };
+  };
+}
