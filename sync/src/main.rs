@@ -1,0 +1,203 @@
+//! The `larder-sync` binary: flags, logging, and one function per subcommand.
+
+mod cli;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use larder_store::StoreLocation;
+use larder_sync::daemon::{self, DaemonConfig};
+use larder_sync::gcroots::Retention;
+use larder_sync::nix::{LocalStore, SigCheck};
+use larder_sync::push::PushConfig;
+use larder_sync::queue::{Backoff, Queue, now_ms};
+use larder_sync::uri::{StoreUri, parse_keys, sanitize, store_path_arg};
+use larder_sync::watch::{WatchConfig, Watcher};
+use larder_sync::{Result, SyncError, pull};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, PullArgs, WatchArgs};
+
+/// `watch-exec`'s exit status when the queue did not drain in time (EX_TEMPFAIL).
+const EXIT_NOT_DRAINED: u8 = 75;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Enqueue { ref paths } => return enqueue(&cli, paths),
+        Command::Watch(ref args) => watch_config(&cli, args).and_then(Watcher::start).map(|w| {
+            tracing::info!("watching {} for new paths", cli.store_root.display());
+            w.wait();
+            ExitCode::SUCCESS
+        }),
+        Command::WatchExec {
+            ref watch,
+            drain_timeout_secs,
+            ref command,
+        } => watch_exec(
+            &cli,
+            watch,
+            command,
+            Duration::from_secs(drain_timeout_secs),
+        ),
+        Command::Status => status(&cli),
+        Command::Pull(ref args) => pull_once(&cli, args),
+        Command::Daemon { ref config } => DaemonConfig::load(config).map(|c| daemon::run(&c)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("larder-sync: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Nix runs the post-build-hook synchronously and a failing hook stops all
+/// builds, so `enqueue` never fails: it reports errors loudly on stderr
+/// (which Nix shows in the build log) and exits 0. A path that could not be
+/// enqueued is still found by a running watcher in the store DB.
+fn enqueue(cli: &Cli, args: &[String]) -> ExitCode {
+    let location = StoreLocation::new(&cli.store_root);
+    let from_env = std::env::var("OUT_PATHS").unwrap_or_default();
+    let mut paths = Vec::new();
+    for arg in args
+        .iter()
+        .map(String::as_str)
+        .chain(from_env.split_whitespace())
+    {
+        match store_path_arg(&location, arg) {
+            Ok(p) => paths.push(p),
+            Err(e) => eprintln!("larder-sync enqueue: ERROR: not enqueued: {e}"),
+        }
+    }
+    let result = Queue::open(&cli.queue).and_then(|mut q| q.enqueue(&paths));
+    if let Err(e) = result {
+        eprintln!(
+            "larder-sync enqueue: ERROR: {} path(s) NOT enqueued (the build goes on): {e}",
+            paths.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn watch_config(cli: &Cli, args: &WatchArgs) -> Result<WatchConfig> {
+    let skip_upstream = args
+        .skip_upstream
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_>>()?;
+    if args.batch_size == 0 {
+        return Err(SyncError::Usage("--batch-size must be at least 1".into()));
+    }
+    Ok(WatchConfig {
+        push: PushConfig {
+            local: LocalStore::new(&cli.store_root),
+            target: args.to.parse()?,
+            skip_upstream,
+            batch_size: args.batch_size,
+            backoff: Backoff {
+                base: Duration::from_millis(args.retry_base_ms),
+                cap: Duration::from_secs(args.retry_max_secs),
+            },
+        },
+        queue_path: cli.queue.clone(),
+        from_start: args.from_start,
+        include_drvs: args.include_drvs,
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
+        metrics_listen: args.metrics_listen.clone(),
+    })
+}
+
+/// Run `command` while watching; push everything, then exit with its status.
+fn watch_exec(
+    cli: &Cli,
+    args: &WatchArgs,
+    command: &[String],
+    drain_timeout: Duration,
+) -> Result<ExitCode> {
+    let watcher = Watcher::start(watch_config(cli, args)?)?;
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .map_err(|source| SyncError::Spawn {
+            program: command[0].clone(),
+            source,
+        })?;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    tracing::info!(%status, "command finished; waiting until the queue is drained");
+    if !watcher.drain(drain_timeout)? {
+        let stats = Queue::open(&cli.queue)?.stats()?;
+        tracing::error!(
+            pending = stats.depth,
+            "queue not drained after {}s (last error: {})",
+            drain_timeout.as_secs(),
+            stats.last_error.map(|e| e.1).unwrap_or_default()
+        );
+        return Ok(ExitCode::from(EXIT_NOT_DRAINED));
+    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn status(cli: &Cli) -> Result<ExitCode> {
+    let stats = Queue::open_existing(&cli.queue)?.stats()?;
+    let now = now_ms();
+    println!("queue: {}", cli.queue.display());
+    println!("pending: {}", stats.depth);
+    match stats.oldest {
+        Some((path, at)) => println!("oldest pending: {}s ({path})", (now - at).max(0) / 1000),
+        None => println!("oldest pending: -"),
+    }
+    match stats.last_error {
+        Some((at, msg)) => println!("last error: {}s ago: {msg}", (now - at).max(0) / 1000),
+        None => println!("last error: -"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
+    let source: StoreUri = args.from.parse()?;
+    let sigs = if args.no_check_sigs {
+        SigCheck::Skip
+    } else {
+        parse_keys(&args.trusted_keys)?;
+        SigCheck::Require(args.trusted_keys.clone())
+    };
+    let location = StoreLocation::new(&cli.store_root);
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| store_path_arg(&location, p))
+        .collect::<Result<_>>()?;
+    let req = pull::PullRequest {
+        builder: args
+            .builder
+            .as_deref()
+            .map_or_else(|| source.builder_name(), sanitize),
+        name: sanitize(&args.name),
+        source,
+        sigs,
+        gc_root_dir: args.gc_root_dir.clone(),
+        paths,
+        roots: args.roots.clone(),
+        retention: Retention {
+            keep_last: args.keep_last,
+            max_age: args.max_age_secs.map(Duration::from_secs),
+        },
+    };
+    let report = pull::pull(&LocalStore::new(&cli.store_root), &req)?;
+    for root in &report.gc_roots {
+        println!("rooted {}", root.display());
+    }
+    for root in &report.removed {
+        println!("removed {}", root.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

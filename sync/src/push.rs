@@ -1,0 +1,166 @@
+//! The pusher's one step: take the due paths from the queue, drop what
+//! needs no copy, `nix copy` the rest, and record the outcome.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use larder_store::StoreLocation;
+use larder_store::db::StoreDb;
+
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::nix::{self, LocalStore};
+use crate::progress::Progress;
+use crate::queue::{Backoff, Queue};
+use crate::uri::StoreUri;
+
+/// What the pusher copies where.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub local: LocalStore,
+    pub target: StoreUri,
+    /// Caches whose paths need no push (e.g. `https://cache.nixos.org`).
+    pub skip_upstream: Vec<StoreUri>,
+    pub batch_size: usize,
+    pub backoff: Backoff,
+}
+
+pub struct Pusher {
+    config: PushConfig,
+    queue: Queue,
+    db: StoreDb,
+    metrics: Arc<Metrics>,
+    progress: Progress,
+    done: u64,
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub pushed: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+impl StepOutcome {
+    pub fn handled(&self) -> usize {
+        self.pushed + self.skipped + self.failed
+    }
+}
+
+impl Pusher {
+    pub fn new(config: PushConfig, queue: Queue, db: StoreDb, metrics: Arc<Metrics>) -> Pusher {
+        let progress = Progress::new(config.target.as_str());
+        Pusher {
+            config,
+            queue,
+            db,
+            metrics,
+            progress,
+            done: 0,
+        }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Push one batch of due paths; a failed copy is recorded in the queue
+    /// (with backoff), not returned: only queue errors are.
+    pub fn step(&mut self) -> Result<StepOutcome> {
+        let due = self.queue.due(self.config.batch_size)?;
+        if due.is_empty() {
+            return Ok(StepOutcome::default());
+        }
+        let mut outcome = StepOutcome::default();
+        let (present, gone) = self.partition_local(due);
+        if !gone.is_empty() {
+            tracing::warn!(count = gone.len(), first = %gone[0], "paths left the local store before they were pushed; dropping them");
+            self.queue.complete(&gone)?;
+            outcome.skipped += gone.len();
+        }
+        let to_copy = match self.needing_copy(&present) {
+            Ok(to_copy) => to_copy,
+            Err(e) => return self.failed(&present, &e.to_string(), outcome),
+        };
+        let skip: Vec<String> = present
+            .iter()
+            .filter(|p| !to_copy.contains(*p))
+            .cloned()
+            .collect();
+        self.queue.complete(&skip)?;
+        outcome.skipped += skip.len();
+        if !to_copy.is_empty() {
+            match nix::copy_to(&self.config.local, &self.config.target, &to_copy) {
+                Ok(()) => {
+                    self.queue.complete(&to_copy)?;
+                    outcome.pushed = to_copy.len();
+                    tracing::info!(count = to_copy.len(), target = %self.config.target, "pushed");
+                }
+                Err(e) => return self.failed(&to_copy, &e.to_string(), outcome),
+            }
+        }
+        self.record(outcome)
+    }
+
+    fn failed(
+        &mut self,
+        paths: &[String],
+        error: &str,
+        mut outcome: StepOutcome,
+    ) -> Result<StepOutcome> {
+        tracing::error!(count = paths.len(), target = %self.config.target, "push failed, will retry: {error}");
+        self.queue.fail(paths, error, self.config.backoff)?;
+        self.metrics.push_failures.inc();
+        outcome.failed = paths.len();
+        self.record(outcome)
+    }
+
+    fn record(&mut self, outcome: StepOutcome) -> Result<StepOutcome> {
+        self.metrics.pushed.inc_by(outcome.pushed as u64);
+        self.metrics.skipped.inc_by(outcome.skipped as u64);
+        self.done += (outcome.pushed + outcome.skipped) as u64;
+        let stats = self.queue.stats()?;
+        self.metrics.observe(&stats);
+        self.progress.update(self.done, stats.depth);
+        Ok(outcome)
+    }
+
+    /// Split into paths still valid locally and paths gone (garbage
+    /// collected, or never valid): those can never be pushed.
+    fn partition_local(&self, paths: Vec<String>) -> (Vec<String>, Vec<String>) {
+        let location: &StoreLocation = self.db.location();
+        paths.into_iter().partition(|p| {
+            match location.parse_path(p) {
+                // A DB error keeps the path: better a failed copy than a lost path.
+                Ok(sp) => self.db.query_valid_blocking(&sp).unwrap_or(true),
+                Err(_) => false,
+            }
+        })
+    }
+
+    /// The paths neither the target nor an upstream cache has.
+    fn needing_copy(&self, paths: &[String]) -> Result<Vec<String>> {
+        let target = OsString::from(self.config.target.as_str());
+        let mut have: HashSet<String> = nix::valid_paths(&target, paths)?;
+        for upstream in &self.config.skip_upstream {
+            let rest: Vec<String> = paths
+                .iter()
+                .filter(|p| !have.contains(*p))
+                .cloned()
+                .collect();
+            match nix::valid_paths(&OsString::from(upstream.as_str()), &rest) {
+                Ok(found) => have.extend(found),
+                Err(e) => {
+                    tracing::warn!(%upstream, "cannot ask upstream cache, pushing anyway: {e}")
+                }
+            }
+        }
+        Ok(paths
+            .iter()
+            .filter(|p| !have.contains(*p))
+            .cloned()
+            .collect())
+    }
+}
