@@ -49,10 +49,15 @@ pub enum Compression {
 pub enum Bind {
     Tcp(String),
     Unix(PathBuf),
+    /// The socket systemd passes (socket activation, `LISTEN_FDS`).
+    Systemd,
 }
 
 impl Bind {
     fn parse(s: &str) -> Result<Bind, ConfigError> {
+        if s == "systemd" {
+            return Ok(Bind::Systemd);
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Bind::Unix(PathBuf::from(path)));
         }
@@ -61,7 +66,7 @@ impl Bind {
             Err(_) => Err(ConfigError::Invalid {
                 setting: "bind",
                 value: s.to_owned(),
-                fix: "use ADDRESS:PORT (127.0.0.1:5000, [::1]:5000) or unix:/path/to/socket",
+                fix: "use ADDRESS:PORT (127.0.0.1:5000, [::1]:5000), unix:/path/to/socket or systemd",
             }),
         }
     }
@@ -81,7 +86,7 @@ pub struct Settings {
     #[arg(long, env = "LARDER_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Where to listen: ADDRESS:PORT or unix:/path. [default: 127.0.0.1:5000]
+    /// Where to listen: ADDRESS:PORT, unix:/path, or `systemd` (socket activation). [default: 127.0.0.1:5000]
     #[arg(long, env = "LARDER_BIND")]
     pub bind: Option<String>,
     /// Directory under which the store really is (`/` for the host store, or a chroot store's root). [default: /]

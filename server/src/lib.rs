@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod range;
 pub mod routes;
 pub mod state;
+pub mod systemd;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +135,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let server = match &config.bind {
         Bind::Tcp(addr) => server.bind(addr.as_str()).map_err(bind_error)?,
         Bind::Unix(path) => server.bind_uds(path).map_err(bind_error)?,
+        Bind::Systemd => match systemd::activated_socket().map_err(bind_error)? {
+            Some(systemd::Activated::Tcp(l)) => server.listen(l).map_err(bind_error)?,
+            Some(systemd::Activated::Unix(l)) => server.listen_uds(l).map_err(bind_error)?,
+            None => {
+                return Err(bind_error(std::io::Error::other(
+                    "systemd passed no socket (LISTEN_FDS unset): start larder-server from its .socket unit",
+                )));
+            }
+        },
     };
     tracing::info!(
         bind = ?config.bind,
@@ -141,5 +151,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         store_dir = %config.store_dir,
         "larder-server listening"
     );
-    server.run().await.map_err(StartupError::Server)
+    let running = server.run();
+    systemd::notify_ready();
+    running.await.map_err(StartupError::Server)
 }

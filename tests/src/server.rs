@@ -3,6 +3,7 @@
 //! answers, killed on drop. The binary must be built first
 //! (`cargo build --workspace --bins`, as `scripts/test.sh` does).
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -21,6 +22,11 @@ pub struct LarderServer {
 impl LarderServer {
     /// Serve `store` with extra command-line flags (e.g. `--compression zstd`).
     pub fn start(store: &TestStore, flags: &[&str]) -> Self {
+        Self::start_with_env(store, flags, &[])
+    }
+
+    /// [`LarderServer::start`] with extra environment variables.
+    pub fn start_with_env(store: &TestStore, flags: &[&str], env: &[(&str, &OsStr)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("server.log");
         let port = free_port();
@@ -31,6 +37,7 @@ impl LarderServer {
             .arg(store.root())
             .args(["--log", "larder_server=debug,info"])
             .args(flags)
+            .envs(env.iter().copied())
             .stdout(File::create(&log).expect("log file"))
             .stderr(File::create(&log).expect("log file"));
         let mut server = LarderServer {
