@@ -8,19 +8,22 @@
 //! when the stream is dropped. A file whose size is not the one the walk saw
 //! is an error, never a silently corrupt NAR.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::nar::{BadName, NarError, NarNode, NarPlan, SegmentData};
+use crate::nar::{BadName, NarError, NarNode, NarPlan};
+
+mod reader;
+use reader::ChunkReader;
 
 /// The size of the chunks a NAR is streamed in.
 pub const CHUNK_SIZE: usize = 512 * 1024;
@@ -128,15 +131,7 @@ impl NarPlan {
                 size: self.nar_size(),
             });
         }
-        let (segment, within) = self.locate(start).unwrap_or((self.segment_count(), 0));
-        Ok(ChunkReader {
-            plan: self.clone(),
-            segment,
-            within,
-            pos: start,
-            end,
-            file: None,
-        })
+        Ok(ChunkReader::new(self, start, end))
     }
 }
 
@@ -182,142 +177,6 @@ fn walk_directory(path: &Path) -> Result<NarNode, DumpError> {
         })
         .collect::<Result<_, DumpError>>()?;
     Ok(NarNode::Directory { entries })
-}
-
-/// The file being read: its handle, path, expected size and read position.
-struct OpenFile {
-    file: File,
-    path: PathBuf,
-    size: u64,
-    pos: u64,
-}
-
-impl OpenFile {
-    fn open(path: &Path, size: u64, pos: u64) -> Result<OpenFile, DumpError> {
-        // O_NOFOLLOW: the walk saw a regular file; never read through a
-        // symlink that replaced it since.
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io_error(path))?;
-        if pos > 0 {
-            file.seek(SeekFrom::Start(pos)).map_err(io_error(path))?;
-        }
-        Ok(OpenFile {
-            file,
-            path: path.to_owned(),
-            size,
-            pos,
-        })
-    }
-
-    /// Reads up to `take` bytes of the file into `buf` (which may be longer:
-    /// a read asking for one byte more than the file has left proves its end
-    /// without another syscall). Returns the bytes read; errors when the file
-    /// ends early or goes on past its size.
-    fn read_into(&mut self, buf: &mut [u8], take: usize) -> Result<usize, DumpError> {
-        let left = self.size - self.pos;
-        let ask = if take as u64 == left {
-            buf.len().min(take + 1)
-        } else {
-            take
-        };
-        let n = read_retrying(&mut self.file, &mut buf[..ask]).map_err(io_error(&self.path))?;
-        if n == 0 && take > 0 {
-            return Err(self.size_changed(self.pos));
-        }
-        if n as u64 > left {
-            return Err(self.size_changed(self.pos + n as u64));
-        }
-        self.pos += n as u64;
-        if self.pos == self.size && n == ask {
-            // The read did not prove the end: ask again.
-            let mut probe = [0u8; 1];
-            if read_retrying(&mut self.file, &mut probe).map_err(io_error(&self.path))? > 0 {
-                return Err(self.size_changed(self.size + 1));
-            }
-        }
-        Ok(n)
-    }
-
-    /// The error for a file seen to have changed size: `seen` is what the
-    /// reads showed; its size now is more telling, when we can get it.
-    fn size_changed(&self, seen: u64) -> DumpError {
-        DumpError::SizeChanged {
-            path: self.path.clone(),
-            expected: self.size,
-            actual: self.file.metadata().map_or(seen, |m| m.len()),
-        }
-    }
-}
-
-fn read_retrying(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match file.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            result => return result,
-        }
-    }
-}
-
-/// Produces a byte range of a NAR as chunks of up to [`CHUNK_SIZE`] bytes.
-struct ChunkReader {
-    plan: NarPlan,
-    /// The segment holding `pos`, and `pos`'s offset within it.
-    segment: usize,
-    within: u64,
-    pos: u64,
-    end: u64,
-    /// The file of the current segment, once opened.
-    file: Option<OpenFile>,
-}
-
-impl ChunkReader {
-    fn next_chunk(&mut self) -> Result<Option<Bytes>, DumpError> {
-        if self.pos == self.end {
-            return Ok(None);
-        }
-        let want = CHUNK_SIZE.min(usize::try_from(self.end - self.pos).unwrap_or(CHUNK_SIZE));
-        // One spare byte lets the last file read prove its end.
-        let mut buf = BytesMut::zeroed(want + 1);
-        let mut filled = 0;
-        while filled < want {
-            filled += self.fill(&mut buf[filled..], want - filled)?;
-        }
-        buf.truncate(filled);
-        Ok(Some(buf.freeze()))
-    }
-
-    /// Copies up to `want` bytes of the current segment into `buf`, moving on
-    /// to the next segment at its end.
-    fn fill(&mut self, buf: &mut [u8], want: usize) -> Result<usize, DumpError> {
-        let segment = self.plan.segment(self.segment).expect("pos < end");
-        let left = segment.len() - self.within;
-        let take = want.min(usize::try_from(left).unwrap_or(want));
-        let n = match segment.data {
-            SegmentData::Literal(bytes) => {
-                let from = self.within as usize;
-                buf[..take].copy_from_slice(&bytes[from..from + take]);
-                take
-            }
-            SegmentData::Contents { path, size } => {
-                let file = match &mut self.file {
-                    Some(file) => file,
-                    None => self.file.insert(OpenFile::open(path, size, self.within)?),
-                };
-                file.read_into(buf, take)?
-            }
-        };
-        self.pos += n as u64;
-        self.within += n as u64;
-        if self.within == segment.len() {
-            self.segment += 1;
-            self.within = 0;
-            self.file = None;
-        }
-        Ok(n)
-    }
 }
 
 /// A NAR's bytes as an async stream; see [`NarPlan::stream_range`].

@@ -34,6 +34,46 @@ const SOURCES: &[&str] = &[
 const CLOSURE_BYTES: u64 = 1300 << 20;
 const MIB: f64 = (1 << 20) as f64;
 
+/// What is dumped: each path as its own NAR, or one NAR of many paths.
+struct Scenario {
+    title: String,
+    paths: Vec<PathBuf>,
+    nar_bytes: u64,
+}
+
+impl Scenario {
+    fn new(title: String, paths: Vec<PathBuf>) -> Result<Scenario, Error> {
+        let nar_bytes = paths
+            .iter()
+            .map(|p| NarPlan::walk(p).map(|plan| plan.nar_size()))
+            .sum::<Result<_, _>>()?;
+        Ok(Scenario {
+            title,
+            paths,
+            nar_bytes,
+        })
+    }
+
+    /// (larder, nix-store) timings of `reps` repetitions after a warm-up.
+    fn measure(&self, reps: usize) -> Result<Vec<(Duration, Duration)>, Error> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let ours = || runtime.block_on(dump_ours(&self.paths, self.nar_bytes));
+        let theirs = || dump_nix_store(&self.paths);
+        ours()?;
+        theirs()?;
+        (0..reps)
+            .map(|rep| {
+                let (o, t) = (ours()?, theirs()?);
+                println!(
+                    "{}, rep {rep}: larder {o:.2?}, nix-store {t:.2?}",
+                    self.title
+                );
+                Ok((o, t))
+            })
+            .collect()
+    }
+}
+
 fn main() -> Result<(), Error> {
     let reps: usize = match std::env::args().nth(1) {
         Some(n) => n.parse()?,
@@ -43,33 +83,27 @@ fn main() -> Result<(), Error> {
     let work = bench.join("work");
     let location = StoreLocation::new(work.join("store"));
     let paths = closure(&work, &location)?;
-    let nar_bytes: u64 = paths
-        .iter()
-        .map(|p| NarPlan::walk(p).map(|plan| plan.nar_size()))
-        .sum::<Result<_, _>>()?;
-    println!(
-        "{} paths, {:.0} MiB of NAR",
-        paths.len(),
-        nar_bytes as f64 / MIB
-    );
-
-    let runtime = tokio::runtime::Runtime::new()?;
-    let ours = || runtime.block_on(dump_ours(&paths, nar_bytes));
-    let theirs = || dump_nix_store(&paths);
-    // Warm the page cache and both code paths.
-    ours()?;
-    theirs()?;
-    let mut timings = Vec::new();
-    for rep in 0..reps {
-        let (o, t) = (ours()?, theirs()?);
-        println!("rep {rep}: larder {o:.2?}, nix-store --dump {t:.2?}");
-        timings.push((o, t));
+    let count = paths.len();
+    let scenarios = [
+        Scenario::new(format!("{count} NARs, one per store path"), paths)?,
+        Scenario::new(
+            "one NAR of the whole store directory (no per-process start-up)".into(),
+            vec![location.real_store_dir()],
+        )?,
+    ];
+    let mut md = header(&scenarios[0])?;
+    for scenario in &scenarios {
+        section(&mut md, scenario, &scenario.measure(reps)?)?;
     }
     let startup = nix_store_startup(&work)?;
-    let report = report(&paths, nar_bytes, &timings, startup)?;
-    print!("{report}");
+    writeln!(
+        md,
+        "`nix-store --dump` of an empty file takes {startup:.2?} (process start-up): {:.2?} of the per-path run's nix-store time.",
+        startup * count as u32
+    )?;
+    print!("{md}");
     fs::create_dir_all(bench.join("results"))?;
-    fs::write(bench.join("results/nar_dump.md"), report)?;
+    fs::write(bench.join("results/nar_dump.md"), md)?;
     Ok(())
 }
 
@@ -198,36 +232,30 @@ fn machine() -> Result<String, Error> {
     Ok(format!("{cores} cores (nproc), {model}"))
 }
 
-fn report(
-    paths: &[PathBuf],
-    nar_bytes: u64,
-    timings: &[(Duration, Duration)],
-    startup: Duration,
-) -> Result<String, Error> {
-    let mbs = |d: Duration| nar_bytes as f64 / MIB / d.as_secs_f64();
-    let ours = median(timings.iter().map(|(o, _)| mbs(*o)).collect());
-    let theirs = median(timings.iter().map(|(_, t)| mbs(*t)).collect());
-    let startups = startup * paths.len() as u32;
-    let theirs_net = median(
-        timings
-            .iter()
-            .map(|(_, t)| mbs(t.saturating_sub(startups)))
-            .collect(),
-    );
+fn header(closure: &Scenario) -> Result<String, Error> {
     let mut md = String::new();
     writeln!(md, "# NAR dump throughput\n")?;
     writeln!(md, "Machine: {}.\n", machine()?)?;
     writeln!(
         md,
-        "Closure: {} store paths, {:.0} MiB of NAR, made by `nix-store --add` of children of {} (real files). Page cache warm (one pass of each first); each side dumps every path once per repetition, sequentially.\n",
-        paths.len(),
-        nar_bytes as f64 / MIB,
+        "Closure: {} store paths, {:.0} MiB of NAR, made by `nix-store --add` of children of {} (real files) into a chroot store. Page cache warm (one pass of each side first); larder walks and streams in-process, counting the bytes; `nix-store --dump` writes to /dev/null; one NAR at a time, repetitions alternate.\n",
+        closure.paths.len(),
+        closure.nar_bytes as f64 / MIB,
         SOURCES.join(", ")
     )?;
-    writeln!(
-        md,
-        "| rep | larder (walk + stream, in-process) | `nix-store --dump > /dev/null` |"
-    )?;
+    Ok(md)
+}
+
+fn section(
+    md: &mut String,
+    scenario: &Scenario,
+    timings: &[(Duration, Duration)],
+) -> Result<(), Error> {
+    let mbs = |d: Duration| scenario.nar_bytes as f64 / MIB / d.as_secs_f64();
+    let ours = median(timings.iter().map(|(o, _)| mbs(*o)).collect());
+    let theirs = median(timings.iter().map(|(_, t)| mbs(*t)).collect());
+    writeln!(md, "## {}\n", scenario.title)?;
+    writeln!(md, "| rep | larder | `nix-store --dump` |")?;
     writeln!(md, "|---|---|---|")?;
     for (rep, (o, t)) in timings.iter().enumerate() {
         writeln!(
@@ -242,11 +270,5 @@ fn report(
         "\nMedian: larder {ours:.0} MiB/s, nix-store {theirs:.0} MiB/s: **{:.2}×**.\n",
         ours / theirs
     )?;
-    writeln!(
-        md,
-        "`nix-store --dump` of an empty file takes {startup:.2?} (process start-up); without it ({startups:.2?} over {} paths) nix-store would do {theirs_net:.0} MiB/s and the ratio would be {:.2}×.",
-        paths.len(),
-        ours / theirs_net
-    )?;
-    Ok(md)
+    Ok(())
 }
