@@ -20,4 +20,17 @@ in
     ++ flag "store-root" storeRoot
     ++ flag "store-dir" storeDir
     ++ concatMap (flag "key-file") keyFiles;
+
+  # `larder-sync watch`: push every new path of the local store to `to`.
+  syncWatch = { queue, storeRoot ? "/", to, fromStart ? false, skipUpstream ? [ ], metricsListen ? null }:
+    flag "queue" queue
+    ++ flag "store-root" storeRoot
+    ++ [ "watch" ]
+    ++ flag "to" to
+    ++ (if fromStart then [ "--from-start" ] else [ ])
+    ++ concatMap (flag "skip-upstream") skipUpstream
+    ++ flag "metrics-listen" metricsListen;
+
+  # `larder-sync enqueue`, for Nix's post-build-hook (it reads $OUT_PATHS).
+  syncEnqueue = { queue }: flag "queue" queue ++ [ "enqueue" ];
 }

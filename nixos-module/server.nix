@@ -24,19 +24,20 @@ in
     };
 
     listen = mkOption {
-      type = types.listOf types.str;
-      default = [ "127.0.0.1:5000" ];
-      example = [ "0.0.0.0:5000" "[::]:5000" ];
+      type = types.str;
+      default = "127.0.0.1:5000";
+      example = "[::]:5000";
       description = ''
-        Addresses the socket unit listens on (systemd `ListenStream=`). The
-        server takes the sockets from systemd, so `settings.bind` is not used.
+        Address of the socket unit (systemd `ListenStream=`); the server
+        takes its socket from systemd (`bind = "systemd"`). `[::]:PORT`
+        accepts IPv4 and IPv6 alike.
       '';
     };
 
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the TCP ports of `listen` in the firewall.";
+      description = "Open the TCP port of `listen` in the firewall.";
     };
 
     settings = mkOption {
@@ -51,6 +52,11 @@ in
       type = types.submodule {
         freeformType = (pkgs.formats.toml { }).type;
         options = {
+          bind = mkOption {
+            type = types.str;
+            default = "systemd";
+            description = "Always `systemd` here: the socket unit binds `listen`.";
+          };
           store-root = mkOption {
             type = types.str;
             default = "/";
@@ -73,18 +79,18 @@ in
 
   config = mkIf cfg.enable {
     assertions = [{
-      assertion = (cfg.settings.bind or null) == null;
-      message = "services.larder.server.settings.bind is not used under systemd: set services.larder.server.listen.";
+      assertion = cfg.settings.bind == "systemd";
+      message = "services.larder.server.settings.bind must stay \"systemd\": set services.larder.server.listen instead.";
     }];
 
     services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.socket);
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall (map portOf cfg.listen);
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ (portOf cfg.listen) ];
 
     systemd.sockets.larder-server = {
       description = "larder binary cache socket";
       wantedBy = [ "sockets.target" ];
-      listenStreams = cfg.listen;
+      listenStreams = [ cfg.listen ];
       socketConfig = {
         NoDelay = true;
         Backlog = 4096;

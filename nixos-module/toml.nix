@@ -3,7 +3,8 @@
 # `nix-instantiate --eval --strict` where no nixpkgs exists.
 #
 # Values: strings, paths (rendered as strings), integers, floats, booleans,
-# lists of those, and nested attribute sets (rendered as [tables]). `null`
+# lists of those, nested attribute sets (rendered as [tables]) and lists of
+# attribute sets (rendered as [[arrays of tables]]). `null`
 # values are left out, so a setting can be unset by overriding it with null.
 # Paths render as they are written (never copied to the store); derivations
 # (packages) as their store path.
@@ -13,6 +14,8 @@ let
     isPath isString match throw toJSON toString typeOf;
 
   isTable = v: isAttrs v && !(v ? outPath);
+  isTableList = v: isList v && v != [ ] && builtins.all isTable v;
+  isSection = v: isTable v || isTableList v;
 
   # TOML basic strings accept every escape `toJSON` produces (\" \\ \n \t
   # \uXXXX ...), so JSON string syntax is TOML string syntax.
@@ -31,19 +34,27 @@ let
 
   present = attrs: filter (k: attrs.${k} != null) (attrNames attrs);
 
-  # `prefix` is the dotted table name ("" at the top level).
-  table = prefix: attrs:
+  # `prefix` is the dotted table name ("" at the top level), `header` the
+  # line that opens it ("" at the top level, "[a.b]" or "[[a.b]]"). A table
+  # holding only sub-tables needs no header of its own, but an element of an
+  # array of tables always does.
+  table = header': prefix: attrs:
     let
       names = present attrs;
-      scalars = filter (k: !isTable attrs.${k}) names;
-      tables = filter (k: isTable attrs.${k}) names;
+      header =
+        if header' == "" || (scalars == [ ] && builtins.substring 0 2 header' != "[[") then ""
+        else "${header'}\n";
+      scalars = filter (k: !isSection attrs.${k}) names;
+      sections = filter (k: isSection attrs.${k}) names;
       dotted = k: if prefix == "" then key k else "${prefix}.${key k}";
-      header = if prefix == "" || scalars == [] then "" else "[${prefix}]\n";
       lines = map (k: "${key k} = ${value (dotted k) attrs.${k}}\n") scalars;
+      section = k:
+        let v = attrs.${k}; in
+        if isTable v then table "[${dotted k}]" (dotted k) v
+        else concatStringsSep "" (map (table "[[${dotted k}]]" (dotted k)) v);
     in
-    header + concatStringsSep "" lines
-    + concatStringsSep "" (map (k: table (dotted k) attrs.${k}) tables);
+    header + concatStringsSep "" lines + concatStringsSep "" (map section sections);
 in
 settings:
-if isTable settings then table "" settings
+if isTable settings then table "" "" settings
 else throw "larder settings: expected an attribute set, got a ${typeOf settings}"
