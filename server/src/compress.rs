@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::body::BodyItem;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
@@ -32,11 +33,14 @@ pub struct ZstdSettings {
 }
 
 /// Compress `input` (of `size` bytes) into a stream of zstd frames.
+/// With `cache` (and its key), the compressed bytes also go to a cache
+/// file, published only if the whole NAR compressed.
 pub fn zstd_stream<S>(
     input: S,
     size: u64,
     settings: ZstdSettings,
     metrics: Arc<Metrics>,
+    cache: Option<(Arc<NarCache>, String)>,
 ) -> ReceiverStream<BodyItem>
 where
     S: Stream<Item = BodyItem> + Unpin + Send + 'static,
@@ -44,10 +48,12 @@ where
     let (tx, rx) = mpsc::channel(4);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let fill = cache.as_ref().and_then(|(cache, key)| cache.fill(key));
         let sink = ChannelWriter {
             tx: tx.clone(),
             buf: BytesMut::with_capacity(OUT_CHUNK),
             written: 0,
+            fill,
         };
         let threads = if size >= MULTITHREAD_FROM {
             settings.threads
@@ -55,7 +61,10 @@ where
             0
         };
         match compress(input, sink, settings.level, threads, &handle) {
-            Ok(written) => {
+            Ok((written, fill)) => {
+                if let (Some((cache, _)), Some(fill)) = (cache, fill) {
+                    cache.publish(fill);
+                }
                 metrics.compressed_in.inc_by(size);
                 metrics.compressed_out.inc_by(written);
                 if written > 0 {
@@ -77,7 +86,7 @@ fn compress<S>(
     level: i32,
     threads: u32,
     handle: &tokio::runtime::Handle,
-) -> Result<u64, ServerError>
+) -> Result<(u64, Option<CacheFill>), ServerError>
 where
     S: Stream<Item = BodyItem> + Unpin,
 {
@@ -95,7 +104,7 @@ where
     }
     let mut sink = encoder.finish().map_err(ServerError::Compression)?;
     sink.flush().map_err(ServerError::Compression)?;
-    Ok(sink.written)
+    Ok((sink.written, sink.fill))
 }
 
 /// A `Write` that hands full chunks to the response body.
@@ -103,6 +112,7 @@ struct ChannelWriter {
     tx: mpsc::Sender<BodyItem>,
     buf: BytesMut,
     written: u64,
+    fill: Option<CacheFill>,
 }
 
 impl ChannelWriter {
@@ -112,6 +122,9 @@ impl ChannelWriter {
         }
         let chunk: Bytes = self.buf.split().freeze();
         self.written += chunk.len() as u64;
+        if let Some(fill) = &mut self.fill {
+            fill.write(&chunk);
+        }
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))

@@ -122,10 +122,10 @@ pub struct Settings {
     /// Seconds running downloads get to finish on shutdown. [default: 30]
     #[arg(long, env = "LARDER_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
-    /// Directory of the compressed-NAR cache (not implemented yet: setting it is refused).
+    /// Directory of the compressed-NAR cache (zstd NARs kept for the next download); none if unset.
     #[arg(long, env = "LARDER_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Size limit of the compressed-NAR cache in MiB (not implemented yet). [default: 10240]
+    /// Size limit of the compressed-NAR cache in MiB; least recently used files go first. [default: 10240]
     #[arg(long, env = "LARDER_CACHE_SIZE_MIB")]
     pub cache_size_mib: Option<u64>,
     /// Unix socket of larder-signer (not implemented yet: setting it is refused).
@@ -151,6 +151,7 @@ pub struct Config {
     pub keep_alive_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
+    pub cache_dir: Option<PathBuf>,
     pub cache_size_mib: u64,
     pub log: String,
 }
@@ -171,6 +172,7 @@ impl Default for Config {
             keep_alive_secs: 75,
             request_timeout_secs: 10,
             shutdown_timeout_secs: 30,
+            cache_dir: None,
             cache_size_mib: 10_240,
             log: "info".to_owned(),
         }
@@ -221,17 +223,12 @@ impl Settings {
 
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let d = Config::default();
-        for (setting, given) in [
-            ("cache-dir", self.cache_dir.is_some()),
-            ("signer-socket", self.signer_socket.is_some()),
-        ] {
-            if given {
-                return Err(ConfigError::Invalid {
-                    setting,
-                    value: "(set)".to_owned(),
-                    fix: "not implemented in this version of larder-server; remove the setting",
-                });
-            }
+        if self.signer_socket.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "signer-socket",
+                value: "(set)".to_owned(),
+                fix: "not implemented in this version of larder-server; remove the setting",
+            });
         }
         let zstd_level = self.zstd_level.unwrap_or(d.zstd_level);
         if !(1..=19).contains(&zstd_level) {
@@ -270,6 +267,7 @@ impl Settings {
             shutdown_timeout_secs: self
                 .shutdown_timeout_secs
                 .unwrap_or(d.shutdown_timeout_secs),
+            cache_dir: self.cache_dir,
             cache_size_mib: self.cache_size_mib.unwrap_or(d.cache_size_mib),
             log: self.log.unwrap_or(d.log),
         })

@@ -24,6 +24,9 @@
 //!    into a [`larder_store::nar::NarPlan`] (every file `lstat`ed, sizes
 //!    known) and checks it against the DB's NAR hash and size. Then the
 //!    status and `Content-Length` are certain.
+//!    A zstd response first looks in the compressed-NAR cache
+//!    ([`nar_cache`], when `cache-dir` is set): a hit is served as a static
+//!    file with its `Content-Length`, without walking the store path.
 //! 5. **Stream.** Bodies come from blocking threads through bounded
 //!    channels ([`body`], and [`compress`] for zstd), wrapped in
 //!    [`body::MeteredStream`] for byte counts and durations. A failure after
@@ -41,6 +44,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod nar_cache;
 pub mod range;
 pub mod routes;
 pub mod state;
@@ -57,6 +61,7 @@ use thiserror::Error;
 
 use crate::config::{Bind, Config};
 use crate::metrics::Metrics;
+use crate::nar_cache::NarCache;
 use crate::state::AppState;
 
 #[derive(Debug, Error)]
@@ -72,6 +77,8 @@ pub enum StartupError {
         bind: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cache(#[from] nar_cache::CacheError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
@@ -85,11 +92,20 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         root: config.store_root.display().to_string(),
         source,
     })?;
+    let metrics = Arc::new(Metrics::new()?);
+    let cache = match &config.cache_dir {
+        Some(dir) => {
+            let max_bytes = config.cache_size_mib.saturating_mul(1 << 20);
+            Some(Arc::new(NarCache::open(dir, max_bytes, metrics.clone())?))
+        }
+        None => None,
+    };
     let state = web::Data::new(AppState {
         config: config.clone(),
         location,
         db,
-        metrics: Arc::new(Metrics::new()?),
+        metrics,
+        cache,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {

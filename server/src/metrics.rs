@@ -28,6 +28,11 @@ pub struct Metrics {
     pub compression_ratio: Histogram,
     pub compressed_in: IntCounter,
     pub compressed_out: IntCounter,
+    /// The compressed-NAR cache.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_evictions: IntCounter,
+    pub cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -77,6 +82,23 @@ impl Metrics {
             "larder_compression_output_bytes_total",
             "Bytes zstd produced",
         )?;
+        let cache_hits = IntCounter::new(
+            "larder_nar_cache_hits_total",
+            "Compressed NARs served from the cache",
+        )?;
+        let cache_misses = IntCounter::new(
+            "larder_nar_cache_misses_total",
+            "Compressed NARs not in the cache",
+        )?;
+        let cache_evictions = IntCounter::new(
+            "larder_nar_cache_evictions_total",
+            "Files evicted from the NAR cache",
+        )?;
+        let cache_bytes = IntGauge::new("larder_nar_cache_bytes", "Bytes in the NAR cache")?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(stream_duration.clone()))?;
@@ -99,6 +121,10 @@ impl Metrics {
             compression_ratio,
             compressed_in,
             compressed_out,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_bytes,
         })
     }
 

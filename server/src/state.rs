@@ -10,12 +10,15 @@ use crate::compress::ZstdSettings;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::nar_cache::NarCache;
 
 pub struct AppState {
     pub config: Config,
     pub location: StoreLocation,
     pub db: StoreDb,
     pub metrics: Arc<Metrics>,
+    /// The compressed-NAR cache, when `cache-dir` is set.
+    pub cache: Option<Arc<NarCache>>,
 }
 
 impl AppState {

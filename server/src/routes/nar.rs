@@ -7,6 +7,7 @@
 //! out (`Content-Length` = NAR size for identity), and the body streams; a
 //! failure after that aborts the connection (see `body.rs`).
 
+use actix_web::body::BoxBody;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use futures_util::StreamExt;
@@ -15,7 +16,7 @@ use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
 use super::accepts;
-use crate::body::{BodyItem, MeteredStream, chunked_body, sized_body};
+use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, sized_body};
 use crate::compress::zstd_stream;
 use crate::error::ServerError;
 use crate::range;
@@ -78,6 +79,37 @@ pub async fn get(
             info.path, info.nar_hash, url.nar_hash
         )));
     }
+    let range = match req.headers().get(header::RANGE) {
+        Some(value) if !url.zstd => Some(
+            value
+                .to_str()
+                .map_err(|_| ServerError::BadRequest("non-ASCII Range header".to_owned()))?
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let zstd = url.zstd || (range.is_none() && accepts(&req, "zstd"));
+    let mut builder = HttpResponse::Ok();
+    if url.zstd {
+        builder.content_type("application/zstd");
+    } else {
+        builder
+            .content_type(NAR_TYPE)
+            .insert_header((header::VARY, "Accept-Encoding"))
+            .insert_header((header::ACCEPT_RANGES, "bytes"));
+        if zstd {
+            builder.insert_header((header::CONTENT_ENCODING, "zstd"));
+        }
+    }
+    let head = req.method() == actix_web::http::Method::HEAD;
+    let cache_key = format!(
+        "{}-zstd{}",
+        info.nar_hash.to_nix32(),
+        state.config.zstd_level
+    );
+    if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
+        return Ok(builder.body(body));
+    }
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
     if plan.nar_size() != info.nar_size {
         return Err(ServerError::StoreCorrupt {
@@ -89,37 +121,39 @@ pub async fn get(
             ),
         });
     }
-    let head = req.method() == actix_web::http::Method::HEAD;
     let response = Response {
         state: &state,
         plan: &plan,
         head,
     };
-    if url.zstd {
-        let mut builder = HttpResponse::Ok();
-        builder.content_type("application/zstd");
-        return response.zstd(builder);
+    if zstd {
+        return response.zstd(builder, &cache_key);
     }
-    let mut builder = HttpResponse::Ok();
+    let size = plan.nar_size();
+    let Some(range) = range else {
+        return response.identity(builder, 0, size);
+    };
+    let range = range::parse(&range, size)?;
     builder
-        .content_type(NAR_TYPE)
-        .insert_header((header::VARY, "Accept-Encoding"))
-        .insert_header((header::ACCEPT_RANGES, "bytes"));
-    if let Some(value) = req.headers().get(header::RANGE) {
-        let value = value
-            .to_str()
-            .map_err(|_| ServerError::BadRequest("non-ASCII Range header".to_owned()))?;
-        let range = range::parse(value, plan.nar_size())?;
-        builder
-            .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
-            .insert_header((header::CONTENT_RANGE, range.content_range(plan.nar_size())));
-        return response.identity(builder, range.start, range.end);
-    }
-    if accepts(&req, "zstd") {
-        builder.insert_header((header::CONTENT_ENCODING, "zstd"));
-        return response.zstd(builder);
-    }
-    response.identity(builder, 0, plan.nar_size())
+        .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
+        .insert_header((header::CONTENT_RANGE, range.content_range(size)));
+    response.identity(builder, range.start, range.end)
+}
+
+/// The compressed NAR from the cache, if it is there: a static file.
+async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
+    let Some(cache) = state.cache.clone() else {
+        return Ok(None);
+    };
+    let key = key.to_owned();
+    let found = web::block(move || cache.get(&key))
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let Some((file, len)) = found else {
+        return Ok(None);
+    };
+    let metrics = state.metrics.clone();
+    reader_body(head, file, Some(len), metrics, ROUTE, "zstd").map(Some)
 }
 
 /// The body of a checked NAR response.
@@ -164,12 +198,17 @@ impl Response<'_> {
         Ok(builder.body(body))
     }
 
-    fn zstd(&self, mut builder: HttpResponseBuilder) -> Result<HttpResponse, ServerError> {
+    fn zstd(
+        &self,
+        mut builder: HttpResponseBuilder,
+        key: &str,
+    ) -> Result<HttpResponse, ServerError> {
         let body = chunked_body(self.head, || {
             let size = self.plan.nar_size();
             let metrics = self.state.metrics.clone();
-            let compressed =
-                zstd_stream(self.nar(0, size)?, size, self.state.zstd(), metrics.clone());
+            let fill = self.state.cache.clone().map(|c| (c, key.to_owned()));
+            let settings = self.state.zstd();
+            let compressed = zstd_stream(self.nar(0, size)?, size, settings, metrics.clone(), fill);
             Ok(MeteredStream::new(compressed, metrics, ROUTE, "zstd", None))
         })?;
         Ok(builder.body(body))

@@ -1,0 +1,308 @@
+//! Compress once, serve many: a bounded on-disk cache of zstd-compressed
+//! NARs, keyed by NAR hash and zstd level.
+//!
+//! A file is filled while the first request for it streams (the compressor
+//! writes each chunk to the client and to a temporary file), and published
+//! by `rename` only once the whole NAR compressed without error: a crash or
+//! an aborted download leaves at most a temporary file, which the next start
+//! deletes, never a partial file that could be served. The index is SQLite
+//! (size and last use of each file); past the size limit the least recently
+//! used files are evicted. Every method blocks: call them on the blocking
+//! pool.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum CacheError {
+    #[error("cache-dir {dir}: {source}; check that it is a writable directory")]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache-dir {dir}: index {source}; delete {dir}/index.sqlite to start afresh")]
+    Index {
+        dir: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+pub struct NarCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Connection>,
+    /// Use counter for LRU order: monotonic, unlike wall-clock time.
+    clock: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// A cache file being written; removed on drop unless published.
+pub struct CacheFill {
+    key: String,
+    tmp: PathBuf,
+    file: Option<File>,
+    size: u64,
+}
+
+impl NarCache {
+    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> Result<NarCache, CacheError> {
+        let io = |source| CacheError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        let tmp = dir.join("tmp");
+        // Leftovers of fills a crash interrupted.
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io)?;
+        let index =
+            Connection::open(dir.join("index.sqlite")).map_err(|source| CacheError::Index {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        let cache = NarCache {
+            dir: dir.to_owned(),
+            max_bytes,
+            clock: AtomicU64::new(0),
+            index: Mutex::new(index),
+            metrics,
+        };
+        cache.init().map_err(|source| CacheError::Index {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        Ok(cache)
+    }
+
+    fn init(&self) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS files (
+                 key TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);",
+        )?;
+        // Forget rows whose file is gone (deleted by hand, or a crash
+        // between rename and insert left a file with no row: harmless).
+        let keys: Vec<String> = conn
+            .prepare("SELECT key FROM files")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for key in keys.iter().filter(|k| !self.path(k).is_file()) {
+            conn.execute("DELETE FROM files WHERE key = ?1", [key])?;
+        }
+        let last: Option<i64> =
+            conn.query_row("SELECT MAX(last_used) FROM files", [], |r| r.get(0))?;
+        self.clock
+            .store(last.unwrap_or(0) as u64, Ordering::Relaxed);
+        let total: i64 =
+            conn.query_row("SELECT COALESCE(SUM(size), 0) FROM files", [], |r| r.get(0))?;
+        self.metrics.cache_bytes.set(total);
+        Ok(())
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A connection has no invariant a panicking holder could break.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.nar.zst"))
+    }
+
+    fn tick(&self) -> i64 {
+        (self.clock.fetch_add(1, Ordering::Relaxed) + 1) as i64
+    }
+
+    /// The cached file for `key`, opened, with its size.
+    pub fn get(&self, key: &str) -> Option<(File, u64)> {
+        let conn = self.conn();
+        let found = conn
+            .query_row("SELECT size FROM files WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "NAR cache index lookup failed");
+                None
+            });
+        let opened = found.and_then(|size| Some((File::open(self.path(key)).ok()?, size as u64)));
+        match &opened {
+            Some(_) => {
+                self.metrics.cache_hits.inc();
+                let used = conn.execute(
+                    "UPDATE files SET last_used = ?1 WHERE key = ?2",
+                    params![self.tick(), key],
+                );
+                if let Err(e) = used {
+                    tracing::warn!(error = %e, "NAR cache index update failed");
+                }
+            }
+            None => self.metrics.cache_misses.inc(),
+        }
+        opened
+    }
+
+    /// Start writing the file for `key`; `None` (logged) if the cache dir
+    /// cannot take it: the download then goes on without caching.
+    pub fn fill(&self, key: &str) -> Option<CacheFill> {
+        let name = format!("{key}.{}.{}", std::process::id(), self.tick());
+        let tmp = self.dir.join("tmp").join(name);
+        match File::create(&tmp) {
+            Ok(file) => Some(CacheFill {
+                key: key.to_owned(),
+                tmp,
+                file: Some(file),
+                size: 0,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a NAR cache file");
+                None
+            }
+        }
+    }
+
+    /// Make a complete fill visible, then evict down to the size limit.
+    pub fn publish(&self, mut fill: CacheFill) {
+        let Some(file) = fill.file.take() else {
+            return;
+        };
+        let published = file
+            .sync_all()
+            .and_then(|()| std::fs::rename(&fill.tmp, self.path(&fill.key)));
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "cannot publish a NAR cache file");
+            let _ = std::fs::remove_file(&fill.tmp);
+            return;
+        }
+        let conn = self.conn();
+        let recorded = conn.execute(
+            "INSERT OR REPLACE INTO files (key, size, last_used) VALUES (?1, ?2, ?3)",
+            params![fill.key, fill.size as i64, self.tick()],
+        );
+        if let Err(e) = recorded.and_then(|_| self.evict(&conn)) {
+            tracing::warn!(error = %e, "NAR cache index update failed");
+        }
+    }
+
+    /// Delete least recently used files until the total fits the limit.
+    fn evict(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut total: i64 =
+            conn.query_row("SELECT COALESCE(SUM(size), 0) FROM files", [], |r| r.get(0))?;
+        while total as u64 > self.max_bytes {
+            let Some((key, size)) = conn
+                .query_row(
+                    "SELECT key, size FROM files ORDER BY last_used LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?
+            else {
+                break;
+            };
+            if let Err(e) = std::fs::remove_file(self.path(&key)) {
+                tracing::warn!(error = %e, "cannot delete an evicted NAR cache file");
+            }
+            conn.execute("DELETE FROM files WHERE key = ?1", [&key])?;
+            total -= size;
+            self.metrics.cache_evictions.inc();
+        }
+        self.metrics.cache_bytes.set(total);
+        Ok(())
+    }
+}
+
+impl CacheFill {
+    /// Append compressed bytes; a failed write abandons the fill (logged),
+    /// never the download.
+    pub fn write(&mut self, data: &[u8]) {
+        if let Some(file) = &mut self.file {
+            match file.write_all(data) {
+                Ok(()) => self.size += data.len() as u64,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NAR cache write failed; not caching this NAR");
+                    self.file = None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CacheFill {
+    fn drop(&mut self) {
+        // Gone already when published; otherwise an aborted download or a
+        // failed write left it.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, max_bytes: u64) -> NarCache {
+        NarCache::open(dir, max_bytes, Arc::new(Metrics::new().unwrap())).unwrap()
+    }
+
+    fn put(cache: &NarCache, key: &str, len: usize) {
+        let mut fill = cache.fill(key).unwrap();
+        fill.write(&vec![7; len]);
+        cache.publish(fill);
+    }
+
+    fn tmp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[test]
+    fn least_recently_used_files_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 250);
+        put(&cache, "a", 100);
+        put(&cache, "b", 100);
+        assert!(cache.get("a").is_some());
+        put(&cache, "c", 100);
+        assert_eq!(cache.get("a").map(|(_, len)| len), Some(100));
+        assert!(cache.get("b").is_none());
+        assert!(!dir.path().join("b.nar.zst").exists());
+        assert!(cache.get("c").is_some());
+        assert_eq!(cache.metrics.cache_evictions.get(), 1);
+        assert_eq!(cache.metrics.cache_bytes.get(), 200);
+    }
+
+    #[test]
+    fn unpublished_and_crashed_fills_are_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        put(&cache, "kept", 10);
+        {
+            let mut aborted = cache.fill("aborted").unwrap();
+            aborted.write(b"partial");
+        }
+        assert!(cache.get("aborted").is_none());
+        assert_eq!(tmp_files(dir.path()), 0);
+        // A crash mid-fill leaves a temporary file; a restart deletes it and
+        // keeps what was published.
+        let leftover = cache.fill("crashed").unwrap();
+        std::mem::forget(leftover);
+        assert_eq!(tmp_files(dir.path()), 1);
+        drop(cache);
+        let cache = open(dir.path(), 1 << 20);
+        assert_eq!(tmp_files(dir.path()), 0);
+        assert!(cache.get("crashed").is_none());
+        assert_eq!(cache.get("kept").map(|(_, len)| len), Some(10));
+        // A file deleted by hand is forgotten, not served.
+        std::fs::remove_file(dir.path().join("kept.nar.zst")).unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        assert!(cache.get("kept").is_none());
+        assert_eq!(cache.metrics.cache_bytes.get(), 0);
+    }
+}
