@@ -4,39 +4,40 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
 use super::{CHUNK_SIZE, DumpError, io_error};
 use crate::nar::{NarPlan, SegmentData};
 
-/// How many full-size buffers a stream keeps for reuse.
-const POOL_MAX: usize = 8;
+/// How many full-size buffers the process keeps for reuse (8 MiB).
+const POOL_MAX: usize = 16;
 /// A full-size buffer: a chunk plus one spare byte, which lets the read that
 /// completes a file prove its end.
 const BUFFER_SIZE: usize = CHUNK_SIZE + 1;
+/// Chunks smaller than this get a buffer of their own size: small
+/// allocations are cheap, and a small NAR should not pin a full buffer.
+const POOLED_FROM: usize = 64 * 1024;
 
 /// Full-size chunk buffers, given back when the consumer drops a chunk: a
-/// fresh 512 KiB allocation costs page faults and zeroing, a quarter of the
-/// reader's CPU time in `bench/` before this pool.
-#[derive(Clone, Default)]
-struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+/// fresh 512 KiB allocation costs page faults and zeroing, about a quarter of
+/// the reader's CPU time in `bench/` before this pool. Shared by all streams,
+/// so a stream's first chunk reuses another's buffer.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-impl BufferPool {
-    fn take(&self, len: usize) -> Vec<u8> {
-        let reused = (len == BUFFER_SIZE)
-            .then(|| self.0.lock().ok()?.pop())
-            .flatten();
-        reused.unwrap_or_else(|| vec![0; len])
-    }
+fn take_buffer(len: usize) -> Vec<u8> {
+    let reused = (len >= POOLED_FROM)
+        .then(|| POOL.lock().ok()?.pop())
+        .flatten();
+    reused.unwrap_or_else(|| vec![0; if len >= POOLED_FROM { BUFFER_SIZE } else { len }])
 }
 
-/// The bytes of one chunk; its buffer goes back to the pool when dropped.
+/// The bytes of one chunk; a full-size buffer goes back to the pool when the
+/// chunk is dropped.
 struct Chunk {
     buf: Vec<u8>,
     len: usize,
-    pool: BufferPool,
 }
 
 impl AsRef<[u8]> for Chunk {
@@ -48,7 +49,7 @@ impl AsRef<[u8]> for Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         if self.buf.len() == BUFFER_SIZE
-            && let Ok(mut pool) = self.pool.0.lock()
+            && let Ok(mut pool) = POOL.lock()
             && pool.len() < POOL_MAX
         {
             pool.push(std::mem::take(&mut self.buf));
@@ -143,7 +144,6 @@ pub(super) struct ChunkReader {
     end: u64,
     /// The file of the current segment, once opened.
     file: Option<OpenFile>,
-    pool: BufferPool,
 }
 
 impl ChunkReader {
@@ -157,7 +157,6 @@ impl ChunkReader {
             pos: start,
             end,
             file: None,
-            pool: BufferPool::default(),
         }
     }
 
@@ -166,16 +165,12 @@ impl ChunkReader {
             return Ok(None);
         }
         let want = CHUNK_SIZE.min(usize::try_from(self.end - self.pos).unwrap_or(CHUNK_SIZE));
-        let mut buf = self.pool.take(want + 1);
+        let mut buf = take_buffer(want + 1);
         let mut filled = 0;
         while filled < want {
             filled += self.fill(&mut buf[filled..], want - filled)?;
         }
-        Ok(Some(Bytes::from_owner(Chunk {
-            buf,
-            len: filled,
-            pool: self.pool.clone(),
-        })))
+        Ok(Some(Bytes::from_owner(Chunk { buf, len: filled })))
     }
 
     /// Copies up to `want` bytes of the current segment into `buf`, moving on
