@@ -10,10 +10,13 @@ use std::process::{Command, Output};
 
 use larder_store::StoreLocation;
 
+pub mod deploy;
 pub mod fixtures;
 pub mod nar_stream;
 pub mod process;
 pub mod server;
+pub mod sshd;
+pub mod sync;
 
 /// The `NIX_CONFIG` every test uses: no sandbox (tests run as root inside
 /// CI containers), no substituters (there is no internet). Builds in a

@@ -1,0 +1,172 @@
+//! The plain unit files under `contrib/systemd/`: `systemd-analyze verify`
+//! passes on a copy whose binaries are the ones just built (the shipped
+//! files point at /usr/local/bin), their sandboxing is the NixOS module's,
+//! and the signer and watcher run the module's command lines.
+
+use std::path::{Path, PathBuf};
+
+use larder_tests::deploy::{nix_eval, systemd, workspace_root};
+use larder_tests::process::binary;
+use serde_json::{Value, json};
+
+const UNITS: &[&str] = &[
+    "larder-server.socket",
+    "larder-server.service",
+    "larder-signer.service",
+    "larder-sync-watch.service",
+    "larder-sync-pull.service",
+];
+
+const SHIPPED_BIN_DIR: &str = "/usr/local/bin/";
+
+fn contrib() -> PathBuf {
+    workspace_root().join("contrib/systemd")
+}
+
+/// A copy of contrib/systemd (drop-ins too) whose ExecStart= lines name the
+/// built binaries.
+fn test_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&contrib(), dir.path());
+    for unit in UNITS {
+        let path = dir.path().join(unit);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for program in ["larder-server", "larder-signer", "larder-sync"] {
+            let built = binary(program).display().to_string();
+            text = text.replace(
+                &format!("{SHIPPED_BIN_DIR}{program} "),
+                &format!("{built} "),
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    for unit in UNITS.iter().filter(|u| u.ends_with(".service")) {
+        let exec = systemd::values(&contrib().join(unit), "ExecStart");
+        assert_eq!(exec.len(), 1, "{unit}: {exec:?}");
+        assert!(exec[0].starts_with(SHIPPED_BIN_DIR), "{unit}: {exec:?}");
+    }
+    let copy = test_copy();
+    if let Err(e) = systemd::verify(copy.path(), UNITS) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn verify_reports_what_systemd_only_warns_about() {
+    let copy = test_copy();
+    let unit = copy.path().join("larder-server.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(
+        &unit,
+        text.replace("Restart=on-failure", "Restart=on-failur"),
+    )
+    .unwrap();
+    let err = systemd::verify(copy.path(), &["larder-server.service"]).unwrap_err();
+    assert!(err.contains("on-failur"), "{err}");
+
+    let copy = test_copy();
+    let dropin = copy.path().join("larder-.service.d/hardening.conf");
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    std::fs::write(&dropin, format!("{text}ProtectSystm=strict\n")).unwrap();
+    let err = systemd::verify(copy.path(), &["larder-signer.service"]).unwrap_err();
+    assert!(err.contains("ProtectSystm"), "{err}");
+}
+
+/// `true` is `yes` in a unit file.
+fn unit_value(v: &Value) -> String {
+    match v {
+        Value::Bool(true) => "yes".to_owned(),
+        Value::Bool(false) => "no".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn sandboxing_is_the_nixos_modules() {
+    let common = nix_eval::module_data("hardening.nix", "common");
+    let mut want: Vec<(String, String)> = common
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), unit_value(v)))
+        .collect();
+    want.sort();
+    let mut got = systemd::entries(&contrib().join("larder-.service.d/hardening.conf"));
+    got.sort();
+    assert_eq!(got, want);
+
+    for (unit, which) in [
+        ("larder-server.service", "server"),
+        ("larder-signer.service", "signer"),
+        ("larder-sync-watch.service", "sync"),
+        ("larder-sync-pull.service", "sync"),
+    ] {
+        let want: Vec<String> = serde_json::from_value(nix_eval::module_data(
+            "hardening.nix",
+            &format!("syscalls.{which}"),
+        ))
+        .unwrap();
+        assert_eq!(
+            systemd::values(&contrib().join(unit), "SystemCallFilter"),
+            want,
+            "{unit}"
+        );
+    }
+}
+
+fn exec_start_args(unit: &str) -> Vec<String> {
+    let exec = systemd::values(&contrib().join(unit), "ExecStart").remove(0);
+    exec.split_whitespace().skip(1).map(str::to_owned).collect()
+}
+
+#[test]
+fn signer_and_watcher_units_run_the_modules_command_lines() {
+    let names = nix_eval::eval(
+        "(import (root + \"/nixos-module/args.nix\")).credentialNames",
+        &json!(["/etc/larder/signing-key.sec"]),
+    )
+    .unwrap();
+    assert_eq!(names, json!(["key-0"]));
+    assert_eq!(
+        systemd::values(&contrib().join("larder-signer.service"), "LoadCredential"),
+        ["key-0:/etc/larder/signing-key.sec"]
+    );
+    let signer = nix_eval::args(
+        "signer",
+        &json!({
+            "socket": "/run/larder/signer.sock",
+            "socketGroup": "larder-signer-clients",
+            "keyFiles": ["%d/key-0"],
+        }),
+    );
+    assert_eq!(exec_start_args("larder-signer.service"), signer);
+
+    let watch = nix_eval::args(
+        "syncWatch",
+        &json!({
+            "queue": "/var/lib/larder-sync/queue.sqlite",
+            "to": "ssh-ng://cache.example.org",
+            "metricsListen": "127.0.0.1:9101",
+        }),
+    );
+    assert_eq!(exec_start_args("larder-sync-watch.service"), watch);
+}
