@@ -12,6 +12,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use futures_util::StreamExt;
 use larder_store::Sha256Hash;
+use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
@@ -67,18 +68,8 @@ pub async fn get(
 ) -> Result<HttpResponse, ServerError> {
     let url = parse_file(&file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
-    let path_hash = url
-        .path_hash
-        .clone()
-        .or_else(|| query_hash(req.query_string()))
-        .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
-    let info = state.lookup(&path_hash).await?;
-    if info.nar_hash != url.nar_hash {
-        return Err(ServerError::NotFound(format!(
-            "{} has NAR hash {}, not {}",
-            info.path, info.nar_hash, url.nar_hash
-        )));
-    }
+    let info = checked_info(&state, &url, req.query_string()).await?;
+    // Ranges are on identity NARs only; a `.nar.zst` is always whole.
     let range = match req.headers().get(header::RANGE) {
         Some(value) if !url.zstd => Some(
             value
@@ -89,18 +80,7 @@ pub async fn get(
         _ => None,
     };
     let zstd = url.zstd || (range.is_none() && accepts(&req, "zstd"));
-    let mut builder = HttpResponse::Ok();
-    if url.zstd {
-        builder.content_type("application/zstd");
-    } else {
-        builder
-            .content_type(NAR_TYPE)
-            .insert_header((header::VARY, "Accept-Encoding"))
-            .insert_header((header::ACCEPT_RANGES, "bytes"));
-        if zstd {
-            builder.insert_header((header::CONTENT_ENCODING, "zstd"));
-        }
-    }
+    let mut builder = headers(url.zstd, zstd);
     let head = req.method() == actix_web::http::Method::HEAD;
     let cache_key = format!(
         "{}-zstd{}",
@@ -138,6 +118,45 @@ pub async fn get(
         .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
         .insert_header((header::CONTENT_RANGE, range.content_range(size)));
     response.identity(builder, range.start, range.end)
+}
+
+/// The valid path the URL names, whose NAR hash is the URL's.
+async fn checked_info(
+    state: &AppState,
+    url: &NarUrl,
+    query: &str,
+) -> Result<PathInfo, ServerError> {
+    let path_hash = url
+        .path_hash
+        .clone()
+        .or_else(|| query_hash(query))
+        .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
+    let info = state.lookup(&path_hash).await?;
+    if info.nar_hash != url.nar_hash {
+        return Err(ServerError::NotFound(format!(
+            "{} has NAR hash {}, not {}",
+            info.path, info.nar_hash, url.nar_hash
+        )));
+    }
+    Ok(info)
+}
+
+/// A `.nar.zst` is a zstd file; a `.nar` is a NAR, maybe zstd-encoded for
+/// this client, and varies with `Accept-Encoding`.
+fn headers(zst_file: bool, zstd: bool) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    if zst_file {
+        builder.content_type("application/zstd");
+        return builder;
+    }
+    builder
+        .content_type(NAR_TYPE)
+        .insert_header((header::VARY, "Accept-Encoding"))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if zstd {
+        builder.insert_header((header::CONTENT_ENCODING, "zstd"));
+    }
+    builder
 }
 
 /// The compressed NAR from the cache, if it is there: a static file.
