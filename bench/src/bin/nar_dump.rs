@@ -32,6 +32,10 @@ const SOURCES: &[&str] = &[
 ];
 /// The closure's total NAR size, at least.
 const CLOSURE_BYTES: u64 = 1300 << 20;
+/// What the numbers mean, from profiles of this benchmark (`perf record -g`).
+const INTERPRETATION: &str = "
+Reading: the per-path ratio is what a cache that runs `nix-store --dump` per request gets; most of it is nix-store's start-up. The single-NAR ratio compares the dumping itself: both sides are bound by the kernel's page-cache copy (`_copy_to_iter` is ~50% of larder's reader profile; before the chunk-buffer pool, page faults and memset of fresh 512 KiB buffers were another ~25%). Going clearly past it needs zero-copy (`sendfile`/`splice` to the socket), which a stream of `Bytes` cannot do.
+";
 const MIB: f64 = (1 << 20) as f64;
 
 /// What is dumped: each path as its own NAR, or one NAR of many paths.
@@ -101,6 +105,7 @@ fn main() -> Result<(), Error> {
         "`nix-store --dump` of an empty file takes {startup:.2?} (process start-up): {:.2?} of the per-path run's nix-store time.",
         startup * count as u32
     )?;
+    md.push_str(INTERPRETATION);
     print!("{md}");
     fs::create_dir_all(bench.join("results"))?;
     fs::write(bench.join("results/nar_dump.md"), md)?;
@@ -229,7 +234,11 @@ fn machine() -> Result<String, Error> {
         .find_map(|l| l.strip_prefix("model name"))
         .map_or("unknown", |l| l.trim_start_matches([' ', '\t', ':']));
     let cores = std::thread::available_parallelism()?;
-    Ok(format!("{cores} cores (nproc), {model}"))
+    let load = fs::read_to_string("/proc/loadavg")?;
+    let load = load.split(' ').take(3).collect::<Vec<_>>().join(" ");
+    Ok(format!(
+        "{cores} cores (nproc), {model}; load average {load} when the report was written (the machine is shared: wall times are noisy)"
+    ))
 }
 
 fn header(closure: &Scenario) -> Result<String, Error> {
