@@ -128,6 +128,12 @@ pub struct Settings {
     /// Size limit of the compressed-NAR cache in MiB; least recently used files go first. [default: 10240]
     #[arg(long, env = "LARDER_CACHE_SIZE_MIB")]
     pub cache_size_mib: Option<u64>,
+    /// TLS certificate chain (PEM); serve HTTPS with --tls-key.
+    #[arg(long, env = "LARDER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM, not readable by other users).
+    #[arg(long, env = "LARDER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Unix socket of larder-signer (not implemented yet: setting it is refused).
     #[arg(long, env = "LARDER_SIGNER_SOCKET")]
     pub signer_socket: Option<PathBuf>,
@@ -153,6 +159,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub cache_dir: Option<PathBuf>,
     pub cache_size_mib: u64,
+    /// Certificate chain and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub log: String,
 }
 
@@ -174,6 +182,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             cache_dir: None,
             cache_size_mib: 10_240,
+            tls: None,
             log: "info".to_owned(),
         }
     }
@@ -246,6 +255,12 @@ impl Settings {
                 "use an absolute path such as /nix/store",
             ));
         }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls-cert", "(set)", "also set tls-key")),
+            (None, Some(_)) => return Err(invalid("tls-key", "(set)", "also set tls-cert")),
+        };
         let or_cores = |n: usize| if n == 0 { d.workers } else { n };
         Ok(Config {
             bind: self
@@ -269,6 +284,7 @@ impl Settings {
                 .unwrap_or(d.shutdown_timeout_secs),
             cache_dir: self.cache_dir,
             cache_size_mib: self.cache_size_mib.unwrap_or(d.cache_size_mib),
+            tls,
             log: self.log.unwrap_or(d.log),
         })
     }

@@ -43,12 +43,14 @@ pub mod body;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod nar_cache;
 pub mod range;
 pub mod routes;
 pub mod state;
 pub mod systemd;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +61,8 @@ use larder_store::StoreLocation;
 use larder_store::db::{DbError, StoreDb};
 use thiserror::Error;
 
-use crate::config::{Bind, Config};
+use crate::config::Config;
+use crate::listen::Listener;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
 use crate::state::AppState;
@@ -79,6 +82,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Cache(#[from] nar_cache::CacheError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
@@ -144,23 +149,25 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             let _ = tcp.set_nodelay(true);
         }
     });
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
     let bind_error = |source| StartupError::Bind {
         bind: format!("{:?}", config.bind),
         source,
     };
-    let server = match &config.bind {
-        Bind::Tcp(addr) => server.bind(addr.as_str()).map_err(bind_error)?,
-        Bind::Unix(path) => server.bind_uds(path).map_err(bind_error)?,
-        Bind::Systemd => match systemd::activated_socket().map_err(bind_error)? {
-            Some(systemd::Activated::Tcp(l)) => server.listen(l).map_err(bind_error)?,
-            Some(systemd::Activated::Unix(l)) => server.listen_uds(l).map_err(bind_error)?,
-            None => {
-                return Err(bind_error(std::io::Error::other(
-                    "systemd passed no socket (LISTEN_FDS unset): start larder-server from its .socket unit",
-                )));
-            }
-        },
-    };
+    let server = match (listen::open(&config.bind)?, tls) {
+        (Listener::Tcp(l), None) => server.listen(l),
+        (Listener::Tcp(l), Some(tls)) => server.listen_rustls_0_23(l, tls),
+        (Listener::Unix(l), None) => server.listen_uds(l),
+        (Listener::Unix(_), Some(_)) => {
+            return Err(bind_error(std::io::Error::other(
+                "TLS is for TCP sockets; put a TLS proxy in front of a unix socket",
+            )));
+        }
+    }
+    .map_err(bind_error)?;
     tracing::info!(
         bind = ?config.bind,
         store_root = %config.store_root.display(),

@@ -4,19 +4,15 @@
 
 use std::os::unix::net::UnixDatagram;
 
-/// The socket systemd passed us, TCP or unix.
-pub enum Activated {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
+use crate::listen::Listener;
 
 /// Take the first socket from `LISTEN_FDS`; `None` when systemd passed none.
-pub fn activated_socket() -> std::io::Result<Option<Activated>> {
+pub fn activated_socket() -> std::io::Result<Option<Listener>> {
     let mut fds = listenfd::ListenFd::from_env();
     if let Some(tcp) = fds.take_tcp_listener(0)? {
-        return Ok(Some(Activated::Tcp(tcp)));
+        return Ok(Some(Listener::Tcp(tcp)));
     }
-    Ok(fds.take_unix_listener(0)?.map(Activated::Unix))
+    Ok(fds.take_unix_listener(0)?.map(Listener::Unix))
 }
 
 /// Tell systemd (`Type=notify`) that we are ready; nothing without

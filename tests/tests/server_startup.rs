@@ -78,6 +78,8 @@ fn help_documents_every_option_and_its_variable() {
         "--shutdown-timeout-secs",
         "--cache-dir",
         "--cache-size-mib",
+        "--tls-cert",
+        "--tls-key",
         "--signer-socket",
         "--log",
     ] {
