@@ -1,6 +1,6 @@
-//! larder-server under systemd: readiness through `$NOTIFY_SOCKET`, and
-//! socket activation (`--bind systemd`) through the real
-//! `systemd-socket-activate`.
+//! Where larder-server listens: a unix socket, and under systemd
+//! (readiness through `$NOTIFY_SOCKET`, socket activation with
+//! `--bind systemd` through the real `systemd-socket-activate`).
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -67,4 +67,30 @@ fn bind_systemd_without_a_socket_is_a_clear_error() {
         err.contains("LISTEN_FDS") && err.contains(".socket"),
         "{err}"
     );
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("larder.sock");
+    let mut server = Running::spawn(
+        "larder-server",
+        Command::new(binary("larder-server"))
+            .arg("--bind")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--store-root")
+            .arg(store.root()),
+    );
+    let curl = |path: &str| {
+        Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(&socket)
+            .arg(format!("http://larder{path}"))
+            .output()
+            .unwrap()
+    };
+    wait_until(&mut server, || curl("/health").status.success());
+    let info = String::from_utf8(curl("/nix-cache-info").stdout).unwrap();
+    assert!(info.starts_with("StoreDir: /nix/store\n"), "{info}");
 }
