@@ -15,6 +15,8 @@ pub mod fixtures;
 pub mod nar_stream;
 pub mod process;
 pub mod server;
+pub mod sshd;
+pub mod sync;
 
 /// The `NIX_CONFIG` every test uses: no sandbox (tests run as root inside
 /// CI containers), no substituters (there is no internet). Builds in a
