@@ -93,10 +93,23 @@ impl Prometheus {
         }
     }
 
-    /// Whether any scraped target exports a series named `metric`.
+    /// Whether any scraped target exports a series named `metric` now.
     pub fn has_metric(&self, metric: &str) -> bool {
         let expr = format!("count({{__name__=\"{metric}\"}})");
         self.query(&expr).is_ok_and(|r| !r.is_empty())
+    }
+
+    /// Whether a series named `metric` appears within 10 s (a few scrapes).
+    pub fn await_metric(&mut self, metric: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has_metric(metric) {
+            self.process.assert_alive();
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        true
     }
 
     /// Wait until every job's targets are up, scraped at least twice.
