@@ -9,6 +9,7 @@ let
   hardening = import ./hardening.nix;
   toTOML = import ./toml.nix;
   configFile = pkgs.writeText "larder-server.toml" (toTOML cfg.settings);
+  tls = cfg.tlsCertFile != null;
   # "127.0.0.1:5000", "[::]:5000" or "5000" -> 5000
   portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
 in
@@ -38,6 +39,20 @@ in
       type = types.bool;
       default = false;
       description = "Open the TCP port of `listen` in the firewall.";
+    };
+
+    tlsCertFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/acme/cache.example.org/fullchain.pem";
+      description = "PEM certificate chain: serve HTTPS. With `tlsKeyFile`; both handed over by LoadCredential.";
+    };
+
+    tlsKeyFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/acme/cache.example.org/key.pem";
+      description = "PEM private key for `tlsCertFile`, as a string so it never enters the store.";
     };
 
     settings = mkOption {
@@ -78,10 +93,16 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = [{
-      assertion = cfg.settings.bind == "systemd";
-      message = "services.larder.server.settings.bind must stay \"systemd\": set services.larder.server.listen instead.";
-    }];
+    assertions = [
+      {
+        assertion = cfg.settings.bind == "systemd";
+        message = "services.larder.server.settings.bind must stay \"systemd\": set services.larder.server.listen instead.";
+      }
+      {
+        assertion = (cfg.tlsCertFile == null) == (cfg.tlsKeyFile == null);
+        message = "services.larder.server: set both tlsCertFile and tlsKeyFile, or neither.";
+      }
+    ];
 
     services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.socket);
 
@@ -106,7 +127,11 @@ in
       restartTriggers = [ configFile ];
       serviceConfig = hardening.common // {
         Type = "notify";
-        ExecStart = "${cfg.package}/bin/larder-server --config ${configFile}";
+        # %d is the credentials directory: the TLS key is readable by this
+        # service alone.
+        ExecStart = "${cfg.package}/bin/larder-server --config ${configFile}"
+          + lib.optionalString tls " --tls-cert %d/tls-cert --tls-key %d/tls-key";
+        LoadCredential = lib.optionals tls [ "tls-cert:${cfg.tlsCertFile}" "tls-key:${cfg.tlsKeyFile}" ];
         Restart = "on-failure";
         RestartSec = 2;
         TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin
