@@ -20,6 +20,7 @@
 //! metrics listener), so each gets a thread.
 
 pub mod daemon;
+pub mod drv;
 pub mod error;
 pub mod gcroots;
 pub mod metrics;

@@ -65,13 +65,20 @@ fn main() -> ExitCode {
 /// enqueued is still found by a running watcher in the store DB.
 fn enqueue(cli: &Cli, args: &[String]) -> ExitCode {
     let location = StoreLocation::new(&cli.store_root);
-    let from_env = std::env::var("OUT_PATHS").unwrap_or_default();
+    let mut from_env: Vec<String> = std::env::var("OUT_PATHS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // Nix 2.8.0 sets DRV_PATH but leaves OUT_PATHS empty (NixOS/nix#6446).
+    if let (true, Ok(drv)) = (from_env.is_empty(), std::env::var("DRV_PATH")) {
+        match larder_sync::drv::outputs_of(&location, &drv) {
+            Ok(outputs) => from_env = outputs,
+            Err(e) => eprintln!("larder-sync enqueue: ERROR: outputs of {drv} not enqueued: {e}"),
+        }
+    }
     let mut paths = Vec::new();
-    for arg in args
-        .iter()
-        .map(String::as_str)
-        .chain(from_env.split_whitespace())
-    {
+    for arg in args.iter().chain(&from_env) {
         match store_path_arg(&location, arg) {
             Ok(p) => paths.push(p),
             Err(e) => eprintln!("larder-sync enqueue: ERROR: not enqueued: {e}"),
