@@ -1,0 +1,287 @@
+//! `larder-sync pull` from a builder: over `ssh-ng://` through a real sshd
+//! on loopback to a second chroot store, and over `http://` from a
+//! larder-server serving one. Signatures arrive and are checked, GC roots
+//! are registered with the store, retention removes old ones, and
+//! `daemon` pulls on its own.
+
+use std::path::Path;
+use std::process::Output;
+
+use larder_tests::fixtures::three_path_closure;
+use larder_tests::server::LarderServer;
+use larder_tests::sshd::Sshd;
+use larder_tests::sync::SyncSetup;
+use larder_tests::{TestStore, run, run_stdout};
+
+/// A fresh signing key: (secret key file, public key).
+fn keypair(name: &str, dir: &Path) -> (std::path::PathBuf, String) {
+    let secret = dir.join(name);
+    let key = run_stdout(larder_tests::nix_command("nix").args([
+        "key",
+        "generate-secret",
+        "--key-name",
+        name,
+    ]));
+    std::fs::write(&secret, &key).unwrap();
+    let public = run_stdout(
+        larder_tests::nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(std::fs::File::open(&secret).unwrap()),
+    );
+    (secret, public.trim().to_owned())
+}
+
+/// A builder store holding a three-path closure signed by `builder-1`;
+/// returns (store, top path, public key, key dir).
+fn signed_builder() -> (TestStore, String, String, tempfile::TempDir) {
+    let builder = TestStore::new();
+    let top = three_path_closure(&builder);
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = keypair("builder-1", keys.path());
+    run(builder
+        .nix("nix")
+        .args(["store", "sign", "-r", "--key-file"])
+        .arg(&secret)
+        .arg(&top));
+    (builder, top, public, keys)
+}
+
+fn sigs_of(store: &TestStore, path: &str) -> String {
+    run_stdout(
+        store
+            .nix("nix")
+            .args(["path-info", "--json", "--sigs", path]),
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn pull(setup: &SyncSetup, sshd: Option<&Sshd>, args: &[&str]) -> Output {
+    let mut cmd = setup.command(&["pull"]);
+    cmd.args(args);
+    if let Some(sshd) = sshd {
+        cmd.env("NIX_SSHOPTS", sshd.nix_sshopts());
+    }
+    cmd.output().unwrap()
+}
+
+fn roots_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn pull_over_ssh_ng_checks_signatures_roots_and_retains() {
+    let (builder, top, public, keys) = signed_builder();
+    let sshd = Sshd::start();
+    let uri = sshd.ssh_ng_uri(builder.root());
+    let host = TestStore::new();
+    let setup = SyncSetup::new(&host);
+    let gc = setup.dir.path().join("gcroots");
+    let gc_s = gc.to_str().unwrap();
+
+    // A key that did not sign the paths: refused, nothing copied.
+    let (_, other) = keypair("other-1", keys.path());
+    let out = pull(
+        &setup,
+        Some(&sshd),
+        &[
+            "--from",
+            &uri,
+            "--trusted-key",
+            &other,
+            "--gc-root-dir",
+            gc_s,
+            "--name",
+            "r0",
+            &top,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("signature"), "{}", stderr(&out));
+    assert!(!host.real_path(&top).exists());
+
+    for name in ["r1", "r2", "r3"] {
+        let out = pull(
+            &setup,
+            Some(&sshd),
+            &[
+                "--from",
+                &uri,
+                "--trusted-key",
+                &public,
+                "--gc-root-dir",
+                gc_s,
+                "--name",
+                name,
+                "--keep-last",
+                "2",
+                &top,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        sigs_of(&host, &top).contains("builder-1:"),
+        "{}",
+        sigs_of(&host, &top)
+    );
+    let dir = gc.join("127.0.0.1");
+    assert_eq!(roots_in(&dir), ["r2", "r3"]);
+    assert_eq!(
+        std::fs::read_link(dir.join("r3")).unwrap().to_str(),
+        Some(top.as_str())
+    );
+    // Registered with the store: its GC keeps the closure.
+    let auto = host.root().join("nix/var/nix/gcroots/auto");
+    let registered: Vec<_> = std::fs::read_dir(&auto)
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(registered.contains(&dir.join("r3")), "{registered:?}");
+    run(host.nix("nix-store").arg("--gc"));
+    assert!(host.real_path(&top).exists(), "GC removed a rooted path");
+
+    // A profile on the builder, resolved over ssh.
+    let profiles = builder.root().join("nix/var/nix/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::os::unix::fs::symlink(&top, profiles.join("system-1-link")).unwrap();
+    std::os::unix::fs::symlink("system-1-link", profiles.join("system")).unwrap();
+    let out = pull(
+        &setup,
+        Some(&sshd),
+        &[
+            "--from",
+            &uri,
+            "--trusted-key",
+            &public,
+            "--gc-root-dir",
+            gc_s,
+            "--builder",
+            "b1",
+            "--name",
+            "system",
+            "--root",
+            "/nix/var/nix/profiles/system",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_link(gc.join("b1/system")).unwrap().to_str(),
+        Some(top.as_str())
+    );
+
+    // Retention by age: everything but the newest goes; the store's GC then reclaims.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = pull(
+        &setup,
+        Some(&sshd),
+        &[
+            "--from",
+            &uri,
+            "--no-check-sigs",
+            "--gc-root-dir",
+            gc_s,
+            "--name",
+            "r4",
+            "--max-age-secs",
+            "1",
+            &top,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(roots_in(&dir), ["r4"]);
+}
+
+#[test]
+fn pull_over_http_from_a_larder_server() {
+    let (builder, top, public, _keys) = signed_builder();
+    let server = LarderServer::start(&builder, &[]);
+    let host = TestStore::new();
+    let setup = SyncSetup::new(&host);
+    let gc = setup.dir.path().join("gcroots");
+    let out = pull(
+        &setup,
+        None,
+        &[
+            "--from",
+            server.url(),
+            "--trusted-key",
+            &public,
+            "--gc-root-dir",
+            gc.to_str().unwrap(),
+            "--builder",
+            "web",
+            "--name",
+            "top",
+            &top,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sigs_of(&host, &top).contains("builder-1:"));
+    assert_eq!(
+        std::fs::read_link(gc.join("web/top")).unwrap().to_str(),
+        Some(top.as_str())
+    );
+    // The whole closure arrived.
+    let closure = run_stdout(host.nix("nix-store").args(["-qR", &top]));
+    assert_eq!(closure.lines().count(), 3, "{closure}");
+}
+
+#[test]
+fn daemon_pulls_configured_builders_and_refuses_bad_config() {
+    let (builder, top, public, _keys) = signed_builder();
+    let server = LarderServer::start(&builder, &[]);
+    let host = TestStore::new();
+    let setup = SyncSetup::new(&host);
+    let gc = setup.dir.path().join("gcroots");
+    let config = setup.dir.path().join("daemon.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "gc_root_dir = \"{}\"\nstore_root = \"{}\"\n[[builder]]\nname = \"web\"\nuri = \"{}\"\ninterval_secs = 60\ntrusted_keys = [\"{public}\"]\npaths = [\"{top}\"]\nkeep_last = 3\n{extra}",
+                gc.display(),
+                host.root().display(),
+                server.url()
+            ),
+        )
+        .unwrap();
+    };
+    write("colour = \"blue\"\n");
+    let out = setup.output(&["daemon", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(config.to_str().unwrap()) && stderr(&out).contains("colour"),
+        "{}",
+        stderr(&out)
+    );
+
+    write("");
+    let mut cmd = setup.command(&["daemon", "--config", config.to_str().unwrap()]);
+    let mut daemon = larder_tests::process::Running::spawn("larder-sync daemon", &mut cmd);
+    larder_tests::process::wait_until(&mut daemon, || {
+        gc.join("web")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    });
+    let root = std::fs::read_dir(gc.join("web"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    larder_tests::process::wait_until(&mut daemon, || std::fs::read_link(&root).is_ok());
+    assert_eq!(
+        std::fs::read_link(&root).unwrap().to_str(),
+        Some(top.as_str())
+    );
+    assert!(host.real_path(&top).exists());
+}
