@@ -1,0 +1,204 @@
+//! A real Prometheus scrapes larder as the NixOS module runs it (the
+//! server on its rendered config file, the sync watcher on the module's
+//! command line) while Nix clients use the cache, and every PromQL
+//! expression of `grafana/larder.json` returns data through Prometheus's
+//! HTTP API. A metric the dashboard names but nobody exports fails the test.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use larder_tests::deploy::prometheus::{Prometheus, ScrapeJob};
+use larder_tests::deploy::promql::{dashboard_queries, metric_names};
+use larder_tests::deploy::{Logged, free_port, nix_eval, workspace_root};
+use larder_tests::process::binary;
+use larder_tests::{NIX_CONFIG, TestStore, run};
+use serde_json::json;
+
+/// Store contents: a small file, a compressible one and a large random one
+/// (large enough that a client can hang up in the middle).
+struct Contents {
+    small: String,
+    text: String,
+    large: String,
+}
+
+fn fill(store: &TestStore, dir: &Path) -> Contents {
+    let small = dir.join("small.txt");
+    std::fs::write(&small, "hello\n").unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "larder serves narinfo and NARs\n".repeat(20_000)).unwrap();
+    let large = dir.join("large.bin");
+    // More than loopback socket buffers hold, so a hang-up is noticed.
+    let mut random = vec![0; 32 << 20];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut random);
+    std::fs::write(&large, random).unwrap();
+    let mut paths = store.add([&small, &text, &large]).into_iter();
+    let mut next = || paths.next().unwrap();
+    Contents {
+        small: next(),
+        text: next(),
+        large: next(),
+    }
+}
+
+fn hash_part(path: &str) -> &str {
+    &path["/nix/store/".len().."/nix/store/".len() + 32]
+}
+
+/// The server on the config file the NixOS module would write.
+fn start_server(store: &TestStore, dir: &Path) -> (Logged, String) {
+    let port = free_port();
+    let toml = nix_eval::render_toml(&json!({
+        "bind": format!("127.0.0.1:{port}"),
+        "store-root": store.root(),
+        "store-dir": "/nix/store",
+        "signer-socket": null,
+        "workers": 2,
+    }))
+    .unwrap();
+    let config = dir.join("larder-server.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut server = Logged::spawn(
+        "larder-server",
+        Command::new(binary("larder-server"))
+            .arg("--config")
+            .arg(&config),
+        dir,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    server.await_http(&format!("{url}/health"));
+    (server, format!("127.0.0.1:{port}"))
+}
+
+/// The watcher on the module's command line, pushing to a file:// cache.
+fn start_watcher(store: &TestStore, dir: &Path) -> (Logged, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = nix_eval::args(
+        "syncWatch",
+        &json!({
+            "queue": dir.join("queue.sqlite"),
+            "storeRoot": store.root(),
+            "to": format!("file://{}", dir.join("pushed").display()),
+            "fromStart": true,
+            "metricsListen": listen,
+        }),
+    );
+    let mut watcher = Logged::spawn(
+        "larder-sync",
+        Command::new(binary("larder-sync"))
+            .args(args)
+            .env("NIX_CONFIG", NIX_CONFIG),
+        dir,
+    );
+    watcher.await_http(&format!("http://{listen}/metrics"));
+    (watcher, listen)
+}
+
+/// A real Nix client copies the closure out of the cache.
+fn nix_copy(url: &str, paths: &[&str]) {
+    let fresh = TestStore::new();
+    run(fresh
+        .nix("nix")
+        .args(["copy", "--no-check-sigs", "--from", url])
+        .args(paths));
+}
+
+/// Requests every 100 ms until stopped, so that every rate and quantile
+/// has samples whenever it is asked: narinfo hits and misses, NARs with
+/// and without zstd; and once, a download abandoned at the start.
+fn traffic(url: String, contents: &Contents, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let small = hash_part(&contents.small).to_owned();
+    let text = hash_part(&contents.text).to_owned();
+    let large = hash_part(&contents.large).to_owned();
+    std::thread::spawn(move || {
+        let agent = ureq::agent();
+        let get = |path: &str| agent.get(&format!("{url}{path}"));
+        let nar_url = |hash: &str| -> String {
+            let narinfo = get(&format!("/{hash}.narinfo"))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap();
+            let line = narinfo.lines().find(|l| l.starts_with("URL: ")).unwrap();
+            format!("/{}", &line["URL: ".len()..])
+        };
+        let (small_nar, text_nar, large_nar) = (nar_url(&small), nar_url(&text), nar_url(&large));
+        // Read a little of the large NAR, then hang up.
+        let reply = get(&large_nar).call().unwrap();
+        let _ = reply.into_reader().read(&mut [0; 65536]);
+        while !stop.load(Ordering::Relaxed) {
+            let _ = get("/nix-cache-info").call();
+            let _ = get(&format!("/{small}.narinfo")).call();
+            let _ = get("/00000000000000000000000000000000.narinfo").call();
+            for (nar, encoding) in [(&small_nar, "identity"), (&text_nar, "zstd")] {
+                let reply = get(nar).set("Accept-Encoding", encoding).call().unwrap();
+                std::io::copy(&mut reply.into_reader(), &mut std::io::sink()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let queries = dashboard_queries(&workspace_root().join("grafana/larder.json"));
+    assert!(queries.len() >= 19, "{queries:?}");
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let contents = fill(&store, dir.path());
+    let (_server, server_addr) = start_server(&store, dir.path());
+    let (_watcher, watcher_addr) = start_watcher(&store, dir.path());
+    let jobs = [
+        ScrapeJob {
+            name: "larder-server",
+            targets: vec![server_addr.clone()],
+        },
+        ScrapeJob {
+            name: "larder-sync",
+            targets: vec![watcher_addr],
+        },
+    ];
+    let mut prometheus = Prometheus::start(&jobs);
+    prometheus.await_targets_up(&jobs);
+
+    let url = format!("http://{server_addr}");
+    nix_copy(&url, &[&contents.small, &contents.text]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = traffic(url, &contents, stop.clone());
+
+    let mut failures = Vec::new();
+    for query in &queries {
+        let names = metric_names(&query.expr);
+        assert!(
+            !names.is_empty(),
+            "panel {:?}: no metric in {}",
+            query.panel,
+            query.expr
+        );
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|n| !prometheus.await_metric(n))
+            .collect();
+        if !missing.is_empty() {
+            failures.push(format!(
+                "panel {:?}: {missing:?} named in the dashboard but exported by no target",
+                query.panel
+            ));
+        } else if let Err(e) = prometheus.await_data(&query.expr) {
+            failures.push(format!(
+                "panel {:?}: {} returned {e}",
+                query.panel, query.expr
+            ));
+        }
+    }
+    // The check can fail: a name nobody exports is reported missing.
+    assert!(!prometheus.has_metric("larder_no_such_metric_total"));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
