@@ -49,6 +49,23 @@ impl SyncSetup {
         cmd
     }
 
+    /// Wait (60 s at most) until `larder-sync status` satisfies `ready`.
+    pub fn wait_for_status(&self, watcher: &mut SyncProcess, ready: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status();
+            if ready(&status) {
+                return;
+            }
+            watcher.process.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "status never became ready:\n{status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn output(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run larder-sync")
     }

@@ -73,7 +73,7 @@ fn two_hundred_built_paths_reach_the_target() {
         })
         .count();
     assert_eq!(drvs, 200, "only the 200 outputs, no .drv files");
-    assert!(setup.status().contains("pending: 0"), "{}", setup.status());
+    setup.wait_for_status(&mut watcher, |s| s.contains("pending: 0"));
 
     let metrics = ureq::get(&format!("http://{listen}/metrics"))
         .call()
@@ -149,7 +149,7 @@ fn kill_9_mid_push_and_restart_loses_nothing() {
         Duration::from_secs(120),
         &mut restarted,
     );
-    assert!(setup.status().contains("pending: 0"), "{}", setup.status());
+    setup.wait_for_status(&mut restarted, |s| s.contains("pending: 0"));
 }
 
 #[test]
@@ -167,8 +167,7 @@ fn paths_built_while_the_target_is_down_arrive_once_it_is_back() {
     std::fs::rename(&cache, &away).unwrap();
     std::fs::write(&cache, "not a directory").unwrap();
     let during = build_many(&store, "down", 20);
-    wait_until(&mut watcher.process, || {
-        let status = setup.status();
+    setup.wait_for_status(&mut watcher, |status| {
         status.contains("pending: 20") && !status.contains("last error: -")
     });
     assert!(arrivals(&away, &during).iter().all(Option::is_none));
@@ -177,5 +176,5 @@ fn paths_built_while_the_target_is_down_arrive_once_it_is_back() {
     std::fs::remove_file(&cache).unwrap();
     std::fs::rename(&away, &cache).unwrap();
     wait_for_arrival(&cache, &during, Duration::from_secs(60), &mut watcher);
-    assert!(setup.status().contains("pending: 0"), "{}", setup.status());
+    setup.wait_for_status(&mut watcher, |s| s.contains("pending: 0"));
 }
