@@ -12,6 +12,7 @@
     ProtectHome = true;
     PrivateTmp = true;
     PrivateDevices = true;
+    PrivateMounts = true;
     ProtectKernelTunables = true;
     ProtectKernelModules = true;
     ProtectKernelLogs = true;

@@ -138,8 +138,11 @@ in
         DynamicUser = true;
         SupplementaryGroups = lib.optional signer.enable signer.socketGroup;
         # The store and its DB are read through ProtectSystem=strict's
-        # read-only view; the server writes nowhere.
-        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        # read-only view; the server writes nowhere. Its listening socket
+        # comes from the socket unit, so it needs no network of its own:
+        # only unix sockets (the signer, $NOTIFY_SOCKET).
+        PrivateNetwork = true;
+        RestrictAddressFamilies = [ "AF_UNIX" ];
         SystemCallFilter = hardening.syscalls.server;
         LimitNOFILE = 65536;
       };

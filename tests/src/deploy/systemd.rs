@@ -49,3 +49,32 @@ pub fn values(path: &Path, key: &str) -> Vec<String> {
         .map(|(_, v)| v)
         .collect()
 }
+
+/// `systemd-analyze security --offline`: `Ok` with the overall exposure
+/// line when it is at most `threshold` tenths (systemd's 0–100 scale, so
+/// 6 means "exposure level 0.6"), `Err` with the whole table otherwise.
+pub fn security(dir: &Path, unit: &str, threshold: u32) -> Result<String, String> {
+    require_tool("systemd-analyze", "systemd");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(format!("--threshold={threshold}"))
+        .arg(format!("./{unit}"))
+        .current_dir(dir)
+        .output()
+        .expect("run systemd-analyze");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let overall = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_default()
+        .to_owned();
+    if out.status.success() && !overall.is_empty() {
+        Ok(overall)
+    } else {
+        Err(format!(
+            "{unit}: exposure above {threshold}/100 ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
