@@ -11,28 +11,14 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use larder_store::StoreLocation;
+use larder_bench::Error;
+use larder_bench::closure::{self, SOURCES};
+use larder_bench::report::{machine, median};
 use larder_store::nar::NarPlan;
-use larder_store::path::validate_name;
 
-type Error = Box<dyn std::error::Error>;
-
-/// Where the store paths are taken from: every child of these is a path.
-const SOURCES: &[&str] = &[
-    "/usr/share",
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/python3/dist-packages",
-    "/usr/lib/python3.11",
-    "/usr/lib/llvm-14/lib",
-    "/usr/lib/jvm",
-    "/usr/lib/gcc/x86_64-linux-gnu",
-];
-/// The closure's total NAR size, at least.
-const CLOSURE_BYTES: u64 = 1300 << 20;
-/// What the numbers mean, from profiles of this benchmark (`perf record -g`).
 const INTERPRETATION: &str = "
 Reading: the per-path ratio is what a cache that runs `nix-store --dump` per request gets; most of it is nix-store's start-up. The single-NAR ratio compares the dumping itself: both sides are bound by the kernel's page-cache copy (`_copy_to_iter` is ~50% of larder's reader profile; before the chunk-buffer pool, page faults and memset of fresh 512 KiB buffers were another ~25%). Going clearly past it needs zero-copy (`sendfile`/`splice` to the socket), which a stream of `Bytes` cannot do.
 ";
@@ -84,9 +70,9 @@ fn main() -> Result<(), Error> {
         None => 3,
     };
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let work = bench.join("work");
-    let location = StoreLocation::new(work.join("store"));
-    let paths = closure(&work, &location)?;
+    let work = closure::work_dir();
+    let location = closure::location(&work);
+    let paths = closure::real_paths(&work, &location)?;
     let count = paths.len();
     let scenarios = [
         Scenario::new(format!("{count} NARs, one per store path"), paths)?,
@@ -110,72 +96,6 @@ fn main() -> Result<(), Error> {
     fs::create_dir_all(bench.join("results"))?;
     fs::write(bench.join("results/nar_dump.md"), md)?;
     Ok(())
-}
-
-/// The store paths' real locations, adding them to the store on first use.
-fn closure(work: &Path, location: &StoreLocation) -> Result<Vec<PathBuf>, Error> {
-    let list = work.join("paths.txt");
-    if !list.exists() {
-        let sources = pick_sources()?;
-        println!(
-            "adding {} paths to {}",
-            sources.len(),
-            location.root().display()
-        );
-        fs::create_dir_all(location.root())?;
-        let out = Command::new("nix-store")
-            .env("NIX_CONFIG", "substituters =\nsandbox = false\n")
-            .arg("--store")
-            .arg(location.root())
-            .arg("--add")
-            .args(&sources)
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            return Err(format!("nix-store --add failed: {}", out.status).into());
-        }
-        fs::write(&list, out.stdout)?;
-    }
-    let mut paths: Vec<PathBuf> = fs::read_to_string(&list)?
-        .lines()
-        .map(|line| Ok(location.real_path(&location.parse_path(line)?)))
-        .collect::<Result<_, Error>>()?;
-    paths.sort();
-    paths.dedup();
-    Ok(paths)
-}
-
-/// Children of [`SOURCES`], taken in turn from each, until their NARs add
-/// up to [`CLOSURE_BYTES`]: a mix of big libraries, small files, deep trees
-/// and symlinks.
-fn pick_sources() -> Result<Vec<PathBuf>, Error> {
-    let mut queues: Vec<Vec<PathBuf>> = Vec::new();
-    for source in SOURCES {
-        let mut children: Vec<PathBuf> = fs::read_dir(source)?
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| validate_name(n).is_ok())
-            })
-            .collect();
-        children.sort();
-        children.reverse();
-        queues.push(children);
-    }
-    let mut picked = Vec::new();
-    let mut total = 0;
-    while total < CLOSURE_BYTES && queues.iter().any(|q| !q.is_empty()) {
-        for queue in &mut queues {
-            let Some(path) = queue.pop() else { continue };
-            // Skip what a NAR cannot hold or we cannot read.
-            if let Ok(plan) = NarPlan::walk(&path) {
-                total += plan.nar_size();
-                picked.push(path);
-            }
-        }
-    }
-    Ok(picked)
 }
 
 /// Walks and streams every path, counting the bytes.
@@ -220,25 +140,6 @@ fn nix_store_startup(work: &Path) -> Result<Duration, Error> {
     let runs = 50;
     let elapsed = dump_nix_store(&vec![empty; runs])?;
     Ok(elapsed / runs as u32)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn machine() -> Result<String, Error> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo")?;
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown", |l| l.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism()?;
-    let load = fs::read_to_string("/proc/loadavg")?;
-    let load = load.split(' ').take(3).collect::<Vec<_>>().join(" ");
-    Ok(format!(
-        "{cores} cores (nproc), {model}; load average {load} when the report was written (the machine is shared: wall times are noisy)"
-    ))
 }
 
 fn header(closure: &Scenario) -> Result<String, Error> {

@@ -1,0 +1,49 @@
+"""Plot bench/results/serve.tsv (written by `serve`): each target's measured
+value against its bound. Usage: plot_serve.py serve.tsv serve.png"""
+import csv
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(tsv, png):
+    with open(tsv) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    ratios = [r for r in rows if r["unit"] == "×"]
+    memory = [r for r in rows if r["unit"] != "×"]
+    fig, axes = plt.subplots(
+        1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [3, 1]}
+    )
+    for ax, group, xlabel in (
+        (axes[0], ratios, "ratio (time vs nginx; throughput vs zstd CLI)"),
+        (axes[1], memory, "MiB"),
+    ):
+        names = [r["name"] for r in group]
+        measured = [float(r["measured"]) for r in group]
+        limits = [float(r["limit"]) for r in group]
+        ok = [
+            (m <= l) if r["bound"] == "at-most" else (m >= l)
+            for r, m, l in zip(group, measured, limits)
+        ]
+        y = range(len(group))
+        ax.barh(y, measured, color=["tab:green" if o else "tab:red" for o in ok])
+        ax.scatter(limits, y, marker="|", s=400, color="black", zorder=3, label="target")
+        for i, (m, r) in enumerate(zip(measured, group)):
+            sign = "≤" if r["bound"] == "at-most" else "≥"
+            ax.text(m, i, f" {m:.2f} ({sign} {float(r['limit']):g})", va="center", fontsize=8)
+        ax.set_yticks(list(y))
+        ax.set_yticklabels(names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[1].yaxis.tick_right()
+    fig.suptitle("larder-server: measured vs target (green met, red missed; | = target)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,221 @@
+//! larder-server against nginx serving a static `nix copy --to file://`
+//! export of the same closure, in the same run (design.md, "Performance"):
+//! warm one pass, then time every narinfo over one keep-alive connection,
+//! every NAR once over 1 and 16 connections (identity and zstd, bodies
+//! discarded, never decompressed), zstd cold against `zstd -1 -T0`, and the
+//! server's memory while 64 clients download a NAR of more than 1 GiB.
+//!
+//! `cargo build --release -p larder-server -p larder-signer -p larder-bench`
+//! then `target/release/serve [REPS]` (default 3). Writes
+//! `bench/results/serve.{md,tsv,png}`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use larder_bench::Error;
+use larder_bench::load::{Pass, ZSTD, fetch_all, fetch_narinfos};
+use larder_bench::memory::memory_under_load;
+use larder_bench::results::Results;
+use larder_bench::serve_report::{self, Closure, RunInfo};
+use larder_bench::servers::{Server, larder, nginx};
+use larder_bench::{closure, fixtures, report, signing};
+
+/// What the numbers mean (from profiles of this benchmark).
+const NOTES: &str = "";
+
+/// Everything the runs share.
+struct Bench {
+    reps: usize,
+    store_root: PathBuf,
+    hashes: Vec<String>,
+    /// Scratch space of this run: logs, compressed-NAR caches.
+    run: PathBuf,
+    nginx: Server,
+    /// NAR URLs in nginx's uncompressed and zstd exports, larder's (identity).
+    nginx_urls: Vec<String>,
+    nginx_zstd_urls: Vec<String>,
+    larder_urls: Vec<String>,
+}
+
+fn main() -> Result<(), Error> {
+    let reps: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse()?,
+        None => 3,
+    };
+    let work = closure::work_dir();
+    let location = closure::location(&work);
+    let paths = closure::store_paths(&work, &location)?;
+    let hashes = paths
+        .iter()
+        .map(|p| fixtures::hash_part(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let export_none = fixtures::export(&work, &location, &paths, "none")?;
+    let export_zstd = fixtures::export(&work, &location, &paths, "zstd")?;
+    let all_nars = fixtures::concatenated_nars(&work, &export_none)?;
+    let big = fixtures::big_store(&work, &all_nars)?;
+    let run = work.join("serve-run");
+    let _ = fs::remove_dir_all(&run);
+    fs::create_dir_all(&run)?;
+
+    let load_before = report::load_average()?;
+    let started = Instant::now();
+    let nginx = nginx(&[&export_none, &export_zstd], &run)?;
+    let mut bench = Bench {
+        reps,
+        store_root: location.root().to_owned(),
+        hashes,
+        run,
+        nginx_urls: Vec::new(),
+        nginx_zstd_urls: Vec::new(),
+        larder_urls: Vec::new(),
+        nginx,
+    };
+    let mut results = Results::default();
+    let nar_bytes = bench.identity_and_cold_zstd(&mut results, &all_nars)?;
+    bench.cached_zstd(&mut results)?;
+    let memory = [
+        memory_under_load(&big.0, &big.1, &[], &bench.run)?,
+        memory_under_load(&big.0, &big.1, ZSTD, &bench.run)?,
+    ];
+    if signing::server_supports_signer()? {
+        let dirs = (work.as_path(), bench.run.as_path());
+        signing::narinfo_rounds(
+            &mut results,
+            &bench.nginx,
+            &location,
+            &bench.hashes,
+            reps,
+            dirs,
+        )?;
+        signing::in_process(&mut results, &location, &bench.hashes, &work, reps)?;
+    } else {
+        println!("larder-server has no --signer-socket yet: no signer rounds");
+    }
+    let closure = Closure {
+        paths: bench.hashes.len(),
+        nar_bytes,
+        zstd_export_bytes: dir_bytes(&export_zstd.join("nar"))?,
+        big_nar_bytes: all_nars.metadata()?.len(),
+    };
+    let run = RunInfo {
+        closure: &closure,
+        all_nars: all_nars.metadata()?.len(),
+        load_before: &load_before,
+        elapsed: started.elapsed(),
+        notes: NOTES,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    serve_report::write(&dir, &results, &memory, &run)
+}
+
+impl Bench {
+    /// narinfo and identity NARs against nginx, cold Content-Encoding zstd
+    /// against `zstd -1 -T0`. Returns the closure's NAR bytes.
+    fn identity_and_cold_zstd(
+        &mut self,
+        results: &mut Results,
+        all_nars: &Path,
+    ) -> Result<u64, Error> {
+        let larder = larder(&self.store_root, &["--compression", "none"], &self.run)?;
+        let (ng, ngz, la) = (self.nginx.addrs[0], self.nginx.addrs[1], larder.addr());
+        // The warm pass: page cache, DB pages, connection set-up.
+        self.nginx_urls = fetch_narinfos(ng, &self.hashes)?.1;
+        self.nginx_zstd_urls = fetch_narinfos(ngz, &self.hashes)?.1;
+        self.larder_urls = fetch_narinfos(la, &self.hashes)?.1;
+        fetch_all(ng, &self.nginx_urls, 1, &[])?;
+        fetch_all(ngz, &self.nginx_zstd_urls, 1, &[])?;
+        let nar_bytes = fetch_all(la, &self.larder_urls, 1, &[])?.bytes;
+        for _ in 0..self.reps {
+            results.record(
+                "narinfo, 1 connection: nginx",
+                fetch_narinfos(ng, &self.hashes)?.0,
+            );
+            results.record(
+                "narinfo, 1 connection: larder",
+                fetch_narinfos(la, &self.hashes)?.0,
+            );
+            for n in [1, 16] {
+                results.record(
+                    &format!("NAR, {n} conn: nginx"),
+                    fetch_all(ng, &self.nginx_urls, n, &[])?,
+                );
+                results.record(
+                    &format!("NAR, {n} conn: larder"),
+                    fetch_all(la, &self.larder_urls, n, &[])?,
+                );
+            }
+            results.record("zstd -1 -T0 of the concatenated NARs", zstd_cli(all_nars)?);
+            for n in [1, 16] {
+                let pass = fetch_all(la, &self.larder_urls, n, ZSTD)?;
+                results.record(
+                    &format!("zstd cold, Content-Encoding, {n} conn: larder"),
+                    pass,
+                );
+            }
+        }
+        Ok(nar_bytes)
+    }
+
+    /// `.nar.zst` through the compressed-NAR cache: the first pass of a
+    /// fresh server is cold (and fills the cache), the next ones are warm,
+    /// against nginx serving the pre-compressed export.
+    fn cached_zstd(&self, results: &mut Results) -> Result<(), Error> {
+        let ngz = self.nginx.addrs[1];
+        for rep in 0..self.reps {
+            let cache = self.run.join(format!("nar-cache-{rep}"));
+            let flags = ["--compression", "zstd", "--cache-dir", path_str(&cache)?];
+            let larder = larder(&self.store_root, &flags, &self.run)?;
+            let la = larder.addr();
+            let urls = fetch_narinfos(la, &self.hashes)?.1;
+            results.record(
+                "zstd cold, .nar.zst, 1 conn: larder",
+                fetch_all(la, &urls, 1, &[])?,
+            );
+            for n in [1, 16] {
+                results.record(
+                    &format!("zstd, {n} conn: nginx (pre-compressed)"),
+                    fetch_all(ngz, &self.nginx_zstd_urls, n, &[])?,
+                );
+                results.record(
+                    &format!("zstd warm, .nar.zst, {n} conn: larder"),
+                    fetch_all(la, &urls, n, &[])?,
+                );
+            }
+            let pass = fetch_all(la, &self.larder_urls, 1, ZSTD)?;
+            results.record("zstd warm, Content-Encoding, 1 conn: larder", pass);
+            drop(larder);
+            fs::remove_dir_all(&cache)?;
+        }
+        Ok(())
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str, Error> {
+    path.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()).into())
+}
+
+/// `zstd -1 -T0` of `file` to /dev/null; the pass counts the input bytes.
+fn zstd_cli(file: &Path) -> Result<Pass, Error> {
+    let start = Instant::now();
+    let status = Command::new("zstd")
+        .args(["-1", "-T0", "-q", "-c"])
+        .arg(file)
+        .stdout(fs::File::create("/dev/null")?)
+        .stderr(Stdio::inherit())
+        .status()?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        return Err(format!("zstd failed: {status}").into());
+    }
+    Ok(Pass {
+        elapsed,
+        bytes: file.metadata()?.len(),
+    })
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64, Error> {
+    fs::read_dir(dir)?.map(|e| Ok(e?.metadata()?.len())).sum()
+}

@@ -1,0 +1,119 @@
+//! The benchmark closure: children of a few system directories (real files:
+//! big libraries, small files, deep trees, symlinks) added with
+//! `nix-store --add` to a chroot store under `bench/work/store`, once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use larder_store::StoreLocation;
+use larder_store::nar::NarPlan;
+use larder_store::path::validate_name;
+
+use crate::Error;
+
+/// Where the store paths are taken from: every child of these is a path.
+pub const SOURCES: &[&str] = &[
+    "/usr/share",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/python3/dist-packages",
+    "/usr/lib/python3.11",
+    "/usr/lib/llvm-14/lib",
+    "/usr/lib/jvm",
+    "/usr/lib/gcc/x86_64-linux-gnu",
+];
+/// The closure's total NAR size, at least.
+const CLOSURE_BYTES: u64 = 1300 << 20;
+/// Nix settings for the benchmark's own `nix` calls.
+pub const NIX_CONFIG: &str =
+    "experimental-features = nix-command\nsubstituters =\nsandbox = false\n";
+
+/// `bench/work`, where generated stores and exports live (gitignored).
+pub fn work_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("work")
+}
+
+/// The closure's chroot store.
+pub fn location(work: &Path) -> StoreLocation {
+    StoreLocation::new(work.join("store"))
+}
+
+/// The closure's store paths as clients see them (`/nix/store/…`), sorted,
+/// adding them to the store on first use.
+pub fn store_paths(work: &Path, location: &StoreLocation) -> Result<Vec<String>, Error> {
+    let list = work.join("paths.txt");
+    if !list.exists() {
+        let sources = pick_sources()?;
+        println!(
+            "adding {} paths to {}",
+            sources.len(),
+            location.root().display()
+        );
+        let out = nix_store_add(location.root(), &sources)?;
+        fs::write(&list, out)?;
+    }
+    let mut paths: Vec<String> = fs::read_to_string(&list)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// The real locations of [`store_paths`].
+pub fn real_paths(work: &Path, location: &StoreLocation) -> Result<Vec<PathBuf>, Error> {
+    store_paths(work, location)?
+        .iter()
+        .map(|line| Ok(location.real_path(&location.parse_path(line)?)))
+        .collect()
+}
+
+/// `nix-store --store ROOT --add SOURCES…`: the store paths it printed.
+pub fn nix_store_add(root: &Path, sources: &[PathBuf]) -> Result<String, Error> {
+    fs::create_dir_all(root)?;
+    let out = Command::new("nix-store")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .arg("--store")
+        .arg(root)
+        .arg("--add")
+        .args(sources)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("nix-store --add failed: {}", out.status).into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Children of [`SOURCES`], taken in turn from each, until their NARs add
+/// up to [`CLOSURE_BYTES`].
+fn pick_sources() -> Result<Vec<PathBuf>, Error> {
+    let mut queues: Vec<Vec<PathBuf>> = Vec::new();
+    for source in SOURCES {
+        let mut children: Vec<PathBuf> = fs::read_dir(source)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| validate_name(n).is_ok())
+            })
+            .collect();
+        children.sort();
+        children.reverse();
+        queues.push(children);
+    }
+    let mut picked = Vec::new();
+    let mut total = 0;
+    while total < CLOSURE_BYTES && queues.iter().any(|q| !q.is_empty()) {
+        for queue in &mut queues {
+            let Some(path) = queue.pop() else { continue };
+            // Skip what a NAR cannot hold or we cannot read.
+            if let Ok(plan) = NarPlan::walk(&path) {
+                total += plan.nar_size();
+                picked.push(path);
+            }
+        }
+    }
+    Ok(picked)
+}

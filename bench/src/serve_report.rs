@@ -1,0 +1,257 @@
+//! The server benchmark's report: targets (issues 3 and 4) computed from
+//! the measurements, `bench/results/serve.md`, `serve.tsv` and the plot.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Error;
+use crate::memory::{CLIENTS, MemoryUse};
+use crate::report;
+use crate::results::{Bound, Results, Target, targets_markdown, targets_tsv};
+
+const MIB: f64 = (1 << 20) as f64;
+/// Memory ceiling while [`CLIENTS`] download a 1 GiB NAR.
+const RSS_LIMIT_MIB: f64 = 150.0;
+
+/// What was served.
+pub struct Closure {
+    pub paths: usize,
+    pub nar_bytes: u64,
+    pub zstd_export_bytes: u64,
+    pub big_nar_bytes: u64,
+}
+
+fn ratio(name: &str, measured: Option<f64>, limit: f64, how: String) -> Target {
+    Target {
+        name: name.to_owned(),
+        measured,
+        bound: Bound::AtMost,
+        limit,
+        unit: "×",
+        how,
+    }
+}
+
+/// larder's time over nginx's for the same kind of pass.
+fn versus_nginx(results: &Results, name: &str, larder: &str, nginx: &str, limit: f64) -> Target {
+    let how = format!("median time of `{larder}` / `{nginx}`");
+    ratio(name, results.time_ratio(larder, nginx), limit, how)
+}
+
+/// Cold zstd throughput (NAR bytes per second) over the `zstd` CLI's.
+fn versus_zstd_cli(results: &Results, closure: &Closure, all_nars: u64, larder: &str) -> Target {
+    let cli = "zstd -1 -T0 of the concatenated NARs";
+    let measured = results
+        .seconds(larder)
+        .zip(results.seconds(cli))
+        .map(|(l, c)| (closure.nar_bytes as f64 / l) / (all_nars as f64 / c));
+    Target {
+        name: format!("cold zstd throughput vs zstd CLI ({larder})"),
+        measured,
+        bound: Bound::AtLeast,
+        limit: 0.8,
+        unit: "×",
+        how: format!("NAR MiB/s of `{larder}` / input MiB/s of `{cli}`"),
+    }
+}
+
+/// Every target of issues 3 and 4 that this run measured.
+pub fn targets(
+    results: &Results,
+    memory: &[MemoryUse],
+    closure: &Closure,
+    all_nars: u64,
+) -> Vec<Target> {
+    let mut targets = vec![
+        versus_nginx(
+            results,
+            "narinfo, sequential",
+            "narinfo, 1 connection: larder",
+            "narinfo, 1 connection: nginx",
+            1.1,
+        ),
+        versus_nginx(
+            results,
+            "NARs, 1 connection",
+            "NAR, 1 conn: larder",
+            "NAR, 1 conn: nginx",
+            1.2,
+        ),
+        versus_nginx(
+            results,
+            "NARs, 16 connections",
+            "NAR, 16 conn: larder",
+            "NAR, 16 conn: nginx",
+            1.1,
+        ),
+    ];
+    for n in [1, 16] {
+        targets.push(versus_nginx(
+            results,
+            &format!("zstd warm (.nar.zst), {n} conn"),
+            &format!("zstd warm, .nar.zst, {n} conn: larder"),
+            &format!("zstd, {n} conn: nginx (pre-compressed)"),
+            1.5,
+        ));
+    }
+    targets.push(versus_nginx(
+        results,
+        "zstd warm (Content-Encoding), 1 conn",
+        "zstd warm, Content-Encoding, 1 conn: larder",
+        "zstd, 1 conn: nginx (pre-compressed)",
+        1.5,
+    ));
+    for larder in [
+        "zstd cold, Content-Encoding, 1 conn: larder",
+        "zstd cold, Content-Encoding, 16 conn: larder",
+        "zstd cold, .nar.zst, 1 conn: larder",
+    ] {
+        targets.push(versus_zstd_cli(results, closure, all_nars, larder));
+    }
+    targets.push(versus_nginx(
+        results,
+        "narinfo through larder-signer, cache warm",
+        "narinfo, signer, cache warm: larder",
+        "narinfo, 1 connection: nginx",
+        1.1,
+    ));
+    targets.push(versus_nginx(
+        results,
+        "narinfo through larder-signer, cache cold",
+        "narinfo, signer, cache cold: larder",
+        "narinfo, 1 connection: nginx",
+        1.3,
+    ));
+    for m in memory {
+        targets.push(Target {
+            name: format!(
+                "peak RSS, {CLIENTS} clients × 1 NAR of {:.0} MiB, {}",
+                closure.big_nar_bytes as f64 / MIB,
+                m.encoding
+            ),
+            measured: Some(m.peak_rss_kib.max(m.hwm_kib) as f64 / 1024.0),
+            bound: Bound::AtMost,
+            limit: RSS_LIMIT_MIB,
+            unit: " MiB",
+            how: "max of sampled VmRSS and final VmHWM".to_owned(),
+        });
+    }
+    targets
+}
+
+fn memory_markdown(memory: &[MemoryUse]) -> String {
+    let mut md = String::from(
+        "| encoding | idle RSS | peak sampled RSS | VmHWM | window | received by all clients |\n|---|---|---|---|---|---|\n",
+    );
+    for m in memory {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1?} | {:.0} MiB ({:.0} MiB/s) |",
+            m.encoding,
+            m.idle_kib as f64 / 1024.0,
+            m.peak_rss_kib as f64 / 1024.0,
+            m.hwm_kib as f64 / 1024.0,
+            m.window,
+            m.received as f64 / MIB,
+            m.received as f64 / MIB / m.window.as_secs_f64()
+        );
+    }
+    md
+}
+
+/// The cost of isolating the key, per narinfo.
+fn signer_markdown(results: &Results, paths: usize) -> String {
+    let per_path = |name: &str| results.seconds(name).map(|s| s * 1e6 / paths as f64);
+    let (Some(cold), Some(warm), Some(plain), Some(sign)) = (
+        per_path("narinfo, signer, cache cold: larder"),
+        per_path("narinfo, signer, cache warm: larder"),
+        per_path("narinfo, 1 connection: larder"),
+        per_path("ed25519 sign of every fingerprint, in-process"),
+    ) else {
+        return "\n## Signer\n\nNot measured: this larder-server has no `--signer-socket` yet.\n"
+            .to_owned();
+    };
+    format!(
+        "\n## Signer: the cost of isolation, per narinfo\n\n| | µs per narinfo |\n|---|---|\n\
+         | larder, no signer | {plain:.1} |\n| larder through larder-signer, signature cache cold | {cold:.1} (+{:.1}) |\n\
+         | larder through larder-signer, signature cache warm | {warm:.1} (+{:.1}) |\n\
+         | one ed25519 signature in-process (`SecretKey::sign`, same fingerprints) | {sign:.1} |\n\n\
+         A cold narinfo costs {:.1} µs more than an unsigned one, of which {sign:.1} µs would be the signature itself if signed in-process: the rest ({:.1} µs) is the price of the separate process (socket round trip, the signer's DB check).\n",
+        cold - plain,
+        warm - plain,
+        cold - plain,
+        cold - plain - sign
+    )
+}
+
+/// The inputs of [`write`] beyond the measurements.
+pub struct RunInfo<'a> {
+    pub closure: &'a Closure,
+    pub all_nars: u64,
+    pub load_before: &'a str,
+    pub elapsed: Duration,
+    pub notes: &'a str,
+}
+
+/// Writes `serve.md`, `serve.tsv` and (with python3 + matplotlib)
+/// `serve.png` under `dir`.
+pub fn write(
+    dir: &Path,
+    results: &Results,
+    memory: &[MemoryUse],
+    run: &RunInfo,
+) -> Result<(), Error> {
+    let targets = targets(results, memory, run.closure, run.all_nars);
+    let mut md = String::from("# larder-server against nginx\n\n");
+    writeln!(
+        md,
+        "Machine: {}; load average {} at the start. One full run took {:.0?}.\n",
+        report::machine()?,
+        run.load_before,
+        run.elapsed
+    )?;
+    writeln!(
+        md,
+        "Closure: {} store paths, {:.0} MiB of NAR (the `nar_dump` closure; real files); the `nix copy --to file://…?compression=zstd` export holds {:.0} MiB of .nar.zst. Clients: the bench crate's own keep-alive HTTP/1.1 client (`bench/src/http.rs`), the same for both servers; bodies counted and discarded, never decompressed. Warm one pass of everything first; every measurement repeated, median reported.\n",
+        run.closure.paths,
+        run.closure.nar_bytes as f64 / MIB,
+        run.closure.zstd_export_bytes as f64 / MIB
+    )?;
+    md.push_str("## Targets\n\n");
+    md.push_str(&targets_markdown(&targets));
+    md.push_str("\n![ratios against targets](serve.png)\n\n## Every measurement\n\n");
+    md.push_str(&results.markdown());
+    writeln!(
+        md,
+        "\n## Memory: {CLIENTS} clients downloading one NAR of {:.0} MiB at once\n",
+        run.closure.big_nar_bytes as f64 / MIB
+    )?;
+    md.push_str(&memory_markdown(memory));
+    md.push_str(&signer_markdown(results, run.closure.paths));
+    md.push_str(run.notes);
+    print!("{md}");
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("serve.md"), md)?;
+    fs::write(dir.join("serve.tsv"), targets_tsv(&targets))?;
+    plot(dir)
+}
+
+/// `bench/plot_serve.py` on `serve.tsv`; a missing matplotlib is a warning.
+fn plot(dir: &Path) -> Result<(), Error> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("plot_serve.py");
+    let status = Command::new("python3")
+        .arg(script)
+        .arg(dir.join("serve.tsv"))
+        .arg(dir.join("serve.png"))
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        other => {
+            eprintln!("warning: no plot ({other:?}); pip install matplotlib");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The servers measured, as child processes on free loopback ports:
+//! larder-server and larder-signer (release builds from the workspace) and
+//! nginx with a generated configuration. Stopped when the guard drops.
+
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// A running server process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    name: String,
+    child: Child,
+    /// Where its HTTP listeners are (none for the signer).
+    pub addrs: Vec<SocketAddr>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    fn spawn(
+        name: &str,
+        cmd: &mut Command,
+        log: PathBuf,
+        addrs: Vec<SocketAddr>,
+        socket: Option<&Path>,
+    ) -> Result<Server, Error> {
+        let out = File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let mut server = Server {
+            name: name.to_owned(),
+            child,
+            addrs,
+            log,
+        };
+        server.wait_ready(socket)?;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first HTTP listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Until every listener accepts connections, and the unix socket too.
+    fn wait_ready(&mut self, socket: Option<&Path>) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ready = |s: &Server| {
+            s.addrs.iter().all(|a| TcpStream::connect(a).is_ok())
+                && socket.is_none_or(|p| UnixStream::connect(p).is_ok())
+        };
+        while !ready(self) {
+            if let Some(status) = self.child.try_wait()? {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(format!("{} exited with {status}:\n{log}", self.name).into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not start listening", self.name).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // nginx's workers exit with a SIGTERM'd master, not a SIGKILL'd one.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nothing listens on right now.
+pub fn free_addr() -> Result<SocketAddr, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The release build of a workspace binary.
+pub fn binary(name: &str) -> Result<PathBuf, Error> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("release").join(name);
+    if !path.is_file() {
+        return Err(format!(
+            "{} missing: cargo build --release -p larder-server -p larder-signer",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// larder-server on `store_root` with extra flags, logging warnings only.
+pub fn larder(store_root: &Path, flags: &[&str], dir: &Path) -> Result<Server, Error> {
+    let addr = free_addr()?;
+    let mut cmd = Command::new(binary("larder-server")?);
+    cmd.arg("--bind")
+        .arg(addr.to_string())
+        .arg("--store-root")
+        .arg(store_root)
+        .args(["--log", "warn"])
+        .args(flags);
+    Server::spawn(
+        "larder-server",
+        &mut cmd,
+        dir.join("larder-server.log"),
+        vec![addr],
+        None,
+    )
+}
+
+/// larder-signer on `socket` with one key, checking against `store_root`.
+pub fn signer(socket: &Path, key: &Path, store_root: &Path, dir: &Path) -> Result<Server, Error> {
+    let mut cmd = Command::new(binary("larder-signer")?);
+    cmd.arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--key-file")
+        .arg(key)
+        .arg("--store-root")
+        .arg(store_root);
+    Server::spawn(
+        "larder-signer",
+        &mut cmd,
+        dir.join("larder-signer.log"),
+        Vec::new(),
+        Some(socket),
+    )
+}
+
+/// nginx serving each of `roots` as static files on a port of its own:
+/// sendfile, keep-alive, no access log, as many workers as cores.
+pub fn nginx(roots: &[&Path], dir: &Path) -> Result<Server, Error> {
+    let prefix = dir.join("nginx");
+    fs::create_dir_all(prefix.join("tmp"))?;
+    let addrs = roots
+        .iter()
+        .map(|_| free_addr())
+        .collect::<Result<Vec<_>, _>>()?;
+    let servers: String = roots
+        .iter()
+        .zip(&addrs)
+        .map(|(root, addr)| format!("  server {{ listen {addr}; root {}; }}\n", root.display()))
+        .collect();
+    let tmp = prefix.join("tmp");
+    let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("  {t}_temp_path {};\n", tmp.join(t).display()))
+        .collect();
+    let config = format!(
+        "daemon off;\nmaster_process on;\nuser root;\nworker_processes auto;\npid {pid};\nerror_log {log} warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
+         keepalive_timeout 75s;\n  keepalive_requests 1000000;\n{temps}\
+         types {{ text/x-nix-narinfo narinfo; text/x-nix-cache-info nix-cache-info; application/x-nix-nar nar; application/zstd zst; }}\n\
+         default_type application/octet-stream;\n{servers}}}\n",
+        pid = prefix.join("nginx.pid").display(),
+        log = prefix.join("error.log").display(),
+    );
+    let conf = prefix.join("nginx.conf");
+    fs::write(&conf, config)?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr"]);
+    Server::spawn("nginx", &mut cmd, prefix.join("stderr.log"), addrs, None)
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+pub fn memory_kib(pid: u32) -> Result<(u64, u64), Error> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64, Error> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .ok_or_else(|| format!("no {name} in /proc/{pid}/status").into())
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
