@@ -178,3 +178,29 @@ fn paths_built_while_the_target_is_down_arrive_once_it_is_back() {
     wait_for_arrival(&cache, &during, Duration::from_secs(60), &mut watcher);
     setup.wait_for_status(&mut watcher, |s| s.contains("pending: 0"));
 }
+
+#[test]
+fn first_start_pushes_from_now_on_and_from_start_pushes_the_rest() {
+    let store = TestStore::new();
+    let setup = SyncSetup::new(&store);
+    let cache = tempfile::tempdir().unwrap();
+    let to = file_uri(cache.path());
+    let old = build_many(&store, "old", 3);
+    let mut watcher = start_watch(&setup, &["--to", &to]);
+    let new = build_many(&store, "new", 2);
+    wait_for_arrival(cache.path(), &new, Duration::from_secs(60), &mut watcher);
+    assert!(arrivals(cache.path(), &old).iter().all(Option::is_none));
+    watcher.process.kill();
+
+    let out = setup.output(&["watch-exec", "--to", &to, "--from-start", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(arrivals(cache.path(), &old).iter().all(Option::is_some));
+    // The three old ones were copied; the two already there were skipped.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("pushed count=3"), "{log}");
+    assert!(!log.contains("pushed count=5"), "{log}");
+}
