@@ -8,6 +8,7 @@ use std::time::Duration;
 use larder_tests::TestStore;
 use larder_tests::fixtures::file_uri;
 use larder_tests::process::wait_until;
+use larder_tests::sshd::free_port;
 use larder_tests::sync::{
     RegistrationClock, SyncProcess, SyncSetup, arrivals, build_many, cpu_ticks, wait_for_arrival,
 };
@@ -18,20 +19,12 @@ fn start_watch(setup: &SyncSetup, args: &[&str]) -> SyncProcess {
     watcher
 }
 
-fn metrics_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn two_hundred_built_paths_reach_the_target() {
     let store = TestStore::new();
     let setup = SyncSetup::new(&store);
     let cache = tempfile::tempdir().unwrap();
-    let port = metrics_port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut watcher = start_watch(
         &setup,
