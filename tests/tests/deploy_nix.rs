@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use larder_tests::deploy::{Logged, files_with_suffix, free_port, nix_eval, workspace_root};
+use larder_tests::deploy::{
+    Logged, files_with_suffix, free_port, nix_eval, require_tool, workspace_root,
+};
 use larder_tests::fixtures::{export_file_cache, file_uri};
 use larder_tests::process::{binary, wait_until};
 use larder_tests::{NIX_CONFIG, TestStore, require_nix, run_stdout};
@@ -67,8 +69,10 @@ fn renderer_writes_toml_values_tables_and_arrays_of_tables() {
     assert!(err.contains("expected an attribute set"), "{err}");
 }
 
-/// The server's settings as the NixOS module renders them, with a store
-/// root whose name needs TOML escapes.
+/// The server's settings as the NixOS module renders them (`bind =
+/// "systemd"`: the socket unit listens, here the real
+/// `systemd-socket-activate`), with a store root whose name needs TOML
+/// escapes.
 #[test]
 fn server_accepts_the_rendered_config() {
     let store = TestStore::new();
@@ -80,7 +84,7 @@ fn server_accepts_the_rendered_config() {
     std::os::unix::fs::symlink(store.root(), &odd_root).unwrap();
     let port = free_port();
     let toml = nix_eval::render_toml(&json!({
-        "bind": format!("127.0.0.1:{port}"),
+        "bind": "systemd",
         "store-root": odd_root,
         "store-dir": "/nix/store",
         "signer-socket": null,
@@ -95,9 +99,12 @@ fn server_accepts_the_rendered_config() {
     let config = dir.path().join("larder-server.toml");
     std::fs::write(&config, &toml).unwrap();
 
+    require_tool("systemd-socket-activate", "systemd");
     let mut server = Logged::spawn(
         "larder-server",
-        Command::new(binary("larder-server"))
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(binary("larder-server"))
             .arg("--config")
             .arg(&config),
         dir.path(),
