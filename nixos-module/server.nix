@@ -60,7 +60,7 @@ in
         larder-server's TOML config file: the keys are the server's long
         flags (`larder-server --help`), e.g. `priority`, `compression`,
         `zstd-level`, `workers`, `keep-alive-secs`, `log`. Unknown keys are
-        refused by the server at startup; `null` leaves a key out.
+        refused by the server at startup.
       '';
       default = { };
       example = lib.literalExpression ''{ priority = 40; compression = "zstd"; zstd-level = 3; }'';
