@@ -128,6 +128,9 @@ pub struct Settings {
     /// Size limit of the compressed-NAR cache in MiB; least recently used files go first. [default: 10240]
     #[arg(long, env = "LARDER_CACHE_SIZE_MIB")]
     pub cache_size_mib: Option<u64>,
+    /// Milliseconds a narinfo lookup (hit or miss) is remembered; 0 = always ask the DB. [default: 1000]
+    #[arg(long, env = "LARDER_PATH_INFO_TTL_MS")]
+    pub path_info_ttl_ms: Option<u64>,
     /// TLS certificate chain (PEM); serve HTTPS with --tls-key.
     #[arg(long, env = "LARDER_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -159,6 +162,7 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub cache_dir: Option<PathBuf>,
     pub cache_size_mib: u64,
+    pub path_info_ttl_ms: u64,
     /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log: String,
@@ -182,6 +186,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             cache_dir: None,
             cache_size_mib: 10_240,
+            path_info_ttl_ms: 1000,
             tls: None,
             log: "info".to_owned(),
         }
@@ -284,6 +289,7 @@ impl Settings {
                 .unwrap_or(d.shutdown_timeout_secs),
             cache_dir: self.cache_dir,
             cache_size_mib: self.cache_size_mib.unwrap_or(d.cache_size_mib),
+            path_info_ttl_ms: self.path_info_ttl_ms.unwrap_or(d.path_info_ttl_ms),
             tls,
             log: self.log.unwrap_or(d.log),
         })

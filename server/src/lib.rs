@@ -18,7 +18,8 @@
 //!    answers GET and HEAD.
 //! 3. **Lookup** ([`state::AppState::lookup`]): the 32-character hash part is
 //!    validated, then the DB is queried on a blocking thread (never on the
-//!    reactor). Malformed and absent hashes are both 404.
+//!    reactor). Malformed and absent hashes are both 404. narinfo and `.ls`
+//!    lookups go through a short-lived memo ([`path_info_memo`]).
 //! 4. **Decide before the headers.** NAR, listing, log and file handlers do
 //!    everything that can fail first: the NAR route walks the store path
 //!    into a [`larder_store::nar::NarPlan`] (every file `lstat`ed, sizes
@@ -46,6 +47,7 @@ pub mod error;
 pub mod listen;
 pub mod metrics;
 pub mod nar_cache;
+pub mod path_info_memo;
 pub mod range;
 pub mod routes;
 pub mod state;
@@ -65,6 +67,7 @@ use crate::config::Config;
 use crate::listen::Listener;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
+use crate::path_info_memo::PathInfoMemo;
 use crate::state::AppState;
 
 #[derive(Debug, Error)]
@@ -111,6 +114,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         db,
         metrics,
         cache,
+        memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || {

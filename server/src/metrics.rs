@@ -28,6 +28,8 @@ pub struct Metrics {
     pub compression_ratio: Histogram,
     pub compressed_in: IntCounter,
     pub compressed_out: IntCounter,
+    /// Lookups answered by the path-info memo.
+    pub memo_hits: IntCounter,
     /// The compressed-NAR cache.
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
@@ -95,6 +97,11 @@ impl Metrics {
             "Files evicted from the NAR cache",
         )?;
         let cache_bytes = IntGauge::new("larder_nar_cache_bytes", "Bytes in the NAR cache")?;
+        let memo_hits = IntCounter::new(
+            "larder_path_info_memo_hits_total",
+            "Lookups answered without the DB",
+        )?;
+        registry.register(Box::new(memo_hits.clone()))?;
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(cache_misses.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
@@ -121,6 +128,7 @@ impl Metrics {
             compression_ratio,
             compressed_in,
             compressed_out,
+            memo_hits,
             cache_hits,
             cache_misses,
             cache_evictions,

@@ -78,6 +78,7 @@ fn help_documents_every_option_and_its_variable() {
         "--shutdown-timeout-secs",
         "--cache-dir",
         "--cache-size-mib",
+        "--path-info-ttl-ms",
         "--tls-cert",
         "--tls-key",
         "--signer-socket",

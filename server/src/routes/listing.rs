@@ -11,7 +11,7 @@ pub async fn get(
     state: web::Data<AppState>,
     hash: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
-    let info = state.lookup(&hash).await?;
+    let info = state.lookup_memo(&hash).await?;
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
     let body = serde_json::json!({ "version": 1, "root": plan.listing() });
     Ok(HttpResponse::Ok().json(body))

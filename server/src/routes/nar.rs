@@ -7,6 +7,8 @@
 //! out (`Content-Length` = NAR size for identity), and the body streams; a
 //! failure after that aborts the connection (see `body.rs`).
 
+use std::sync::Arc;
+
 use actix_web::body::BoxBody;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
@@ -125,7 +127,7 @@ async fn checked_info(
     state: &AppState,
     url: &NarUrl,
     query: &str,
-) -> Result<PathInfo, ServerError> {
+) -> Result<Arc<PathInfo>, ServerError> {
     let path_hash = url
         .path_hash
         .clone()

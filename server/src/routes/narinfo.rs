@@ -14,7 +14,7 @@ pub async fn get(
     state: web::Data<AppState>,
     hash: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
-    let info = state.lookup(&hash).await?;
+    let info = state.lookup_memo(&hash).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         return Ok(HttpResponse::Ok().json(info.nix_json(state.location.store_dir())));
     }

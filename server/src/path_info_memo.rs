@@ -1,0 +1,93 @@
+//! A short-lived memo of store DB lookups for narinfo requests.
+//!
+//! Profiling 2000 sequential narinfo requests showed the DB lookup (a hop
+//! to the blocking pool plus the SQLite query) at 49 µs of the 71 µs a
+//! request spends in the server. Clients ask for the same narinfo again and
+//! again (every `nix copy`, every CI runner), so answers, misses included,
+//! are kept for `path-info-ttl-ms` (default 1 s): a path registered or
+//! garbage-collected meanwhile shows up that much later, which Nix clients,
+//! themselves caching misses for an hour, cannot tell. NAR requests always
+//! ask the DB.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use larder_store::StorePathHash;
+use larder_store::db::PathInfo;
+
+/// A lookup's answer: the path, or its absence.
+pub type Answer = Option<Arc<PathInfo>>;
+
+pub struct PathInfoMemo {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<StorePathHash, (Instant, Answer)>>,
+}
+
+impl PathInfoMemo {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        PathInfoMemo {
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<StorePathHash, (Instant, Answer)>> {
+        // A map of immutable answers has no invariant a panic could break.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The remembered answer, if there is a fresh one.
+    pub fn get(&self, hash: &StorePathHash) -> Option<Answer> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries();
+        let (at, answer) = entries.get(hash)?;
+        (at.elapsed() < self.ttl).then(|| answer.clone())
+    }
+
+    pub fn put(&self, hash: StorePathHash, answer: Answer) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.len() >= self.max_entries {
+            // Dropping everything keeps this O(1) amortised and bounded;
+            // the next lookups refill what is hot.
+            entries.clear();
+        }
+        entries.insert(hash, (Instant::now(), answer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(c: char) -> StorePathHash {
+        c.to_string().repeat(32).parse().unwrap()
+    }
+
+    #[test]
+    fn remembers_hits_and_misses_within_bounds() {
+        let memo = PathInfoMemo::new(Duration::from_secs(3600), 2);
+        assert!(memo.get(&hash('0')).is_none());
+        memo.put(hash('0'), None);
+        assert_eq!(memo.get(&hash('0')), Some(None));
+        memo.put(hash('1'), None);
+        // Full: the next insert starts afresh.
+        memo.put(hash('2'), None);
+        assert!(memo.get(&hash('0')).is_none());
+        assert_eq!(memo.get(&hash('2')), Some(None));
+    }
+
+    #[test]
+    fn zero_ttl_remembers_nothing() {
+        let memo = PathInfoMemo::new(Duration::ZERO, 10);
+        memo.put(hash('0'), None);
+        assert!(memo.get(&hash('0')).is_none());
+    }
+}
