@@ -10,11 +10,12 @@ pub mod promql;
 pub mod systemd;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::{Running, wait_until};
+// One loopback-port helper for all harnesses (it lives with sshd's).
+pub use crate::sshd::free_port;
 
 /// The workspace root (where `flake.nix` and `Cargo.lock` are).
 pub fn workspace_root() -> PathBuf {
@@ -34,14 +35,6 @@ pub fn require_tool(program: &str, package: &str) {
         ok,
         "`{program}` is required: apt-get install {package} (scripts/setup.sh --test installs it)"
     );
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free loopback port")
-        .port()
 }
 
 /// Every file under `dir` whose name ends in `suffix`, skipping `target/`
