@@ -82,6 +82,11 @@ in
             default = "/nix/store";
             description = "The store dir clients see; must equal theirs.";
           };
+          cache-dir = mkOption {
+            type = types.nullOr types.str;
+            default = "/var/cache/larder-server";
+            description = "Directory of the compressed-NAR cache (systemd's CacheDirectory); `null`: no cache.";
+          };
           signer-socket = mkOption {
             type = types.nullOr types.str;
             default = null;
@@ -136,9 +141,12 @@ in
         RestartSec = 2;
         TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin
         DynamicUser = true;
+        # The only place it writes: the compressed-NAR cache.
+        CacheDirectory = "larder-server";
+        CacheDirectoryMode = "0700";
         SupplementaryGroups = lib.optional signer.enable signer.socketGroup;
         # The store and its DB are read through ProtectSystem=strict's
-        # read-only view; the server writes nowhere. Its listening socket
+        # read-only view. Its listening socket
         # comes from the socket unit, so it needs no network of its own:
         # only unix sockets (the signer, $NOTIFY_SOCKET).
         PrivateNetwork = true;

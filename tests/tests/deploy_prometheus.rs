@@ -58,6 +58,7 @@ fn start_server(store: &TestStore, dir: &Path) -> (Logged, String) {
         "store-root": store.root(),
         "store-dir": "/nix/store",
         "signer-socket": null,
+        "cache-dir": dir.join("nar-cache"),
         "workers": 2,
     }))
     .unwrap();
@@ -147,7 +148,7 @@ fn traffic(url: String, contents: &Contents, stop: Arc<AtomicBool>) -> JoinHandl
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let queries = dashboard_queries(&workspace_root().join("grafana/larder.json"));
-    assert!(queries.len() >= 19, "{queries:?}");
+    assert!(queries.len() >= 24, "{queries:?}");
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();
     let contents = fill(&store, dir.path());
