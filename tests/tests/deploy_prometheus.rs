@@ -203,3 +203,39 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     traffic.join().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// What Grafana needs to lay the dashboard out: unique panel ids, panels
+/// inside the 24-column grid and not overlapping, a query in every panel,
+/// and every query on the data source the importer picks.
+#[test]
+fn dashboard_layout_is_sound() {
+    let path = workspace_root().join("grafana/larder.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cells = std::collections::BTreeMap::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id reused"
+        );
+        let g = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
+        assert!(x + w <= 24, "{title}: beyond the grid");
+        for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
+            if let Some(other) = cells.insert(cell, title) {
+                panic!("{title} overlaps {other}");
+            }
+        }
+        if panel["type"] != "row" {
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{title}: no query");
+            for t in targets.iter().chain([panel]) {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            }
+        }
+    }
+}
