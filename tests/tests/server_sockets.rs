@@ -15,6 +15,10 @@ fn tells_systemd_it_is_ready() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
+    // A deadline, so that a server that never notifies fails the test.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let server =
         LarderServer::start_with_env(&store, &[], &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
     let mut buf = [0; 64];
