@@ -15,7 +15,10 @@ def main(tsv, png):
     ratios = [r for r in rows if r["unit"] == "×"]
     memory = [r for r in rows if r["unit"] != "×"]
     fig, axes = plt.subplots(
-        1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [3, 1]}
+        2,
+        1,
+        figsize=(11, 8),
+        gridspec_kw={"height_ratios": [max(len(ratios), 1), max(len(memory), 1)]},
     )
     for ax, group, xlabel in (
         (axes[0], ratios, "ratio (time vs nginx; throughput vs zstd CLI)"),
@@ -38,8 +41,8 @@ def main(tsv, png):
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
+        ax.set_xlim(0, max(measured + limits) * 1.35)
         ax.legend(loc="lower right", fontsize=8)
-    axes[1].yaxis.tick_right()
     fig.suptitle("larder-server: measured vs target (green met, red missed; | = target)")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -96,8 +97,28 @@ pub fn free_addr() -> Result<SocketAddr, Error> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The release build of a workspace binary.
+/// Where [`pin_binaries`] put this run's copies.
+static PINNED: OnceLock<PathBuf> = OnceLock::new();
+
+/// Copies the release builds of larder-server and larder-signer to
+/// `dir/bin` and runs those from then on: others rebuilding the workspace
+/// during a run must not change the binary between measurements.
+pub fn pin_binaries(dir: &Path) -> Result<(), Error> {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin)?;
+    for name in ["larder-server", "larder-signer"] {
+        fs::copy(binary(name)?, bin.join(name))?;
+    }
+    PINNED
+        .set(bin)
+        .map_err(|_| Error::from("binaries pinned twice"))
+}
+
+/// The pinned copy of a workspace binary, or its release build.
 pub fn binary(name: &str) -> Result<PathBuf, Error> {
+    if let Some(bin) = PINNED.get() {
+        return Ok(bin.join(name));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
@@ -110,6 +131,18 @@ pub fn binary(name: &str) -> Result<PathBuf, Error> {
         .into());
     }
     Ok(path)
+}
+
+/// Whether `larder-server --help` offers `flag`, and does not call it
+/// unimplemented (flags land while the benchmark exists).
+pub fn server_has(flag: &str) -> Result<bool, Error> {
+    let help = Command::new(binary("larder-server")?)
+        .arg("--help")
+        .output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    Ok(help
+        .split("\n\n")
+        .any(|option| option.contains(flag) && !option.contains("not implemented")))
 }
 
 /// larder-server on `store_root` with extra flags, logging warnings only.

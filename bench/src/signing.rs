@@ -21,15 +21,6 @@ use crate::servers::{Server, binary, larder, signer};
 
 const KEY_NAME: &str = "larder-bench-1";
 
-/// Whether this larder-server build can use a signer.
-pub fn server_supports_signer() -> Result<bool, Error> {
-    let help = Command::new(binary("larder-server")?)
-        .arg("--help")
-        .output()?;
-    let help = String::from_utf8_lossy(&help.stdout);
-    Ok(help.contains("--signer-socket") && !help.contains("not implemented"))
-}
-
 /// The bench's signing key, made once with `larder-signer generate-key`.
 fn key_file(work: &Path) -> Result<std::path::PathBuf, Error> {
     let key = work.join("signer.sec");

@@ -19,11 +19,19 @@ use larder_bench::load::{Pass, ZSTD, fetch_all, fetch_narinfos};
 use larder_bench::memory::memory_under_load;
 use larder_bench::results::Results;
 use larder_bench::serve_report::{self, Closure, RunInfo};
-use larder_bench::servers::{Server, larder, nginx};
+use larder_bench::servers::{Server, larder, nginx, pin_binaries, server_has};
 use larder_bench::{closure, fixtures, report, signing};
 
 /// What the numbers mean (from profiles of this benchmark).
-const NOTES: &str = "";
+const NOTES: &str = "
+## Reading the numbers
+
+- nginx answers from static files with `sendfile(2)`: the bytes go from the page cache to the socket without entering nginx. larder reads every file into a user-space buffer (copy 1), actix-http's HTTP/1 encoder copies each body chunk into its write buffer (copy 2: `Codec::encode` → `extend_from_slice`, ~11% of the server's CPU with 1 connection and ~25% with 16 in `perf`), and writes it to the socket (copy 3). On a 2-core machine shared with the client, CPU per byte is time per byte: the NAR ratios measure those copies.
+- Warm zstd serves files from the compressed-NAR cache; nginx serves the `nix copy` export's `.nar.zst` files, compressed at zstd's default level 3 (smaller than larder's level 1).
+- Cold zstd is larder compressing on the fly (no cache, or a fresh one that it fills) against `zstd -1 -T0` reading the concatenated NARs from the page cache.
+- Memory: 64 streams at once, each over a fresh TCP connection reading as fast as it can, for a bounded window (the whole 64 × 1.3 GiB would take minutes); the server is fresh for each encoding, so VmHWM is that run's peak.
+- To profile one scenario: start `larder-server` by hand, run `target/release/fetch ADDR nar 16 [zstd] [PASSES]` (or `narinfo 1`), and `perf record -g -p PID` meanwhile.
+";
 
 /// Everything the runs share.
 struct Bench {
@@ -58,6 +66,7 @@ fn main() -> Result<(), Error> {
     let run = work.join("serve-run");
     let _ = fs::remove_dir_all(&run);
     fs::create_dir_all(&run)?;
+    pin_binaries(&run)?;
 
     let load_before = report::load_average()?;
     let started = Instant::now();
@@ -79,7 +88,7 @@ fn main() -> Result<(), Error> {
         memory_under_load(&big.0, &big.1, &[], &bench.run)?,
         memory_under_load(&big.0, &big.1, ZSTD, &bench.run)?,
     ];
-    if signing::server_supports_signer()? {
+    if server_has("--signer-socket")? {
         let dirs = (work.as_path(), bench.run.as_path());
         signing::narinfo_rounds(
             &mut results,
@@ -118,8 +127,9 @@ impl Bench {
         results: &mut Results,
         all_nars: &Path,
     ) -> Result<u64, Error> {
-        let larder = larder(&self.store_root, &["--compression", "none"], &self.run)?;
-        let (ng, ngz, la) = (self.nginx.addrs[0], self.nginx.addrs[1], larder.addr());
+        let server = larder(&self.store_root, &["--compression", "none"], &self.run)?;
+        let no_memo = self.memo_off_server()?;
+        let (ng, ngz, la) = (self.nginx.addrs[0], self.nginx.addrs[1], server.addr());
         // The warm pass: page cache, DB pages, connection set-up.
         self.nginx_urls = fetch_narinfos(ng, &self.hashes)?.1;
         self.nginx_zstd_urls = fetch_narinfos(ngz, &self.hashes)?.1;
@@ -128,23 +138,19 @@ impl Bench {
         fetch_all(ngz, &self.nginx_zstd_urls, 1, &[])?;
         let nar_bytes = fetch_all(la, &self.larder_urls, 1, &[])?.bytes;
         for _ in 0..self.reps {
-            results.record(
-                "narinfo, 1 connection: nginx",
-                fetch_narinfos(ng, &self.hashes)?.0,
-            );
-            results.record(
-                "narinfo, 1 connection: larder",
-                fetch_narinfos(la, &self.hashes)?.0,
-            );
+            let pass = fetch_narinfos(ng, &self.hashes)?.0;
+            results.record("narinfo, 1 connection: nginx", pass);
+            let pass = fetch_narinfos(la, &self.hashes)?.0;
+            results.record("narinfo, 1 connection: larder", pass);
+            if let Some(server) = &no_memo {
+                let pass = fetch_narinfos(server.addr(), &self.hashes)?.0;
+                results.record("narinfo, 1 connection: larder, memo off", pass);
+            }
             for n in [1, 16] {
-                results.record(
-                    &format!("NAR, {n} conn: nginx"),
-                    fetch_all(ng, &self.nginx_urls, n, &[])?,
-                );
-                results.record(
-                    &format!("NAR, {n} conn: larder"),
-                    fetch_all(la, &self.larder_urls, n, &[])?,
-                );
+                let pass = fetch_all(ng, &self.nginx_urls, n, &[])?;
+                results.record(&format!("NAR, {n} conn: nginx"), pass);
+                let pass = fetch_all(la, &self.larder_urls, n, &[])?;
+                results.record(&format!("NAR, {n} conn: larder"), pass);
             }
             results.record("zstd -1 -T0 of the concatenated NARs", zstd_cli(all_nars)?);
             for n in [1, 16] {
@@ -156,6 +162,18 @@ impl Bench {
             }
         }
         Ok(nar_bytes)
+    }
+
+    /// larder with its short-lived narinfo memo off, when it has one (a
+    /// client asks for each narinfo once, not every second), warmed.
+    fn memo_off_server(&self) -> Result<Option<Server>, Error> {
+        if !server_has("--path-info-ttl-ms")? {
+            return Ok(None);
+        }
+        let flags = ["--path-info-ttl-ms", "0"];
+        let server = larder(&self.store_root, &flags, &self.run)?;
+        fetch_narinfos(server.addr(), &self.hashes)?;
+        Ok(Some(server))
     }
 
     /// `.nar.zst` through the compressed-NAR cache: the first pass of a
