@@ -6,6 +6,8 @@
 //! Flags and environment win over the file. [`Settings::resolve`] fills in
 //! the defaults, which live in [`Config::default`] and nowhere else, and
 //! checks every value, naming the setting and the fix when one is wrong.
+//! `server/larder-server.example.toml` lists every key with its default
+//! (a test keeps it true).
 
 use std::path::{Path, PathBuf};
 
@@ -322,6 +324,14 @@ mod tests {
         assert_eq!(c.priority, 30);
         assert_eq!(c.compression, Compression::None);
         assert_eq!(c.zstd_level, 1);
+    }
+
+    #[test]
+    fn the_example_file_states_the_defaults() {
+        let text = include_str!("../larder-server.example.toml");
+        let file = Settings::from_toml(text, Path::new("example")).unwrap();
+        let (example, defaults) = (file.resolve().unwrap(), Config::default());
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
     }
 
     #[test]
