@@ -55,9 +55,8 @@ pub mod systemd;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 use larder_store::StoreLocation;
 use larder_store::db::{DbError, StoreDb};
@@ -93,8 +92,8 @@ pub enum StartupError {
     Server(std::io::Error),
 }
 
-/// Open the store, bind, and serve until SIGINT/SIGTERM.
-pub async fn run(config: Config) -> Result<(), StartupError> {
+/// Open the store and the caches.
+fn app_state(config: &Config) -> Result<AppState, StartupError> {
     let location = StoreLocation::with_store_dir(&config.store_root, &config.store_dir);
     let db = StoreDb::open(&location).map_err(|source| StartupError::Store {
         root: config.store_root.display().to_string(),
@@ -108,38 +107,24 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         }
         None => None,
     };
-    let state = web::Data::new(AppState {
+    Ok(AppState {
         config: config.clone(),
         location,
         db,
         metrics,
         cache,
         memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
-    });
+    })
+}
+
+/// Open the store, bind, and serve until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let state = web::Data::new(app_state(&config)?);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        let metrics = app_state.metrics.clone();
         App::new()
             .app_data(app_state.clone())
-            .wrap_fn(move |req, srv| {
-                let start = Instant::now();
-                let metrics = metrics.clone();
-                let call = srv.call(req);
-                async move {
-                    let res = call.await?;
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    let status = res.status().as_u16().to_string();
-                    metrics.requests.with_label_values(&[&route, &status]).inc();
-                    metrics
-                        .duration
-                        .with_label_values(&[&route])
-                        .observe(start.elapsed().as_secs_f64());
-                    Ok(res)
-                }
-            })
+            .wrap_fn(metrics::observe_request)
             .configure(routes::configure)
     })
     .workers(config.workers)

@@ -3,6 +3,11 @@
 //! Labels are bounded: `route` is the matched route pattern (or
 //! `unmatched`), never the raw URL.
 
+use std::future::Future;
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::web;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -139,5 +144,35 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+/// Middleware (`App::wrap_fn`): count each request by matched route and
+/// status, and time it to its response headers.
+pub fn observe_request<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let start = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<crate::state::AppState>>()
+        .map(|state| state.metrics.clone());
+    let call = srv.call(req);
+    async move {
+        let res = call.await?;
+        if let Some(metrics) = metrics {
+            let route = (res.request().match_pattern()).unwrap_or_else(|| "unmatched".to_owned());
+            let status = res.status().as_u16().to_string();
+            metrics.requests.with_label_values(&[&route, &status]).inc();
+            let elapsed = start.elapsed().as_secs_f64();
+            metrics
+                .duration
+                .with_label_values(&[&route])
+                .observe(elapsed);
+        }
+        Ok(res)
     }
 }
