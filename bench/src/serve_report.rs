@@ -11,6 +11,7 @@ use crate::Error;
 use crate::memory::{CLIENTS, MemoryUse};
 use crate::report;
 use crate::results::{Bound, Results, Target, targets_markdown, targets_tsv};
+use crate::signing::{SIGN_IN_PROCESS, SIGN_OVER_SOCKET};
 
 const MIB: f64 = (1 << 20) as f64;
 /// Memory ceiling while [`CLIENTS`] download a 1 GiB NAR.
@@ -75,6 +76,13 @@ pub fn targets(
             results,
             "narinfo, sequential",
             "narinfo, 1 connection: larder",
+            "narinfo, 1 connection: nginx",
+            1.1,
+        ),
+        versus_nginx(
+            results,
+            "narinfo, sequential, server's memo off",
+            "narinfo, 1 connection: larder, memo off",
             "narinfo, 1 connection: nginx",
             1.1,
         ),
@@ -176,29 +184,41 @@ fn memory_markdown(memory: &[MemoryUse]) -> String {
     md
 }
 
-/// The cost of isolating the key, per narinfo.
+/// The cost of isolating the key, per fingerprint and per narinfo.
 fn signer_markdown(results: &Results, paths: usize) -> String {
     let per_path = |name: &str| results.seconds(name).map(|s| s * 1e6 / paths as f64);
-    let (Some(cold), Some(warm), Some(plain), Some(sign)) = (
-        per_path("narinfo, signer, cache cold: larder"),
-        per_path("narinfo, signer, cache warm: larder"),
-        per_path("narinfo, 1 connection: larder"),
-        per_path("ed25519 sign of every fingerprint, in-process"),
-    ) else {
-        return "\n## Signer\n\nNot measured: this larder-server has no `--signer-socket` yet.\n"
-            .to_owned();
-    };
-    format!(
-        "\n## Signer: the cost of isolation, per narinfo\n\n| | µs per narinfo |\n|---|---|\n\
-         | larder, no signer | {plain:.1} |\n| larder through larder-signer, signature cache cold | {cold:.1} (+{:.1}) |\n\
-         | larder through larder-signer, signature cache warm | {warm:.1} (+{:.1}) |\n\
-         | one ed25519 signature in-process (`SecretKey::sign`, same fingerprints) | {sign:.1} |\n\n\
-         A cold narinfo costs {:.1} µs more than an unsigned one, of which {sign:.1} µs would be the signature itself if signed in-process: the rest ({:.1} µs) is the price of the separate process (socket round trip, the signer's DB check).\n",
-        cold - plain,
-        warm - plain,
-        cold - plain,
-        cold - plain - sign
-    )
+    let mut md = String::from("\n## Signer: the cost of isolation\n\n| | µs each |\n|---|---|\n");
+    let rows = [
+        (
+            "one ed25519 signature in-process (`SecretKey::sign`)",
+            SIGN_IN_PROCESS,
+        ),
+        (
+            "one signature from larder-signer over its socket (frame, store DB check, sign)",
+            SIGN_OVER_SOCKET,
+        ),
+        (
+            "narinfo, larder without signer",
+            "narinfo, 1 connection: larder",
+        ),
+        (
+            "narinfo through larder-signer, signature cache cold",
+            "narinfo, signer, cache cold: larder",
+        ),
+        (
+            "narinfo through larder-signer, signature cache warm",
+            "narinfo, signer, cache warm: larder",
+        ),
+        ("narinfo, nginx static", "narinfo, 1 connection: nginx"),
+    ];
+    for (label, name) in rows {
+        let value = per_path(name).map_or(
+            "not measured (no `--signer-socket` in this larder-server)".to_owned(),
+            |us| format!("{us:.1}"),
+        );
+        let _ = writeln!(md, "| {label} | {value} |");
+    }
+    md
 }
 
 /// The inputs of [`write`] beyond the measurements.

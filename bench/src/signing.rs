@@ -1,10 +1,13 @@
-//! narinfo through larder-signer (issue 4): with the server's signature
-//! cache cold (a fresh server) and warm (its second pass), against no
-//! signer and nginx in the same rounds; and the in-process cost of one
-//! ed25519 signature over the same fingerprints.
+//! The cost of keeping the key in larder-signer (issue 4): one ed25519
+//! signature in-process (`SecretKey::sign`) against a request over the
+//! signer's socket (which also checks the path against the store DB), for
+//! the same fingerprints; and, once larder-server takes `--signer-socket`,
+//! narinfo through the signer with the server's signature cache cold (a
+//! fresh server) and warm (its second pass), against no signer and nginx.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -12,17 +15,62 @@ use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 use larder_store::path::StorePathHash;
 use larder_store::signature::{SecretKey, fingerprint};
+use larder_store::signer_proto::{Reply, Request, encode_frame, read_frame_blocking};
 
 use crate::Error;
 use crate::http::Connection;
 use crate::load::{Pass, fetch_narinfos};
 use crate::results::Results;
-use crate::servers::{Server, binary, larder, signer};
+use crate::servers::{Server, binary, larder, server_has, signer};
 
 const KEY_NAME: &str = "larder-bench-1";
 
+/// Where the signer phase runs: the bench's work dir (the key is kept
+/// there) and this run's scratch dir (socket, logs).
+pub struct Dirs<'a> {
+    pub work: &'a Path,
+    pub run: &'a Path,
+}
+
+/// Every signer measurement this build allows.
+pub fn measure(
+    results: &mut Results,
+    nginx: &Server,
+    location: &StoreLocation,
+    hashes: &[String],
+    reps: usize,
+    dirs: Dirs,
+) -> Result<(), Error> {
+    let key = key_file(dirs.work)?;
+    let fingerprints = fingerprints(location, hashes)?;
+    in_process(results, &key, &fingerprints, reps)?;
+    let socket = dirs.run.join("signer.sock");
+    let _signer = signer(&socket, &key, location.root(), dirs.run)?;
+    round_trips(results, &socket, &fingerprints, reps)?;
+    if !server_has("--signer-socket")? {
+        println!("larder-server has no --signer-socket yet: no signed narinfo rounds");
+        return Ok(());
+    }
+    let socket = socket.to_str().ok_or("socket path not UTF-8")?;
+    let plain = larder(location.root(), &[], dirs.run)?;
+    fetch_narinfos(plain.addr(), hashes)?;
+    for _ in 0..reps {
+        let signed = larder(location.root(), &["--signer-socket", socket], dirs.run)?;
+        let pass = fetch_narinfos(nginx.addr(), hashes)?.0;
+        results.record("narinfo, 1 connection: nginx", pass);
+        let pass = fetch_narinfos(plain.addr(), hashes)?.0;
+        results.record("narinfo, 1 connection: larder", pass);
+        let pass = fetch_narinfos(signed.addr(), hashes)?.0;
+        results.record("narinfo, signer, cache cold: larder", pass);
+        let pass = fetch_narinfos(signed.addr(), hashes)?.0;
+        results.record("narinfo, signer, cache warm: larder", pass);
+        check_signed(&signed, &hashes[0])?;
+    }
+    Ok(())
+}
+
 /// The bench's signing key, made once with `larder-signer generate-key`.
-fn key_file(work: &Path) -> Result<std::path::PathBuf, Error> {
+fn key_file(work: &Path) -> Result<PathBuf, Error> {
     let key = work.join("signer.sec");
     if !key.exists() {
         let status = Command::new(binary("larder-signer")?)
@@ -36,67 +84,10 @@ fn key_file(work: &Path) -> Result<std::path::PathBuf, Error> {
     Ok(key)
 }
 
-/// `reps` rounds of: nginx, larder without signer, larder with a signer
-/// (first pass cold, second warm). Returns the signer's log-free guard.
-pub fn narinfo_rounds(
-    results: &mut Results,
-    nginx: &Server,
-    location: &StoreLocation,
-    hashes: &[String],
-    reps: usize,
-    (work, run): (&Path, &Path),
-) -> Result<(), Error> {
-    let socket = run.join("signer.sock");
-    let _signer = signer(&socket, &key_file(work)?, location.root(), run)?;
-    let plain = larder(location.root(), &[], run)?;
-    let signer_flag = [
-        "--signer-socket",
-        socket.to_str().ok_or("socket path not UTF-8")?,
-    ];
-    fetch_narinfos(nginx.addr(), hashes)?;
-    fetch_narinfos(plain.addr(), hashes)?;
-    for _ in 0..reps {
-        let signed = larder(location.root(), &signer_flag, run)?;
-        results.record(
-            "narinfo, 1 connection: nginx",
-            fetch_narinfos(nginx.addr(), hashes)?.0,
-        );
-        results.record(
-            "narinfo, 1 connection: larder",
-            fetch_narinfos(plain.addr(), hashes)?.0,
-        );
-        let cold = fetch_narinfos(signed.addr(), hashes)?.0;
-        results.record("narinfo, signer, cache cold: larder", cold);
-        results.record(
-            "narinfo, signer, cache warm: larder",
-            fetch_narinfos(signed.addr(), hashes)?.0,
-        );
-        check_signed(&signed, &hashes[0])?;
-    }
-    Ok(())
-}
-
-/// The narinfo carries a signature by the bench's key.
-fn check_signed(server: &Server, hash: &str) -> Result<(), Error> {
-    let response = Connection::new(server.addr()).get(&format!("/{hash}.narinfo"), &[], true)?;
-    let text = String::from_utf8(response.body)?;
-    if !text.contains(&format!("Sig: {KEY_NAME}:")) {
-        return Err(format!("narinfo through the signer is not signed:\n{text}").into());
-    }
-    Ok(())
-}
-
-/// Signing every path's fingerprint in-process, `reps` times.
-pub fn in_process(
-    results: &mut Results,
-    location: &StoreLocation,
-    hashes: &[String],
-    work: &Path,
-    reps: usize,
-) -> Result<(), Error> {
-    let key: SecretKey = fs::read_to_string(key_file(work)?)?.trim().parse()?;
+/// Each path's fingerprint, from the store DB.
+fn fingerprints(location: &StoreLocation, hashes: &[String]) -> Result<Vec<String>, Error> {
     let db = StoreDb::open(location)?;
-    let fingerprints = hashes
+    hashes
         .iter()
         .map(|h| {
             let info = db
@@ -110,20 +101,69 @@ pub fn in_process(
                 &info.references,
             ))
         })
-        .collect::<Result<Vec<_>, Error>>()?;
+        .collect()
+}
+
+/// Signing every fingerprint in-process, `reps` times.
+fn in_process(
+    results: &mut Results,
+    key: &Path,
+    fingerprints: &[String],
+    reps: usize,
+) -> Result<(), Error> {
+    let key: SecretKey = fs::read_to_string(key)?.trim().parse()?;
     for _ in 0..reps {
         let start = Instant::now();
         let bytes = fingerprints
             .iter()
             .map(|fp| key.sign(fp).to_string().len() as u64)
             .sum();
-        results.record(
-            "ed25519 sign of every fingerprint, in-process",
-            Pass {
-                elapsed: start.elapsed(),
-                bytes,
-            },
-        );
+        let elapsed = start.elapsed();
+        results.record(SIGN_IN_PROCESS, Pass { elapsed, bytes });
+    }
+    Ok(())
+}
+
+/// What [`in_process`] and [`round_trips`] record.
+pub const SIGN_IN_PROCESS: &str = "ed25519 sign of every fingerprint, in-process";
+pub const SIGN_OVER_SOCKET: &str = "every fingerprint signed by larder-signer, 1 socket connection";
+
+/// Every fingerprint sent to the signer in turn over one connection, the
+/// way the server's client asks, `reps` times.
+fn round_trips(
+    results: &mut Results,
+    socket: &Path,
+    fingerprints: &[String],
+    reps: usize,
+) -> Result<(), Error> {
+    let mut stream = UnixStream::connect(socket)?;
+    for _ in 0..reps {
+        let start = Instant::now();
+        let mut bytes = 0;
+        for fp in fingerprints {
+            let request = Request::Sign {
+                fingerprint: fp.clone(),
+            };
+            std::io::Write::write_all(&mut stream, &encode_frame(&request)?)?;
+            match read_frame_blocking::<Reply, _>(&mut stream)? {
+                Reply::Signatures(sigs) if !sigs.is_empty() => {
+                    bytes += sigs.iter().map(|s| s.len() as u64).sum::<u64>()
+                }
+                other => return Err(format!("signer answered {other:?} for {fp}").into()),
+            }
+        }
+        let elapsed = start.elapsed();
+        results.record(SIGN_OVER_SOCKET, Pass { elapsed, bytes });
+    }
+    Ok(())
+}
+
+/// The narinfo carries a signature by the bench's key.
+fn check_signed(server: &Server, hash: &str) -> Result<(), Error> {
+    let response = Connection::new(server.addr()).get(&format!("/{hash}.narinfo"), &[], true)?;
+    let text = String::from_utf8(response.body)?;
+    if !text.contains(&format!("Sig: {KEY_NAME}:")) {
+        return Err(format!("narinfo through the signer is not signed:\n{text}").into());
     }
     Ok(())
 }

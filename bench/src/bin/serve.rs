@@ -10,6 +10,7 @@
 //! `bench/results/serve.{md,tsv,png}`.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -21,6 +22,7 @@ use larder_bench::results::Results;
 use larder_bench::serve_report::{self, Closure, RunInfo};
 use larder_bench::servers::{Server, larder, nginx, pin_binaries, server_has};
 use larder_bench::{closure, fixtures, report, signing};
+use larder_store::StoreLocation;
 
 /// What the numbers mean (from profiles of this benchmark).
 const NOTES: &str = "
@@ -32,6 +34,10 @@ const NOTES: &str = "
 - Memory: 64 streams at once, each over a fresh TCP connection reading as fast as it can, for a bounded window (the whole 64 × 1.3 GiB would take minutes); the server is fresh for each encoding, so VmHWM is that run's peak.
 - To profile one scenario: start `larder-server` by hand, run `target/release/fetch ADDR nar 16 [zstd] [PASSES]` (or `narinfo 1`), and `perf record -g -p PID` meanwhile.
 ";
+
+/// narinfo passes per repetition: one takes ~30 ms, so a few more than
+/// the other measurements keep the median steady on a busy machine.
+const NARINFO_PASSES: usize = 5;
 
 /// Everything the runs share.
 struct Bench {
@@ -47,70 +53,95 @@ struct Bench {
     larder_urls: Vec<String>,
 }
 
+/// What is served, made once under `bench/work/` and reused.
+struct Fixtures {
+    work: PathBuf,
+    location: StoreLocation,
+    hashes: Vec<String>,
+    export_none: PathBuf,
+    export_zstd: PathBuf,
+    all_nars: PathBuf,
+    /// A store with one path over 1 GiB, and its hash.
+    big: (StoreLocation, String),
+}
+
+impl Fixtures {
+    fn prepare() -> Result<Fixtures, Error> {
+        let work = closure::work_dir();
+        let location = closure::location(&work);
+        let paths = closure::store_paths(&work, &location)?;
+        let hashes = paths
+            .iter()
+            .map(|p| fixtures::hash_part(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let export_none = fixtures::export(&work, &location, &paths, "none")?;
+        let export_zstd = fixtures::export(&work, &location, &paths, "zstd")?;
+        let all_nars = fixtures::concatenated_nars(&work, &export_none)?;
+        let big = fixtures::big_store(&work, &all_nars)?;
+        Ok(Fixtures {
+            work,
+            location,
+            hashes,
+            export_none,
+            export_zstd,
+            all_nars,
+            big,
+        })
+    }
+}
+
 fn main() -> Result<(), Error> {
     let reps: usize = match std::env::args().nth(1) {
         Some(n) => n.parse()?,
         None => 3,
     };
-    let work = closure::work_dir();
-    let location = closure::location(&work);
-    let paths = closure::store_paths(&work, &location)?;
-    let hashes = paths
-        .iter()
-        .map(|p| fixtures::hash_part(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let export_none = fixtures::export(&work, &location, &paths, "none")?;
-    let export_zstd = fixtures::export(&work, &location, &paths, "zstd")?;
-    let all_nars = fixtures::concatenated_nars(&work, &export_none)?;
-    let big = fixtures::big_store(&work, &all_nars)?;
-    let run = work.join("serve-run");
+    let fx = Fixtures::prepare()?;
+    let run = fx.work.join("serve-run");
     let _ = fs::remove_dir_all(&run);
     fs::create_dir_all(&run)?;
     pin_binaries(&run)?;
-
     let load_before = report::load_average()?;
     let started = Instant::now();
-    let nginx = nginx(&[&export_none, &export_zstd], &run)?;
     let mut bench = Bench {
         reps,
-        store_root: location.root().to_owned(),
-        hashes,
+        store_root: fx.location.root().to_owned(),
+        hashes: fx.hashes.clone(),
+        nginx: nginx(&[&fx.export_none, &fx.export_zstd], &run)?,
         run,
         nginx_urls: Vec::new(),
         nginx_zstd_urls: Vec::new(),
         larder_urls: Vec::new(),
-        nginx,
     };
     let mut results = Results::default();
-    let nar_bytes = bench.identity_and_cold_zstd(&mut results, &all_nars)?;
+    let nar_bytes = bench.identity_and_cold_zstd(&mut results, &fx.all_nars)?;
     bench.cached_zstd(&mut results)?;
+    let (big, big_hash) = &fx.big;
     let memory = [
-        memory_under_load(&big.0, &big.1, &[], &bench.run)?,
-        memory_under_load(&big.0, &big.1, ZSTD, &bench.run)?,
+        memory_under_load(big, big_hash, &[], &bench.run)?,
+        memory_under_load(big, big_hash, ZSTD, &bench.run)?,
     ];
-    if server_has("--signer-socket")? {
-        let dirs = (work.as_path(), bench.run.as_path());
-        signing::narinfo_rounds(
-            &mut results,
-            &bench.nginx,
-            &location,
-            &bench.hashes,
-            reps,
-            dirs,
-        )?;
-        signing::in_process(&mut results, &location, &bench.hashes, &work, reps)?;
-    } else {
-        println!("larder-server has no --signer-socket yet: no signer rounds");
-    }
+    let dirs = signing::Dirs {
+        work: &fx.work,
+        run: &bench.run,
+    };
+    signing::measure(
+        &mut results,
+        &bench.nginx,
+        &fx.location,
+        &fx.hashes,
+        reps,
+        dirs,
+    )?;
+    let all_nars = fx.all_nars.metadata()?.len();
     let closure = Closure {
-        paths: bench.hashes.len(),
+        paths: fx.hashes.len(),
         nar_bytes,
-        zstd_export_bytes: dir_bytes(&export_zstd.join("nar"))?,
-        big_nar_bytes: all_nars.metadata()?.len(),
+        zstd_export_bytes: dir_bytes(&fx.export_zstd.join("nar"))?,
+        big_nar_bytes: all_nars,
     };
     let run = RunInfo {
         closure: &closure,
-        all_nars: all_nars.metadata()?.len(),
+        all_nars,
         load_before: &load_before,
         elapsed: started.elapsed(),
         notes: NOTES,
@@ -138,14 +169,7 @@ impl Bench {
         fetch_all(ngz, &self.nginx_zstd_urls, 1, &[])?;
         let nar_bytes = fetch_all(la, &self.larder_urls, 1, &[])?.bytes;
         for _ in 0..self.reps {
-            let pass = fetch_narinfos(ng, &self.hashes)?.0;
-            results.record("narinfo, 1 connection: nginx", pass);
-            let pass = fetch_narinfos(la, &self.hashes)?.0;
-            results.record("narinfo, 1 connection: larder", pass);
-            if let Some(server) = &no_memo {
-                let pass = fetch_narinfos(server.addr(), &self.hashes)?.0;
-                results.record("narinfo, 1 connection: larder, memo off", pass);
-            }
+            self.narinfo_round(results, ng, la, no_memo.as_ref())?;
             for n in [1, 16] {
                 let pass = fetch_all(ng, &self.nginx_urls, n, &[])?;
                 results.record(&format!("NAR, {n} conn: nginx"), pass);
@@ -162,6 +186,27 @@ impl Bench {
             }
         }
         Ok(nar_bytes)
+    }
+
+    /// [`NARINFO_PASSES`] narinfo passes of each server, interleaved.
+    fn narinfo_round(
+        &self,
+        results: &mut Results,
+        nginx: SocketAddr,
+        larder: SocketAddr,
+        no_memo: Option<&Server>,
+    ) -> Result<(), Error> {
+        for _ in 0..NARINFO_PASSES {
+            let pass = fetch_narinfos(nginx, &self.hashes)?.0;
+            results.record("narinfo, 1 connection: nginx", pass);
+            let pass = fetch_narinfos(larder, &self.hashes)?.0;
+            results.record("narinfo, 1 connection: larder", pass);
+            if let Some(server) = no_memo {
+                let pass = fetch_narinfos(server.addr(), &self.hashes)?.0;
+                results.record("narinfo, 1 connection: larder, memo off", pass);
+            }
+        }
+        Ok(())
     }
 
     /// larder with its short-lived narinfo memo off, when it has one (a
