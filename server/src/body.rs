@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
+use actix_web::{HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::sync::mpsc;
@@ -194,4 +195,16 @@ where
         Some(len) => sized_body(head, len, make),
         None => chunked_body(head, make),
     }
+}
+
+/// Marks a response whose body a [`MeteredStream`] counts, so that the
+/// metrics middleware does not count it again.
+#[derive(Debug, Clone, Copy)]
+pub struct Metered;
+
+/// The response for a body made by this module's helpers.
+pub fn respond(mut builder: HttpResponseBuilder, body: BoxBody) -> HttpResponse {
+    let mut response = builder.body(body);
+    response.extensions_mut().insert(Metered);
+    response
 }

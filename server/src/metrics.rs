@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::time::Instant;
 
+use crate::body::Metered;
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::web;
 use prometheus::{
@@ -155,6 +157,7 @@ pub fn observe_request<S, B>(
 ) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
 {
     let start = Instant::now();
     let metrics = req
@@ -172,6 +175,15 @@ where
                 .duration
                 .with_label_values(&[&route])
                 .observe(elapsed);
+            // Streamed bodies count their own bytes as they go; HEAD sends none.
+            let streamed = res.response().extensions().get::<Metered>().is_some();
+            let head = res.request().method() == actix_web::http::Method::HEAD;
+            if let (false, false, BodySize::Sized(n)) =
+                (streamed, head, res.response().body().size())
+            {
+                let bytes = metrics.bytes_sent.with_label_values(&[&route, "identity"]);
+                bytes.inc_by(n);
+            }
         }
         Ok(res)
     }

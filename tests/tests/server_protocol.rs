@@ -195,6 +195,14 @@ fn metrics_parse_and_count_our_requests() {
         &[("route", "/nar/{file}"), ("encoding", "identity")],
     );
     assert_eq!(nar_bytes, Some(narinfo.nar_size as f64));
+    // Four narinfos and four "Not Found\n" bodies.
+    let narinfo_bytes = sample(
+        &text,
+        "larder_bytes_sent_total",
+        &[("route", "/{hash}.narinfo"), ("encoding", "identity")],
+    );
+    let expected = 4 * narinfo.to_string().len() + 4 * "Not Found\n".len();
+    assert_eq!(narinfo_bytes, Some(expected as f64));
     assert_eq!(sample(&text, "larder_active_streams", &[]), Some(0.0));
     // The DB saw the first lookup of each well-formed hash and the NAR's;
     // the memo answered the rest ("e" is not nix32: never looked up).

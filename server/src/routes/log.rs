@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::StorePath;
 
 use super::accepts;
-use crate::body::reader_body;
+use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -57,7 +57,7 @@ pub async fn get(
             reader_body(head, decoder, None, metrics, ROUTE, "identity")?
         }
     };
-    Ok(builder.body(body))
+    Ok(respond(builder, body))
 }
 
 /// The plain log if there is one, else the bzip2 one (blocking).

@@ -19,7 +19,7 @@ use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
 use super::accepts;
-use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, sized_body};
+use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
 use crate::compress::zstd_stream;
 use crate::error::ServerError;
 use crate::range;
@@ -90,7 +90,7 @@ pub async fn get(
         state.config.zstd_level
     );
     if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
-        return Ok(builder.body(body));
+        return Ok(respond(builder, body));
     }
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
     if plan.nar_size() != info.nar_size {
@@ -201,7 +201,7 @@ impl Response<'_> {
 
     fn identity(
         &self,
-        mut builder: HttpResponseBuilder,
+        builder: HttpResponseBuilder,
         start: u64,
         end: u64,
     ) -> Result<HttpResponse, ServerError> {
@@ -216,14 +216,10 @@ impl Response<'_> {
                 Some(len),
             ))
         })?;
-        Ok(builder.body(body))
+        Ok(respond(builder, body))
     }
 
-    fn zstd(
-        &self,
-        mut builder: HttpResponseBuilder,
-        key: &str,
-    ) -> Result<HttpResponse, ServerError> {
+    fn zstd(&self, builder: HttpResponseBuilder, key: &str) -> Result<HttpResponse, ServerError> {
         let body = chunked_body(self.head, || {
             let size = self.plan.nar_size();
             let metrics = self.state.metrics.clone();
@@ -232,7 +228,7 @@ impl Response<'_> {
             let compressed = zstd_stream(self.nar(0, size)?, size, settings, metrics.clone(), fill);
             Ok(MeteredStream::new(compressed, metrics, ROUTE, "zstd", None))
         })?;
-        Ok(builder.body(body))
+        Ok(respond(builder, body))
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::html_escape;
-use crate::body::reader_body;
+use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -51,9 +51,9 @@ pub async fn get(
             let head = req.method() == actix_web::http::Method::HEAD;
             let metrics = state.metrics.clone();
             let body = reader_body(head, file, Some(len), metrics, ROUTE, "identity")?;
-            HttpResponse::Ok()
-                .content_type(content_type(&path))
-                .body(body)
+            let mut builder = HttpResponse::Ok();
+            builder.content_type(content_type(&path));
+            respond(builder, body)
         }
         Target::Directory(entries) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
