@@ -139,9 +139,21 @@ pub struct Settings {
     /// TLS private key (PEM, not readable by other users).
     #[arg(long, env = "LARDER_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Unix socket of larder-signer (not implemented yet: setting it is refused).
+    /// Unix socket of larder-signer; narinfo then carries its signatures too. None if unset.
     #[arg(long, env = "LARDER_SIGNER_SOCKET")]
     pub signer_socket: Option<PathBuf>,
+    /// Milliseconds to wait for larder-signer before treating it as down. [default: 2000]
+    #[arg(long, env = "LARDER_SIGNER_TIMEOUT_MS")]
+    pub signer_timeout_ms: Option<u64>,
+    /// While the signer is down: `unavailable` answers narinfo with 503 and Retry-After; `unsigned` serves without its signature. [default: unavailable]
+    #[arg(long, env = "LARDER_SIGNER_DOWN")]
+    pub signer_down: Option<SignerDown>,
+    /// Retry-After seconds sent with a 503 while the signer is down. [default: 5]
+    #[arg(long, env = "LARDER_SIGNER_RETRY_AFTER_SECS")]
+    pub signer_retry_after_secs: Option<u64>,
+    /// Signatures remembered per fingerprint (least recently used go first). [default: 100000]
+    #[arg(long, env = "LARDER_SIGNATURE_CACHE_ENTRIES")]
+    pub signature_cache_entries: Option<usize>,
     /// Log filter (tracing-subscriber EnvFilter syntax). [default: info]
     #[arg(long, env = "LARDER_LOG")]
     pub log: Option<String>,
@@ -167,7 +179,27 @@ pub struct Config {
     pub path_info_ttl_ms: u64,
     /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub signer: Option<SignerConfig>,
     pub log: String,
+}
+
+/// What to do with narinfo requests while larder-signer cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignerDown {
+    /// 503 with Retry-After: clients retry, then use their next substituter.
+    Unavailable,
+    /// Serve the narinfo with only the store's own signatures.
+    Unsigned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerConfig {
+    pub socket: PathBuf,
+    pub timeout_ms: u64,
+    pub when_down: SignerDown,
+    pub retry_after_secs: u64,
+    pub cache_entries: std::num::NonZeroUsize,
 }
 
 impl Default for Config {
@@ -190,6 +222,7 @@ impl Default for Config {
             cache_size_mib: 10_240,
             path_info_ttl_ms: 1000,
             tls: None,
+            signer: None,
             log: "info".to_owned(),
         }
     }
@@ -239,13 +272,6 @@ impl Settings {
 
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let d = Config::default();
-        if self.signer_socket.is_some() {
-            return Err(ConfigError::Invalid {
-                setting: "signer-socket",
-                value: "(set)".to_owned(),
-                fix: "not implemented in this version of larder-server; remove the setting",
-            });
-        }
         let zstd_level = self.zstd_level.unwrap_or(d.zstd_level);
         if !(1..=19).contains(&zstd_level) {
             return Err(invalid(
@@ -267,6 +293,19 @@ impl Settings {
             (None, None) => None,
             (Some(_), None) => return Err(invalid("tls-cert", "(set)", "also set tls-key")),
             (None, Some(_)) => return Err(invalid("tls-key", "(set)", "also set tls-cert")),
+        };
+        let signer = match self.signer_socket {
+            None => None,
+            Some(socket) => Some(SignerConfig {
+                socket,
+                timeout_ms: self.signer_timeout_ms.unwrap_or(2000).max(1),
+                when_down: self.signer_down.unwrap_or(SignerDown::Unavailable),
+                retry_after_secs: self.signer_retry_after_secs.unwrap_or(5),
+                cache_entries: std::num::NonZeroUsize::new(
+                    self.signature_cache_entries.unwrap_or(100_000),
+                )
+                .ok_or_else(|| invalid("signature-cache-entries", 0, "use at least 1"))?,
+            }),
         };
         let or_cores = |n: usize| if n == 0 { d.workers } else { n };
         Ok(Config {
@@ -293,6 +332,7 @@ impl Settings {
             cache_size_mib: self.cache_size_mib.unwrap_or(d.cache_size_mib),
             path_info_ttl_ms: self.path_info_ttl_ms.unwrap_or(d.path_info_ttl_ms),
             tls,
+            signer,
             log: self.log.unwrap_or(d.log),
         })
     }
@@ -363,9 +403,14 @@ mod tests {
         assert!(err.to_string().contains("setting bind"), "{err}");
         let err = settings(&["--zstd-level", "40"]).resolve().unwrap_err();
         assert!(err.to_string().contains("zstd-level"), "{err}");
-        let err = settings(&["--signer-socket", "/run/s"])
-            .resolve()
-            .unwrap_err();
-        assert!(err.to_string().contains("signer-socket"), "{err}");
+        let err = settings(&[
+            "--signer-socket",
+            "/run/s",
+            "--signature-cache-entries",
+            "0",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("signature-cache-entries"), "{err}");
     }
 }

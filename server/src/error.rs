@@ -35,6 +35,13 @@ pub enum ServerError {
     },
     #[error("zstd: {0}")]
     Compression(std::io::Error),
+    /// larder-signer cannot be reached (or refused a path the DB holds):
+    /// transient, so clients retry and then try their next substituter.
+    #[error("signer: {detail}")]
+    SignerUnavailable {
+        retry_after_secs: u64,
+        detail: String,
+    },
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -58,6 +65,7 @@ impl ResponseError for ServerError {
             | ServerError::Io { .. }
             | ServerError::Compression(_)
             | ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServerError::SignerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -72,8 +80,16 @@ impl ResponseError for ServerError {
         response
             .content_type("text/plain; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let ServerError::RangeNotSatisfiable { size } = self {
-            response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+        match self {
+            ServerError::RangeNotSatisfiable { size } => {
+                response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            ServerError::SignerUnavailable {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         response.body(format!(
             "{}\n",

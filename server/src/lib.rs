@@ -37,8 +37,9 @@
 //! 6. **Errors** ([`error::ServerError`]): one enum, one exhaustive match to
 //!    a status; the client gets the status phrase, the log gets the detail.
 //!
-//! The server holds no key. narinfo signatures are the DB's own
-//! ([`state::AppState::signatures`] is where larder-signer will plug in).
+//! The server holds no key. narinfo signatures are the DB's own plus, with
+//! `signer-socket` set, larder-signer's ([`state::AppState::signatures`],
+//! [`signer_client`]): asked over a unix socket, cached per fingerprint.
 
 pub mod body;
 pub mod compress;
@@ -50,6 +51,7 @@ pub mod nar_cache;
 pub mod path_info_memo;
 pub mod range;
 pub mod routes;
+pub mod signer_client;
 pub mod state;
 pub mod systemd;
 pub mod tls;
@@ -67,6 +69,7 @@ use crate::listen::Listener;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
 use crate::path_info_memo::PathInfoMemo;
+use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
 
 #[derive(Debug, Error)]
@@ -107,6 +110,15 @@ fn app_state(config: &Config) -> Result<AppState, StartupError> {
         }
         None => None,
     };
+    let signer = match &config.signer {
+        Some(s) => Some(Arc::new(SignerClient::new(
+            s.socket.clone(),
+            Duration::from_millis(s.timeout_ms),
+            s.cache_entries,
+            SignerClientMetrics::new(&metrics.registry)?,
+        ))),
+        None => None,
+    };
     Ok(AppState {
         config: config.clone(),
         location,
@@ -114,6 +126,7 @@ fn app_state(config: &Config) -> Result<AppState, StartupError> {
         metrics,
         cache,
         memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
+        signer,
     })
 }
 

@@ -4,14 +4,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use larder_store::db::{PathInfo, StoreDb};
+use larder_store::signature::fingerprint;
+use larder_store::signer_proto::RefusalCode;
 use larder_store::{StoreLocation, StorePathHash};
 
 use crate::compress::ZstdSettings;
-use crate::config::Config;
+use crate::config::{Config, SignerDown};
 use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
 use crate::path_info_memo::{Answer, PathInfoMemo};
+use crate::signer_client::{SignerClient, SignerError};
 
 pub struct AppState {
     pub config: Config,
@@ -21,6 +24,8 @@ pub struct AppState {
     /// The compressed-NAR cache, when `cache-dir` is set.
     pub cache: Option<Arc<NarCache>>,
     pub memo: PathInfoMemo,
+    /// The client of larder-signer, when `signer-socket` is set.
+    pub signer: Option<Arc<SignerClient>>,
 }
 
 impl AppState {
@@ -52,10 +57,45 @@ impl AppState {
         Ok(info?.map(Arc::new))
     }
 
-    /// The signatures a narinfo carries. Today: the path's own from the DB.
-    /// This is the seam where larder-signer's signatures will be added.
-    pub async fn signatures(&self, info: &PathInfo) -> Vec<String> {
-        info.sigs.clone()
+    /// The signatures a narinfo carries: the path's own from the DB, plus
+    /// larder-signer's when one is configured. While the signer is down this
+    /// is a 503 (or, if so configured, the DB's signatures alone): never a
+    /// narinfo that silently lacks the signature clients expect.
+    pub async fn signatures(&self, info: &PathInfo) -> Result<Vec<String>, ServerError> {
+        let mut sigs = info.sigs.clone();
+        let (Some(client), Some(config)) = (&self.signer, &self.config.signer) else {
+            return Ok(sigs);
+        };
+        let store_dir = self.location.store_dir();
+        let fp = fingerprint(
+            store_dir,
+            &info.path,
+            &info.nar_hash,
+            info.nar_size,
+            &info.references,
+        );
+        match client.sign(fp).await {
+            Ok(extra) => {
+                for sig in extra {
+                    if !sigs.contains(&sig) {
+                        sigs.push(sig);
+                    }
+                }
+                Ok(sigs)
+            }
+            // The path went away between our lookup and the signer's (GC).
+            Err(SignerError::Refused(r)) if r.code == RefusalCode::NotInStore => Err(
+                ServerError::NotFound(format!("{}: {}", info.path, r.reason)),
+            ),
+            Err(e) if config.when_down == SignerDown::Unsigned => {
+                tracing::warn!(error = %e, path = %info.path, "serving narinfo without the signer's signature");
+                Ok(sigs)
+            }
+            Err(e) => Err(ServerError::SignerUnavailable {
+                retry_after_secs: config.retry_after_secs,
+                detail: e.to_string(),
+            }),
+        }
     }
 
     pub fn zstd(&self) -> ZstdSettings {

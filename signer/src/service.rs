@@ -82,6 +82,10 @@ impl Signer {
         let allowed =
             self.allowed_uids.is_empty() || uid.is_some_and(|u| self.allowed_uids.contains(&u));
         if !allowed {
+            // Read the request before answering: closing a unix socket with
+            // unread data resets it, and the peer would never see why.
+            let _ =
+                tokio::time::timeout(WRITE_TIMEOUT, read_frame::<Request, _>(&mut stream)).await;
             let reply = self.refused(Refusal {
                 code: RefusalCode::Forbidden,
                 reason: format!("peer uid {uid:?} is not in --allow-uid"),

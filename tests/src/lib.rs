@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod nar_stream;
 pub mod process;
 pub mod server;
+pub mod signer;
 pub mod sshd;
 pub mod sync;
 

@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -27,6 +28,16 @@ impl LarderServer {
 
     /// [`LarderServer::start`] with extra environment variables.
     pub fn start_with_env(store: &TestStore, flags: &[&str], env: &[(&str, &OsStr)]) -> Self {
+        Self::start_as(store, flags, env, None)
+    }
+
+    /// [`LarderServer::start_with_env`] as another user: `Some((uid, gid))`.
+    pub fn start_as(
+        store: &TestStore,
+        flags: &[&str],
+        env: &[(&str, &OsStr)],
+        user: Option<(u32, u32)>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("server.log");
         let port = free_port();
@@ -40,6 +51,9 @@ impl LarderServer {
             .envs(env.iter().copied())
             .stdout(File::create(&log).expect("log file"))
             .stderr(File::create(&log).expect("log file"));
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         let mut server = LarderServer {
             process: Running::spawn("larder-server", &mut cmd),
             url: format!("http://127.0.0.1:{port}"),
@@ -50,6 +64,10 @@ impl LarderServer {
         let agent = ureq::agent();
         wait_until(&mut server.process, || agent.get(&health).call().is_ok());
         server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.

@@ -3,7 +3,7 @@
 //! with a key file others can read.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use larder_store::fingerprint::Fingerprint;
@@ -11,53 +11,12 @@ use larder_store::signer_proto::{Reply, Request};
 use larder_tests::fixtures::{
     copy_with_sigs, export_file_cache, file_uri, sign_file_cache, three_path_closure,
 };
-use larder_tests::process::{Running, binary, wait_until};
+use larder_tests::process::binary;
+use larder_tests::signer::{TestSigner, generate_key};
 use larder_tests::{TestStore, run_stdout};
 
-struct Signer {
-    _process: Running,
-    socket: PathBuf,
-    public_key: String,
-    _dir: tempfile::TempDir,
-}
-
-fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(format!("{name}.sec"));
-    let public = run_stdout(
-        Command::new(binary("larder-signer"))
-            .args(["generate-key", "--name", name, "--out"])
-            .arg(&key),
-    );
-    (key, public.trim().to_owned())
-}
-
-fn start_signer(store: &TestStore, extra: &[&str]) -> Signer {
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public_key) = generate_key(dir.path(), "larder-test-1");
-    let socket = dir.path().join("signer.sock");
-    let mut process = Running::spawn(
-        "larder-signer",
-        Command::new(binary("larder-signer"))
-            .arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--key-file")
-            .arg(&key)
-            .arg("--store-root")
-            .arg(store.root())
-            .args(extra),
-    );
-    wait_until(&mut process, || socket.exists());
-    Signer {
-        _process: process,
-        socket,
-        public_key,
-        _dir: dir,
-    }
-}
-
 /// One request through the operator tool, as an operator would send it.
-fn ask(signer: &Signer, request: &Request) -> Reply {
+fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let mut cmd = Command::new(binary("larder-signer"));
     cmd.arg("request").arg("--socket").arg(&signer.socket);
     match request {
@@ -104,7 +63,7 @@ fn true_fingerprint(store: &TestStore, path: &str) -> Fingerprint {
 fn signs_only_what_the_store_holds() {
     let store = TestStore::new();
     let top = three_path_closure(&store);
-    let signer = start_signer(&store, &[]);
+    let signer = TestSigner::start(&store, &[]);
     let good = true_fingerprint(&store, &top);
 
     match ask(&signer, &Request::PublicKeys) {
@@ -183,7 +142,7 @@ fn signs_only_what_the_store_holds() {
 fn the_real_nix_accepts_the_signers_signatures() {
     let store = TestStore::new();
     let top = three_path_closure(&store);
-    let signer = start_signer(&store, &[]);
+    let signer = TestSigner::start(&store, &[]);
     let cache = tempfile::tempdir().unwrap();
     export_file_cache(&store, &top, cache.path(), "none");
     sign_file_cache(cache.path(), |fp| {
@@ -209,7 +168,7 @@ fn the_real_nix_accepts_the_signers_signatures() {
 fn peers_outside_the_allow_list_are_refused() {
     let store = TestStore::new();
     // The test runs as root (uid 0); only uid 4242 may ask.
-    let signer = start_signer(&store, &["--allow-uid", "4242"]);
+    let signer = TestSigner::start(&store, &["--allow-uid", "4242"]);
     assert_eq!(
         refusal_code(ask(&signer, &Request::PublicKeys)),
         "forbidden"

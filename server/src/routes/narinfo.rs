@@ -29,7 +29,7 @@ pub async fn get(
         nar_size: info.nar_size,
         references: info.references.clone(),
         deriver: info.deriver.clone(),
-        sigs: state.signatures(&info).await,
+        sigs: state.signatures(&info).await?,
         ca: info.ca.clone(),
     };
     Ok(HttpResponse::Ok()

@@ -1,0 +1,222 @@
+//! The server's side of larder-signer: ask for signatures over the unix
+//! socket, reusing connections, with a timeout, and remember signatures per
+//! fingerprint in a bounded cache (a narinfo for the same path content is
+//! asked for again and again, and the answer never changes).
+//!
+//! Socket I/O is blocking std I/O on the blocking pool: connections can then
+//! be shared by all actix workers (each worker is its own runtime, and a
+//! tokio socket belongs to one), and a hung signer costs a blocking thread
+//! until the timeout, never the reactor.
+
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use larder_store::signer_proto::{
+    Refusal, Reply, Request, encode_frame, read_frame_blocking, to_json,
+};
+use lru::LruCache;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SignerError {
+    /// The signer is down, hung or speaks garbage: transient.
+    #[error("signer at {socket} unavailable: {detail}")]
+    Unavailable { socket: String, detail: String },
+    /// The signer answered and said no.
+    #[error("signer refused ({}): {}", .0.code.as_str(), .0.reason)]
+    Refused(Refusal),
+}
+
+pub struct SignerClientMetrics {
+    pub duration: Histogram,
+    pub failures: IntCounterVec,
+    pub cache: IntCounterVec,
+}
+
+impl SignerClientMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "larder_signer_client_request_seconds",
+                "Time of one request to larder-signer, as the server sees it",
+            )
+            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16)?),
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "larder_signer_client_failures_total",
+                "Requests to larder-signer that failed, by kind",
+            ),
+            &["kind"],
+        )?;
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "larder_signature_cache_total",
+                "Signature cache lookups, by result (hit, miss)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(cache.clone()))?;
+        for kind in ["unavailable", "refused"] {
+            failures.with_label_values(&[kind]);
+        }
+        for result in ["hit", "miss"] {
+            cache.with_label_values(&[result]);
+        }
+        Ok(SignerClientMetrics {
+            duration,
+            failures,
+            cache,
+        })
+    }
+}
+
+pub struct SignerClient {
+    socket: PathBuf,
+    timeout: Duration,
+    idle: Mutex<Vec<UnixStream>>,
+    signatures: Mutex<LruCache<String, Vec<String>>>,
+    public_keys: Mutex<Option<Vec<String>>>,
+    metrics: SignerClientMetrics,
+}
+
+/// At most this many idle connections are kept.
+const MAX_IDLE: usize = 32;
+
+impl SignerClient {
+    pub fn new(
+        socket: PathBuf,
+        timeout: Duration,
+        cache_entries: NonZeroUsize,
+        metrics: SignerClientMetrics,
+    ) -> Self {
+        SignerClient {
+            socket,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            signatures: Mutex::new(LruCache::new(cache_entries)),
+            public_keys: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Signatures for `fingerprint`, from the cache or the signer.
+    pub async fn sign(self: &Arc<Self>, fingerprint: String) -> Result<Vec<String>, SignerError> {
+        if let Some(sigs) = lock(&self.signatures).get(&fingerprint) {
+            self.metrics.cache.with_label_values(&["hit"]).inc();
+            return Ok(sigs.clone());
+        }
+        self.metrics.cache.with_label_values(&["miss"]).inc();
+        let request = Request::Sign {
+            fingerprint: fingerprint.clone(),
+        };
+        match self.call(request).await? {
+            Reply::Signatures(sigs) => {
+                lock(&self.signatures).put(fingerprint, sigs.clone());
+                Ok(sigs)
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The signer's public keys, asked once and remembered.
+    pub async fn public_keys(self: &Arc<Self>) -> Result<Vec<String>, SignerError> {
+        if let Some(keys) = lock(&self.public_keys).clone() {
+            return Ok(keys);
+        }
+        match self.call(Request::PublicKeys).await? {
+            Reply::PublicKeys(keys) => {
+                *lock(&self.public_keys) = Some(keys.clone());
+                Ok(keys)
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The signer's own metrics in Prometheus text, for the server's `/metrics`.
+    pub async fn metrics_text(self: &Arc<Self>) -> Result<String, SignerError> {
+        match self.call(Request::Metrics).await? {
+            Reply::Metrics(text) => Ok(text),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn unexpected(&self, reply: &Reply) -> SignerError {
+        self.unavailable(format!("unexpected reply {}", to_json(reply)))
+    }
+
+    fn unavailable(&self, detail: String) -> SignerError {
+        SignerError::Unavailable {
+            socket: self.socket.display().to_string(),
+            detail,
+        }
+    }
+
+    async fn call(self: &Arc<Self>, request: Request) -> Result<Reply, SignerError> {
+        let this = self.clone();
+        let start = Instant::now();
+        let result = tokio::task::spawn_blocking(move || this.call_blocking(&request))
+            .await
+            .unwrap_or_else(|e| Err(self.unavailable(format!("blocking task failed: {e}"))));
+        self.metrics.duration.observe(start.elapsed().as_secs_f64());
+        let result = result.and_then(|reply| match reply {
+            Reply::Refused(refusal) => Err(SignerError::Refused(refusal)),
+            reply => Ok(reply),
+        });
+        if let Err(e) = &result {
+            let kind = match e {
+                SignerError::Unavailable { .. } => "unavailable",
+                SignerError::Refused(_) => "refused",
+            };
+            self.metrics.failures.with_label_values(&[kind]).inc();
+        }
+        result
+    }
+
+    /// One request/reply. A pooled connection may have been closed by a
+    /// restarted signer: then retry once on a fresh connection.
+    fn call_blocking(&self, request: &Request) -> Result<Reply, SignerError> {
+        let frame = encode_frame(request).map_err(|e| self.unavailable(e.to_string()))?;
+        let pooled = lock(&self.idle).pop();
+        if let Some(mut stream) = pooled {
+            if let Ok(reply) = exchange(&mut stream, &frame) {
+                self.put_back(stream);
+                return Ok(reply);
+            }
+        }
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| self.unavailable(format!("connect: {e}")))?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| self.unavailable(e.to_string()))?;
+        let reply = exchange(&mut stream, &frame).map_err(|e| self.unavailable(e))?;
+        self.put_back(stream);
+        Ok(reply)
+    }
+
+    fn put_back(&self, stream: UnixStream) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(stream);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these plain caches inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Write one frame, read one frame.
+fn exchange(stream: &mut UnixStream, frame: &[u8]) -> Result<Reply, String> {
+    stream.write_all(frame).map_err(|e| format!("write: {e}"))?;
+    read_frame_blocking(stream).map_err(|e| e.to_string())
+}
