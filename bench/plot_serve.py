@@ -34,6 +34,17 @@ def main(tsv, png):
         y = range(len(group))
         ax.barh(y, measured, color=["tab:green" if o else "tab:red" for o in ok])
         ax.scatter(limits, y, marker="|", s=400, color="black", zorder=3, label="target")
+        cpu = [(i, float(r["cpu"])) for i, r in enumerate(group) if r.get("cpu")]
+        if cpu:
+            ax.scatter(
+                [c for _, c in cpu],
+                [i for i, _ in cpu],
+                marker="o",
+                s=25,
+                color="navy",
+                zorder=4,
+                label="same in server CPU time",
+            )
         for i, (m, r) in enumerate(zip(measured, group)):
             sign = "≤" if r["bound"] == "at-most" else "≥"
             ax.text(m, i, f" {m:.2f} ({sign} {float(r['limit']):g})", va="center", fontsize=8)
@@ -41,9 +52,11 @@ def main(tsv, png):
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
-        ax.set_xlim(0, max(measured + limits) * 1.35)
+        ax.set_xlim(0, max(measured + limits + [c for _, c in cpu]) * 1.35)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("larder-server: measured vs target (green met, red missed; | = target)")
+    fig.suptitle(
+        "larder-server: wall-time ratio vs target (green met, red missed; | = target)"
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 

@@ -17,6 +17,18 @@ pub struct Pass {
     pub elapsed: Duration,
     /// Body bytes received (compressed ones, for compressed responses).
     pub bytes: u64,
+    /// CPU time the server (or tool) used meanwhile, when measured.
+    pub cpu: Option<Duration>,
+}
+
+impl Pass {
+    pub fn new(elapsed: Duration, bytes: u64) -> Pass {
+        Pass {
+            elapsed,
+            bytes,
+            cpu: None,
+        }
+    }
 }
 
 /// GETs every target once over `connections` connections; every answer
@@ -57,10 +69,7 @@ pub fn fetch_all(
             .into_iter()
             .try_for_each(|w| w.join().map_err(|_| Error::from("load thread panicked"))?)
     })?;
-    Ok(Pass {
-        elapsed: start.elapsed(),
-        bytes: bytes.into_inner(),
-    })
+    Ok(Pass::new(start.elapsed(), bytes.into_inner()))
 }
 
 /// Every narinfo in turn over one connection: the time, and the NAR URLs
@@ -90,7 +99,7 @@ pub fn fetch_narinfos(addr: SocketAddr, hashes: &[String]) -> Result<(Pass, Vec<
             Ok(format!("/{url}"))
         })
         .collect::<Result<_, Error>>()?;
-    Ok((Pass { elapsed, bytes }, urls))
+    Ok((Pass::new(elapsed, bytes), urls))
 }
 
 /// `clients` connections each downloading `target` at once, until done or

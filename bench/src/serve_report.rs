@@ -11,7 +11,9 @@ use crate::Error;
 use crate::memory::{CLIENTS, MemoryUse};
 use crate::report;
 use crate::results::{Bound, Results, Target, targets_markdown, targets_tsv};
-use crate::signing::{SIGN_IN_PROCESS, SIGN_OVER_SOCKET};
+use crate::signing::{
+    SIGN_IN_PROCESS, SIGN_OVER_SOCKET, SIGNER_COLD, SIGNER_NGINX, SIGNER_NONE, SIGNER_WARM,
+};
 
 const MIB: f64 = (1 << 20) as f64;
 /// Memory ceiling while [`CLIENTS`] download a 1 GiB NAR.
@@ -25,21 +27,17 @@ pub struct Closure {
     pub big_nar_bytes: u64,
 }
 
-fn ratio(name: &str, measured: Option<f64>, limit: f64, how: String) -> Target {
+/// larder's time over nginx's for the same kind of pass (passes paired).
+fn versus_nginx(results: &Results, name: &str, larder: &str, nginx: &str, limit: f64) -> Target {
     Target {
         name: name.to_owned(),
-        measured,
+        measured: results.time_ratio(larder, nginx),
         bound: Bound::AtMost,
         limit,
         unit: "×",
-        how,
+        how: format!("time of `{larder}` / `{nginx}`, median of paired passes"),
+        cpu: results.cpu_ratio(larder, nginx),
     }
-}
-
-/// larder's time over nginx's for the same kind of pass.
-fn versus_nginx(results: &Results, name: &str, larder: &str, nginx: &str, limit: f64) -> Target {
-    let how = format!("median time of `{larder}` / `{nginx}`");
-    ratio(name, results.time_ratio(larder, nginx), limit, how)
 }
 
 /// Cold zstd throughput (NAR bytes per second) over the `zstd` CLI's.
@@ -50,17 +48,17 @@ fn versus_zstd_cli(
     (label, larder): (&str, &str),
 ) -> Target {
     let cli = "zstd -1 -T0 of the concatenated NARs";
-    let measured = results
-        .seconds(larder)
-        .zip(results.seconds(cli))
-        .map(|(l, c)| (closure.nar_bytes as f64 / l) / (all_nars as f64 / c));
+    // Throughput ratio = (bytes ratio) / (time ratio), passes paired.
+    let bytes = closure.nar_bytes as f64 / all_nars as f64;
+    let measured = results.time_ratio(larder, cli).map(|t| bytes / t);
     Target {
         name: format!("cold zstd vs `zstd -1 -T0`, {label}"),
         measured,
         bound: Bound::AtLeast,
         limit: 0.8,
         unit: "×",
-        how: format!("NAR MiB/s of `{larder}` / input MiB/s of `{cli}`"),
+        how: format!("NAR MiB/s of `{larder}` / input MiB/s of `{cli}`, median of paired passes"),
+        cpu: results.cpu_ratio(larder, cli).map(|c| bytes / c),
     }
 }
 
@@ -136,15 +134,15 @@ pub fn targets(
     targets.push(versus_nginx(
         results,
         "narinfo through larder-signer, cache warm",
-        "narinfo, signer, cache warm: larder",
-        "narinfo, 1 connection: nginx",
+        SIGNER_WARM,
+        SIGNER_NGINX,
         1.1,
     ));
     targets.push(versus_nginx(
         results,
         "narinfo through larder-signer, cache cold",
-        "narinfo, signer, cache cold: larder",
-        "narinfo, 1 connection: nginx",
+        SIGNER_COLD,
+        SIGNER_NGINX,
         1.3,
     ));
     for m in memory {
@@ -159,6 +157,7 @@ pub fn targets(
             limit: RSS_LIMIT_MIB,
             unit: " MiB",
             how: "max of sampled VmRSS and final VmHWM".to_owned(),
+            cpu: None,
         });
     }
     targets
@@ -197,19 +196,16 @@ fn signer_markdown(results: &Results, paths: usize) -> String {
             "one signature from larder-signer over its socket (frame, store DB check, sign)",
             SIGN_OVER_SOCKET,
         ),
-        (
-            "narinfo, larder without signer",
-            "narinfo, 1 connection: larder",
-        ),
+        ("narinfo, larder without signer", SIGNER_NONE),
         (
             "narinfo through larder-signer, signature cache cold",
-            "narinfo, signer, cache cold: larder",
+            SIGNER_COLD,
         ),
         (
             "narinfo through larder-signer, signature cache warm",
-            "narinfo, signer, cache warm: larder",
+            SIGNER_WARM,
         ),
-        ("narinfo, nginx static", "narinfo, 1 connection: nginx"),
+        ("narinfo, nginx static", SIGNER_NGINX),
     ];
     for (label, name) in rows {
         let value = per_path(name).map_or(

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::load::Pass;
 
 /// A running server process, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Server {
@@ -48,6 +49,26 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time (user + system) the server has used so far: the process
+    /// and its direct children (nginx's workers).
+    pub fn cpu_time(&self) -> Result<Duration, Error> {
+        let pid = self.pid();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
+        let mut ticks = cpu_ticks(pid, false)?;
+        for child in children.split_whitespace() {
+            ticks += cpu_ticks(child.parse()?, false)?;
+        }
+        Ok(ticks_to_time(ticks))
+    }
+
+    /// `f`'s pass, with the CPU time this server used meanwhile.
+    pub fn measure(&self, f: impl FnOnce() -> Result<Pass, Error>) -> Result<Pass, Error> {
+        let before = self.cpu_time()?;
+        let mut pass = f()?;
+        pass.cpu = Some(self.cpu_time()?.saturating_sub(before));
+        Ok(pass)
     }
 
     /// The first HTTP listener.
@@ -221,6 +242,29 @@ pub fn nginx(roots: &[&Path], dir: &Path) -> Result<Server, Error> {
         .arg(&conf)
         .args(["-e", "stderr"]);
     Server::spawn("nginx", &mut cmd, prefix.join("stderr.log"), addrs, None)
+}
+
+/// utime + stime of a process in clock ticks; with `children`, the
+/// cutime + cstime of its waited-for children instead.
+pub fn cpu_ticks(pid: u32, children: bool) -> Result<u64, Error> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or_else(|| format!("bad /proc/{pid}/stat"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17 of stat(5); `rest`
+    // starts at field 3.
+    let first = if children { 13 } else { 11 };
+    let field =
+        |i: usize| -> Result<u64, Error> { Ok(fields.get(i).ok_or("short /proc stat")?.parse()?) };
+    Ok(field(first)? + field(first + 1)?)
+}
+
+/// Clock ticks (`getconf CLK_TCK`, 100 on Linux) as time.
+pub fn ticks_to_time(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
 }
 
 /// VmRSS and VmHWM of a process, in KiB.

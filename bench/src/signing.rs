@@ -56,14 +56,12 @@ pub fn measure(
     fetch_narinfos(plain.addr(), hashes)?;
     for _ in 0..reps {
         let signed = larder(location.root(), &["--signer-socket", socket], dirs.run)?;
-        let pass = fetch_narinfos(nginx.addr(), hashes)?.0;
-        results.record("narinfo, 1 connection: nginx", pass);
-        let pass = fetch_narinfos(plain.addr(), hashes)?.0;
-        results.record("narinfo, 1 connection: larder", pass);
-        let pass = fetch_narinfos(signed.addr(), hashes)?.0;
-        results.record("narinfo, signer, cache cold: larder", pass);
-        let pass = fetch_narinfos(signed.addr(), hashes)?.0;
-        results.record("narinfo, signer, cache warm: larder", pass);
+        let narinfos =
+            |server: &Server| server.measure(|| Ok(fetch_narinfos(server.addr(), hashes)?.0));
+        results.record(SIGNER_NGINX, narinfos(nginx)?);
+        results.record(SIGNER_NONE, narinfos(&plain)?);
+        results.record(SIGNER_COLD, narinfos(&signed)?);
+        results.record(SIGNER_WARM, narinfos(&signed)?);
         check_signed(&signed, &hashes[0])?;
     }
     Ok(())
@@ -119,10 +117,16 @@ fn in_process(
             .map(|fp| key.sign(fp).to_string().len() as u64)
             .sum();
         let elapsed = start.elapsed();
-        results.record(SIGN_IN_PROCESS, Pass { elapsed, bytes });
+        results.record(SIGN_IN_PROCESS, Pass::new(elapsed, bytes));
     }
     Ok(())
 }
+
+/// What the signed narinfo rounds record: each round's four passes pair up.
+pub const SIGNER_NGINX: &str = "narinfo, 1 connection: nginx (signer rounds)";
+pub const SIGNER_NONE: &str = "narinfo, 1 connection: larder, no signer (signer rounds)";
+pub const SIGNER_COLD: &str = "narinfo, signer, cache cold: larder";
+pub const SIGNER_WARM: &str = "narinfo, signer, cache warm: larder";
 
 /// What [`in_process`] and [`round_trips`] record.
 pub const SIGN_IN_PROCESS: &str = "ed25519 sign of every fingerprint, in-process";
@@ -153,7 +157,7 @@ fn round_trips(
             }
         }
         let elapsed = start.elapsed();
-        results.record(SIGN_OVER_SOCKET, Pass { elapsed, bytes });
+        results.record(SIGN_OVER_SOCKET, Pass::new(elapsed, bytes));
     }
     Ok(())
 }

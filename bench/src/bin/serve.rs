@@ -10,7 +10,6 @@
 //! `bench/results/serve.{md,tsv,png}`.
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -20,7 +19,9 @@ use larder_bench::load::{Pass, ZSTD, fetch_all, fetch_narinfos};
 use larder_bench::memory::memory_under_load;
 use larder_bench::results::Results;
 use larder_bench::serve_report::{self, Closure, RunInfo};
-use larder_bench::servers::{Server, larder, nginx, pin_binaries, server_has};
+use larder_bench::servers::{
+    Server, cpu_ticks, larder, nginx, pin_binaries, server_has, ticks_to_time,
+};
 use larder_bench::{closure, fixtures, report, signing};
 use larder_store::StoreLocation;
 
@@ -28,6 +29,7 @@ use larder_store::StoreLocation;
 const NOTES: &str = "
 ## Reading the numbers
 
+- Each ratio is the median over repetitions of the ratio of two passes taken side by side (larder's and nginx's, or larder's and the `zstd` CLI's), which cancels much of the drift of a shared machine's load. \"Same in CPU time\" compares the CPU (user + system) the servers used for those passes (larder: all its threads; nginx: master and workers; cold zstd: the `zstd` process), which the other users of the machine disturb far less than wall time; the client's own CPU is in neither.
 - nginx answers from static files with `sendfile(2)`: the bytes go from the page cache to the socket without entering nginx. larder reads every file into a user-space buffer (copy 1), actix-http's HTTP/1 encoder copies each body chunk into its write buffer (copy 2: `Codec::encode` → `extend_from_slice`, ~11% of the server's CPU with 1 connection and ~25% with 16 in `perf`), and writes it to the socket (copy 3). On a 2-core machine shared with the client, CPU per byte is time per byte: the NAR ratios measure those copies.
 - Warm zstd serves files from the compressed-NAR cache; nginx serves the `nix copy` export's `.nar.zst` files, compressed at zstd's default level 3 (smaller than larder's level 1).
 - Cold zstd is larder compressing on the fly (no cache, or a fresh one that it fills) against `zstd -1 -T0` reading the concatenated NARs from the page cache.
@@ -168,17 +170,18 @@ impl Bench {
         fetch_all(ng, &self.nginx_urls, 1, &[])?;
         fetch_all(ngz, &self.nginx_zstd_urls, 1, &[])?;
         let nar_bytes = fetch_all(la, &self.larder_urls, 1, &[])?.bytes;
+        let nginx = &self.nginx;
         for _ in 0..self.reps {
-            self.narinfo_round(results, ng, la, no_memo.as_ref())?;
+            self.narinfo_round(results, &server, no_memo.as_ref())?;
             for n in [1, 16] {
-                let pass = fetch_all(ng, &self.nginx_urls, n, &[])?;
+                let pass = nginx.measure(|| fetch_all(ng, &self.nginx_urls, n, &[]))?;
                 results.record(&format!("NAR, {n} conn: nginx"), pass);
-                let pass = fetch_all(la, &self.larder_urls, n, &[])?;
+                let pass = server.measure(|| fetch_all(la, &self.larder_urls, n, &[]))?;
                 results.record(&format!("NAR, {n} conn: larder"), pass);
             }
             results.record("zstd -1 -T0 of the concatenated NARs", zstd_cli(all_nars)?);
             for n in [1, 16] {
-                let pass = fetch_all(la, &self.larder_urls, n, ZSTD)?;
+                let pass = server.measure(|| fetch_all(la, &self.larder_urls, n, ZSTD))?;
                 results.record(
                     &format!("zstd cold, Content-Encoding, {n} conn: larder"),
                     pass,
@@ -192,18 +195,16 @@ impl Bench {
     fn narinfo_round(
         &self,
         results: &mut Results,
-        nginx: SocketAddr,
-        larder: SocketAddr,
+        larder: &Server,
         no_memo: Option<&Server>,
     ) -> Result<(), Error> {
+        let narinfos =
+            |server: &Server| server.measure(|| Ok(fetch_narinfos(server.addr(), &self.hashes)?.0));
         for _ in 0..NARINFO_PASSES {
-            let pass = fetch_narinfos(nginx, &self.hashes)?.0;
-            results.record("narinfo, 1 connection: nginx", pass);
-            let pass = fetch_narinfos(larder, &self.hashes)?.0;
-            results.record("narinfo, 1 connection: larder", pass);
+            results.record("narinfo, 1 connection: nginx", narinfos(&self.nginx)?);
+            results.record("narinfo, 1 connection: larder", narinfos(larder)?);
             if let Some(server) = no_memo {
-                let pass = fetch_narinfos(server.addr(), &self.hashes)?.0;
-                results.record("narinfo, 1 connection: larder, memo off", pass);
+                results.record("narinfo, 1 connection: larder, memo off", narinfos(server)?);
             }
         }
         Ok(())
@@ -232,21 +233,17 @@ impl Bench {
             let larder = larder(&self.store_root, &flags, &self.run)?;
             let la = larder.addr();
             let urls = fetch_narinfos(la, &self.hashes)?.1;
-            results.record(
-                "zstd cold, .nar.zst, 1 conn: larder",
-                fetch_all(la, &urls, 1, &[])?,
-            );
+            let pass = larder.measure(|| fetch_all(la, &urls, 1, &[]))?;
+            results.record("zstd cold, .nar.zst, 1 conn: larder", pass);
             for n in [1, 16] {
-                results.record(
-                    &format!("zstd, {n} conn: nginx (pre-compressed)"),
-                    fetch_all(ngz, &self.nginx_zstd_urls, n, &[])?,
-                );
-                results.record(
-                    &format!("zstd warm, .nar.zst, {n} conn: larder"),
-                    fetch_all(la, &urls, n, &[])?,
-                );
+                let pass = self
+                    .nginx
+                    .measure(|| fetch_all(ngz, &self.nginx_zstd_urls, n, &[]))?;
+                results.record(&format!("zstd, {n} conn: nginx (pre-compressed)"), pass);
+                let pass = larder.measure(|| fetch_all(la, &urls, n, &[]))?;
+                results.record(&format!("zstd warm, .nar.zst, {n} conn: larder"), pass);
             }
-            let pass = fetch_all(la, &self.larder_urls, 1, ZSTD)?;
+            let pass = larder.measure(|| fetch_all(la, &self.larder_urls, 1, ZSTD))?;
             results.record("zstd warm, Content-Encoding, 1 conn: larder", pass);
             drop(larder);
             fs::remove_dir_all(&cache)?;
@@ -262,6 +259,7 @@ fn path_str(path: &Path) -> Result<&str, Error> {
 
 /// `zstd -1 -T0` of `file` to /dev/null; the pass counts the input bytes.
 fn zstd_cli(file: &Path) -> Result<Pass, Error> {
+    let cpu_before = cpu_ticks(std::process::id(), true)?;
     let start = Instant::now();
     let status = Command::new("zstd")
         .args(["-1", "-T0", "-q", "-c"])
@@ -273,9 +271,11 @@ fn zstd_cli(file: &Path) -> Result<Pass, Error> {
     if !status.success() {
         return Err(format!("zstd failed: {status}").into());
     }
+    let cpu = cpu_ticks(std::process::id(), true)? - cpu_before;
     Ok(Pass {
         elapsed,
         bytes: file.metadata()?.len(),
+        cpu: Some(ticks_to_time(cpu)),
     })
 }
 
