@@ -25,10 +25,14 @@ use crate::nar::{BadName, NarError, NarNode, NarPlan};
 mod reader;
 use reader::ChunkReader;
 
-/// The size of the chunks a NAR is streamed in.
-pub const CHUNK_SIZE: usize = 512 * 1024;
+/// The size of the chunks a NAR is streamed in. With [`CHANNEL_CHUNKS`] it
+/// bounds a stream's memory: about (2 queued + 1 being read + 1 being sent)
+/// × 256 KiB = 1 MiB per download, so 64 slow clients stay well under the
+/// server's 150 MiB budget. 128 KiB–1 MiB chunks measured alike in
+/// `bench/` (nar_dump), so the smaller wins.
+pub const CHUNK_SIZE: usize = 256 * 1024;
 /// How many chunks may wait in the channel for the consumer.
-const CHANNEL_CHUNKS: usize = 4;
+const CHANNEL_CHUNKS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {

@@ -12,7 +12,7 @@ use super::{CHUNK_SIZE, DumpError, io_error};
 use crate::nar::{NarPlan, SegmentData};
 
 /// How many full-size buffers the process keeps for reuse (8 MiB).
-const POOL_MAX: usize = 16;
+const POOL_MAX: usize = 32;
 /// A full-size buffer: a chunk plus one spare byte, which lets the read that
 /// completes a file prove its end.
 const BUFFER_SIZE: usize = CHUNK_SIZE + 1;
@@ -21,7 +21,7 @@ const BUFFER_SIZE: usize = CHUNK_SIZE + 1;
 const POOLED_FROM: usize = 64 * 1024;
 
 /// Full-size chunk buffers, given back when the consumer drops a chunk: a
-/// fresh 512 KiB allocation costs page faults and zeroing, about a quarter of
+/// fresh 256 KiB allocation costs page faults and zeroing, about a quarter of
 /// the reader's CPU time in `bench/` before this pool. Shared by all streams,
 /// so a stream's first chunk reuses another's buffer.
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
