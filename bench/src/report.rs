@@ -25,7 +25,7 @@ pub fn machine() -> Result<String, Error> {
         .map_or("unknown", |l| l.trim_start_matches([' ', '\t', ':']));
     let cores = std::thread::available_parallelism()?;
     Ok(format!(
-        "{cores} cores (nproc), {model}; load average {} when the report was written (the machine is shared: wall times are noisy)",
+        "{cores} cores (nproc), {model}; load average {} when the report was written (the machine is shared: wall times are noisy; the benchmark's own load is in it)",
         load_average()?
     ))
 }

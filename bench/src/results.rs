@@ -72,8 +72,9 @@ impl Results {
 
     /// Every measurement: its passes, median and bytes.
     pub fn markdown(&self) -> String {
-        let mut md =
-            String::from("| measurement | passes | median | body bytes |\n|---|---|---|---|\n");
+        let mut md = String::from(
+            "| measurement | passes | median | body bytes | server CPU per pass |\n|---|---|---|---|---|\n",
+        );
         for name in &self.order {
             let passes = &self.passes[name];
             let times: Vec<String> = passes
