@@ -1,11 +1,13 @@
 //! A real Prometheus scrapes larder as the NixOS module runs it (the
-//! server on its rendered config file, the sync watcher on the module's
-//! command line) while Nix clients use the cache, and every PromQL
+//! server on its rendered config file, the signer and the sync watcher on
+//! the module's command lines; the signer's metrics reach Prometheus
+//! through the server's /metrics) while Nix clients use the cache, and
+//! every PromQL
 //! expression of `grafana/larder.json` returns data through Prometheus's
 //! HTTP API. A metric the dashboard names but nobody exports fails the test.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +17,7 @@ use std::time::Duration;
 use larder_tests::deploy::prometheus::{Prometheus, ScrapeJob};
 use larder_tests::deploy::promql::{dashboard_queries, metric_names};
 use larder_tests::deploy::{Logged, free_port, nix_eval, workspace_root};
-use larder_tests::process::binary;
+use larder_tests::process::{binary, wait_until};
 use larder_tests::{NIX_CONFIG, TestStore, run};
 use serde_json::json;
 
@@ -50,14 +52,37 @@ fn hash_part(path: &str) -> &str {
     &path["/nix/store/".len().."/nix/store/".len() + 32]
 }
 
-/// The server on the config file the NixOS module would write.
-fn start_server(store: &TestStore, dir: &Path) -> (Logged, String) {
+/// The signer on the module's command line; returns it and its socket.
+fn start_signer(store: &TestStore, dir: &Path) -> (Logged, PathBuf) {
+    let key = dir.join("deploy-test-1.sec");
+    run(Command::new(binary("larder-signer"))
+        .args(["generate-key", "--name", "deploy-test-1", "--out"])
+        .arg(&key));
+    let socket = dir.join("signer.sock");
+    let args = nix_eval::args(
+        "signer",
+        &json!({ "socket": socket, "storeRoot": store.root(), "keyFiles": [key] }),
+    );
+    let mut signer = Logged::spawn(
+        "larder-signer",
+        Command::new(binary("larder-signer")).args(args),
+        dir,
+    );
+    wait_until(&mut signer.process, || socket.exists());
+    (signer, socket)
+}
+
+/// The server on the config file the NixOS module would write, asking the
+/// signer. Its signature cache holds one entry, so that narinfo requests
+/// for alternating paths keep the signer busy.
+fn start_server(store: &TestStore, dir: &Path, signer: &Path) -> (Logged, String) {
     let port = free_port();
     let toml = nix_eval::render_toml(&json!({
         "bind": format!("127.0.0.1:{port}"),
         "store-root": store.root(),
         "store-dir": "/nix/store",
-        "signer-socket": null,
+        "signer-socket": signer,
+        "signature-cache-entries": 1,
         "cache-dir": dir.join("nar-cache"),
         "workers": 2,
     }))
@@ -134,7 +159,10 @@ fn traffic(url: String, contents: &Contents, stop: Arc<AtomicBool>) -> JoinHandl
         let _ = reply.into_reader().read(&mut [0; 65536]);
         while !stop.load(Ordering::Relaxed) {
             let _ = get("/nix-cache-info").call();
-            let _ = get(&format!("/{small}.narinfo")).call();
+            // A signature cache hit, then a miss (it holds one entry).
+            for hash in [&small, &small, &text] {
+                let _ = get(&format!("/{hash}.narinfo")).call();
+            }
             let _ = get("/00000000000000000000000000000000.narinfo").call();
             for (nar, encoding) in [(&small_nar, "identity"), (&text_nar, "zstd")] {
                 let reply = get(nar).set("Accept-Encoding", encoding).call().unwrap();
@@ -148,11 +176,12 @@ fn traffic(url: String, contents: &Contents, stop: Arc<AtomicBool>) -> JoinHandl
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let queries = dashboard_queries(&workspace_root().join("grafana/larder.json"));
-    assert!(queries.len() >= 24, "{queries:?}");
+    assert!(queries.len() >= 30, "{queries:?}");
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();
     let contents = fill(&store, dir.path());
-    let (_server, server_addr) = start_server(&store, dir.path());
+    let (_signer, signer_socket) = start_signer(&store, dir.path());
+    let (_server, server_addr) = start_server(&store, dir.path(), &signer_socket);
     let (_watcher, watcher_addr) = start_watcher(&store, dir.path());
     let jobs = [
         ScrapeJob {
