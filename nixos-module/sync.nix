@@ -123,6 +123,9 @@ in
       systemd.services.larder-sync-watch = service {
         description = "larder-sync: push new store paths";
         extra = {
+          # It follows the store DB read-only, but SQLite needs to create
+          # the DB's -shm file when no Nix process has the DB open.
+          ReadWritePaths = [ "/nix/var/nix/db" ];
           ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncWatch {
             inherit queue;
             inherit (cfg.watch) to fromStart skipUpstream metricsListen;
