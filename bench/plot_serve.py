@@ -47,7 +47,9 @@ def main(tsv, png):
             )
         for i, (m, r) in enumerate(zip(measured, group)):
             sign = "≤" if r["bound"] == "at-most" else "≥"
-            ax.text(m, i, f" {m:.2f} ({sign} {float(r['limit']):g})", va="center", fontsize=8)
+            right = max([m, float(r["limit"])] + ([float(r["cpu"])] if r.get("cpu") else []))
+            label = f"  {m:.2f} ({sign} {float(r['limit']):g})"
+            ax.text(right, i, label, va="center", fontsize=8)
         ax.set_yticks(list(y))
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()

@@ -54,7 +54,9 @@ pub fn measure(
     let socket = socket.to_str().ok_or("socket path not UTF-8")?;
     let plain = larder(location.root(), &[], dirs.run)?;
     fetch_narinfos(plain.addr(), hashes)?;
-    for _ in 0..reps {
+    // Rounds are cheap (a fresh server and four narinfo passes of ~30 ms)
+    // and noisy: twice as many as the other measurements' repetitions.
+    for _ in 0..reps * 2 {
         let signed = larder(location.root(), &["--signer-socket", socket], dirs.run)?;
         let narinfos =
             |server: &Server| server.measure(|| Ok(fetch_narinfos(server.addr(), hashes)?.0));
