@@ -136,6 +136,11 @@ in
         # service alone.
         ExecStart = "${cfg.package}/bin/larder-server --config ${configFile}"
           + lib.optionalString tls " --tls-cert %d/tls-cert --tls-key %d/tls-key";
+        # As root, before the sandbox: checks the config and opens the store
+        # DB once, creating its WAL index (db.sqlite-shm) if no Nix process
+        # holds the DB open; this unprivileged user could not, and SQLite
+        # cannot read a WAL DB without it.
+        ExecStartPre = "+${cfg.package}/bin/larder-server --config ${configFile} --check-config";
         LoadCredential = lib.optionals tls [ "tls-cert:${cfg.tlsCertFile}" "tls-key:${cfg.tlsKeyFile}" ];
         Restart = "on-failure";
         RestartSec = 2;

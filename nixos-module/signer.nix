@@ -10,6 +10,13 @@ let
   hardening = import ./hardening.nix;
   args = import ./args.nix;
   credentials = args.credentialNames cfg.keyFiles;
+  # `serve …`; the ExecStartPre check takes the same flags after `check`.
+  signerArgs = args.signer {
+    inherit (cfg) socket socketGroup policy;
+    storeRoot = server.settings.store-root;
+    storeDir = server.settings.store-dir;
+    keyFiles = map (name: "%d/${name}") credentials;
+  };
 in
 {
   options.services.larder.signer = {
@@ -77,12 +84,10 @@ in
       wantedBy = [ "multi-user.target" ];
       serviceConfig = hardening.common // {
         Type = "exec";
-        ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/larder-signer" ] ++ args.signer {
-          inherit (cfg) socket socketGroup policy;
-          storeRoot = server.settings.store-root;
-          storeDir = server.settings.store-dir;
-          keyFiles = map (name: "%d/${name}") credentials;
-        });
+        ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/larder-signer" ] ++ signerArgs);
+        # As root: checks the keys and opens the store DB once, creating its
+        # WAL index if no Nix process holds the DB open (see server.nix).
+        ExecStartPre = "+" + lib.escapeShellArgs ([ "${cfg.package}/bin/larder-signer" "check" ] ++ lib.tail signerArgs);
         LoadCredential = lib.zipListsWith (name: file: "${name}:${file}") credentials cfg.keyFiles;
         Restart = "always";
         RestartSec = 1;

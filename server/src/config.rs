@@ -88,6 +88,10 @@ pub struct Settings {
     #[arg(long, env = "LARDER_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Check the settings and open the store DB, then exit: 0 if the server would start. Run as root (systemd's ExecStartPre=+), it also creates the DB's WAL index that an unprivileged server needs.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
     /// Where to listen: ADDRESS:PORT, unix:/path, or `systemd` (socket activation). [default: 127.0.0.1:5000]
     #[arg(long, env = "LARDER_BIND")]
     pub bind: Option<String>,
@@ -267,6 +271,7 @@ impl Settings {
             .try_into()
             .map_err(|_| invalid("(merged settings)", "", "report this as a bug"))?;
         out.config = self.config;
+        out.check_config = self.check_config;
         Ok(out)
     }
 

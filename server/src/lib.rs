@@ -95,13 +95,37 @@ pub enum StartupError {
     Server(std::io::Error),
 }
 
-/// Open the store and the caches.
-fn app_state(config: &Config) -> Result<AppState, StartupError> {
+fn open_store(config: &Config) -> Result<(StoreLocation, StoreDb), StartupError> {
     let location = StoreLocation::with_store_dir(&config.store_root, &config.store_dir);
     let db = StoreDb::open(&location).map_err(|source| StartupError::Store {
         root: config.store_root.display().to_string(),
         source,
     })?;
+    Ok((location, db))
+}
+
+/// `--check-config`: the settings resolved, and the store DB opens. Touches
+/// nothing else (run as root, it must not create files the server's user
+/// would then not own). Opening the DB creates its WAL index if missing,
+/// which a reader that may not create it needs (see README).
+pub fn check(config: &Config) -> Result<String, StartupError> {
+    let (location, db) = open_store(config)?;
+    let newest = db
+        .max_row_id_blocking()
+        .map_err(|source| StartupError::Store {
+            root: config.store_root.display().to_string(),
+            source,
+        })?;
+    Ok(format!(
+        "store {} (files under {}), newest path row {newest}",
+        location.store_dir(),
+        location.real_store_dir().display()
+    ))
+}
+
+/// Open the store and the caches.
+fn app_state(config: &Config) -> Result<AppState, StartupError> {
+    let (location, db) = open_store(config)?;
     let metrics = Arc::new(Metrics::new()?);
     let cache = match &config.cache_dir {
         Some(dir) => {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
+use larder_store::signature::SecretKey;
 use larder_store::signer_proto::{Reply, Request, read_frame, to_json, write_frame};
 use tokio::net::UnixStream;
 
@@ -34,6 +35,10 @@ struct Cli {
 enum Command {
     /// Serve signing requests on a unix socket.
     Serve(ServeArgs),
+    /// Check what `serve` would use (keys, store DB), then exit: 0 if it
+    /// would start. Run as root (systemd's ExecStartPre=+), it also creates
+    /// the store DB's WAL index that an unprivileged signer needs.
+    Check(ServeArgs),
     /// Write a new secret key (mode 0600) and print its public key.
     GenerateKey {
         /// Key name, e.g. cache.example.org-1 (rotate by bumping the suffix).
@@ -99,10 +104,16 @@ struct ServeArgs {
     policy: Policy,
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+/// The keys and the store DB, each checked.
+fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), String> {
     let keys = keys::load_all(&args.key_files).map_err(|e| e.to_string())?;
     let location = StoreLocation::with_store_dir(&args.store_root, &args.store_dir);
     let db = StoreDb::open(&location).map_err(|e| format!("store DB: {e}"))?;
+    Ok((keys, db))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let (keys, db) = open(&args)?;
     if args.policy == Policy::Any {
         tracing::warn!(
             "!!! --policy any: signing EVERY well-formed fingerprint without checking the store. \
@@ -139,6 +150,12 @@ async fn request(socket: PathBuf, request: Request) -> Result<Reply, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Check(args) => {
+            let (keys, _db) = open(&args)?;
+            let names: Vec<&str> = keys.iter().map(|k| k.name()).collect();
+            println!("larder-signer: OK: keys {names:?}, store DB readable");
+            Ok(())
+        }
         Command::GenerateKey { name, out } => {
             let key = keys::generate(&name, &out).map_err(|e| e.to_string())?;
             println!("{}", key.public());

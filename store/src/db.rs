@@ -53,6 +53,10 @@ pub enum DbError {
          run any Nix store command on that store (e.g. `nix-store --init`) to create it"
     )]
     DbMissing { path: PathBuf },
+    #[error(
+        "cannot read the Nix store DB {path} as this user: it is in WAL mode, its index {path}-shm does not exist (no Nix process holds the DB open), and this user may not create it. Run `larder-server --check-config` or `larder-signer check` as root first (the shipped systemd units do, in ExecStartPre=+); the index then stays while larder holds the DB open"
+    )]
+    NoWalIndex { path: PathBuf },
     #[error("cannot open the Nix store DB {path} read-only: {source}")]
     Open {
         path: PathBuf,

@@ -190,3 +190,21 @@ fn signer_and_watcher_units_run_the_modules_command_lines() {
     );
     assert_eq!(exec_start_args("larder-sync-watch.service"), watch);
 }
+
+/// The server and signer run unprivileged; as root, before them, the same
+/// command line checks the setup and creates the store DB's WAL index (see
+/// README, "Running as an unprivileged user").
+#[test]
+fn unprivileged_units_check_as_root_first() {
+    let exec = |unit: &str, key: &str| systemd::values(&contrib().join(unit), key).remove(0);
+    let server = exec("larder-server.service", "ExecStart");
+    assert_eq!(
+        exec("larder-server.service", "ExecStartPre"),
+        format!("+{server} --check-config")
+    );
+    let signer = exec("larder-signer.service", "ExecStart");
+    assert_eq!(
+        exec("larder-signer.service", "ExecStartPre"),
+        format!("+{}", signer.replacen(" serve ", " check ", 1))
+    );
+}

@@ -82,6 +82,10 @@ fn help_documents_every_option_and_its_variable() {
         "--tls-cert",
         "--tls-key",
         "--signer-socket",
+        "--signer-timeout-ms",
+        "--signer-down",
+        "--signer-retry-after-secs",
+        "--signature-cache-entries",
         "--log",
     ] {
         let var = format!("LARDER_{}", option[2..].replace('-', "_").to_uppercase());

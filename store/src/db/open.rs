@@ -63,8 +63,17 @@ pub(super) fn probe(conn: &Connection, path: &Path) -> Result<(), DbError> {
     conn.prepare("SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths LIMIT 0")
         .and_then(|_| conn.prepare("SELECT referrer, reference FROM Refs LIMIT 0"))
         .map(drop)
-        .map_err(|source| DbError::Open {
-            path: path.into(),
-            source,
+        .map_err(|source| {
+            // A reader that may not create the WAL index gets "attempt to
+            // write a readonly database": say what that means and the fix.
+            let shm = path.with_extension("sqlite-shm");
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) && !shm.exists() {
+                DbError::NoWalIndex { path: path.into() }
+            } else {
+                DbError::Open {
+                    path: path.into(),
+                    source,
+                }
+            }
         })
 }
