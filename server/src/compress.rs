@@ -91,6 +91,11 @@ where
         let threads = Multithreaded::claim(size, settings.threads);
         match compress(input, sink, settings.level, threads.0, &handle) {
             Ok((written, fill)) => {
+                // End the client's body and free the multi-threaded slot
+                // first: publishing syncs the file and the index, which the
+                // download need not wait for.
+                drop(tx);
+                drop(threads);
                 if let (Some((cache, _)), Some(fill)) = (cache, fill) {
                     cache.publish(fill);
                 }

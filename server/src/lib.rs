@@ -49,6 +49,7 @@ pub mod listen;
 pub mod metrics;
 pub mod nar_cache;
 pub mod path_info_memo;
+pub mod plan_cache;
 pub mod range;
 pub mod routes;
 pub mod signer_client;
@@ -56,6 +57,7 @@ pub mod state;
 pub mod systemd;
 pub mod tls;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +71,7 @@ use crate::listen::Listener;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
 use crate::path_info_memo::PathInfoMemo;
+use crate::plan_cache::PlanCache;
 use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
 
@@ -150,6 +153,7 @@ fn app_state(config: &Config) -> Result<AppState, StartupError> {
         metrics,
         cache,
         memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
+        plans: PlanCache::new(NonZeroUsize::new(4096).expect("non-zero")),
         signer,
     })
 }

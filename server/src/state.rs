@@ -14,6 +14,7 @@ use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::nar_cache::NarCache;
 use crate::path_info_memo::{Answer, PathInfoMemo};
+use crate::plan_cache::PlanCache;
 use crate::signer_client::{SignerClient, SignerError};
 
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     /// The compressed-NAR cache, when `cache-dir` is set.
     pub cache: Option<Arc<NarCache>>,
     pub memo: PathInfoMemo,
+    /// NAR layouts of recently served paths.
+    pub plans: PlanCache,
     /// The client of larder-signer, when `signer-socket` is set.
     pub signer: Option<Arc<SignerClient>>,
 }

@@ -184,6 +184,11 @@ impl NarPlan {
         })
     }
 
+    /// How many regular files the NAR holds.
+    pub fn file_count(&self) -> usize {
+        self.inner.files.len()
+    }
+
     /// The segments in NAR order.
     pub fn segments(&self) -> impl Iterator<Item = Segment<'_>> {
         (0..self.segment_count()).filter_map(|i| self.segment(i))

@@ -48,6 +48,12 @@ fn second_download_comes_from_the_cache() {
         let misses = metric(&server, "larder_nar_cache_misses_total");
         let hits = metric(&server, "larder_nar_cache_hits_total");
         assert_eq!((misses, hits), (3.0, 3.0 * round as f64), "round {round}");
+        // A NAR is published after its body ended (the client does not
+        // wait for the file's fsync): give the last one a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cached_files(cache.path()).len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
     assert_eq!(cached_files(cache.path()).len(), 3);
 

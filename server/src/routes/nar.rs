@@ -92,7 +92,10 @@ pub async fn get(
     if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
-    let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
+    let plan = match state.plans.get(&info.path, &info.nar_hash) {
+        Some(plan) => plan,
+        None => NarPlan::walk_async(state.location.real_path(&info.path)).await?,
+    };
     if plan.nar_size() != info.nar_size {
         return Err(ServerError::StoreCorrupt {
             path: info.path.to_string(),
@@ -103,6 +106,7 @@ pub async fn get(
             ),
         });
     }
+    state.plans.put(&info.path, &info.nar_hash, &plan);
     let response = Response {
         state: &state,
         plan: &plan,
