@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds larder, installs what is missing (Nix from Debian's packages),
-# starts larder-server on this host's /nix/store, and proves it works with a
-# real `nix copy` from it into a fresh store. Then keeps serving until Ctrl-C
-# (set LARDER_DEMO_EXIT=1 to stop after the proof).
+# starts larder-signer (holding a signing key) and larder-server on this
+# host's /nix/store, and proves it works with a real `nix copy` from it into a
+# fresh store that requires signatures and trusts only the signer's key. Then
+# keeps serving until Ctrl-C (set LARDER_DEMO_EXIT=1 to stop after the proof).
+# The key is kept in $LARDER_STATE (default /var/lib/larder-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,10 +24,26 @@ sample=$(nix-build --no-out-link -E 'derivation {
 nix path-info --json "$sample"; echo
 
 workdir=$(mktemp -d /tmp/larder-demo.XXXXXX)
+state="${LARDER_STATE:-/var/lib/larder-demo}"
+mkdir -p "$state" && chmod 700 "$state"
+key="$state/signing-key.sec"
+if [ ! -f "$key" ]; then
+  echo "== generating a signing key in $key"
+  "$bin/larder-signer" generate-key --name "$(hostname)-larder-1" --out "$key" >/dev/null
+fi
+socket="$workdir/signer.sock"
+echo "== starting larder-signer (key $key, socket $socket)"
+"$bin/larder-signer" serve --socket "$socket" --key-file "$key" --store-root / >"$workdir/signer.log" 2>&1 &
+signer=$!
+trap 'kill $signer 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -S "$socket" ] && break; kill -0 $signer 2>/dev/null || { cat "$workdir/signer.log"; exit 1; }; sleep 0.1; done
+public=$("$bin/larder-signer" request --socket "$socket" | sed -n 's/.*"public_keys":\["\([^"]*\)".*/\1/p')
+echo "   public key: $public"
+
 echo "== starting larder-server on $bind (store /nix/store, logs in $workdir/server.log)"
-"$bin/larder-server" --bind "$bind" --store-root / >"$workdir/server.log" 2>&1 &
+"$bin/larder-server" --bind "$bind" --store-root / --signer-socket "$socket" >"$workdir/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server $signer 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -fsS "http://$bind/health" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }
@@ -36,12 +54,14 @@ hash=$(basename "$sample" | cut -c1-32)
 echo "== GET /nix-cache-info"; curl -fsS "http://$bind/nix-cache-info"
 echo "== GET /$hash.narinfo"; curl -fsS "http://$bind/$hash.narinfo"
 
-echo "== nix copy --from http://$bind into a fresh store $workdir/client"
-nix copy --from "http://$bind" --to "$workdir/client" --no-check-sigs "$sample"
+echo "== nix copy --from http://$bind into a fresh store $workdir/client, signatures required"
+nix copy --from "http://$bind" --to "$workdir/client" \
+  --option require-sigs true --option trusted-public-keys "$public" "$sample"
 cmp <(nix-store --dump "$sample") <(nix store dump-path --store "$workdir/client" "$sample")
-echo "OK: $sample arrived intact (NAR identical to nix-store --dump)"
+echo "OK: $sample arrived signed and intact (NAR identical to nix-store --dump)"
 
 if [ "${LARDER_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 echo "== larder-server keeps serving http://$bind (Ctrl-C to stop). On clients:"
 echo "   substituters = http://$bind"
+echo "   trusted-public-keys = $public"
 wait $server
