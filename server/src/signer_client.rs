@@ -57,7 +57,7 @@ impl SignerClientMetrics {
         let cache = IntCounterVec::new(
             Opts::new(
                 "larder_signature_cache_total",
-                "Signature cache lookups, by result (hit, miss)",
+                "Signature cache lookups by result (hit, miss), and signatures made ahead (prefetch)",
             ),
             &["result"],
         )?;
@@ -67,7 +67,7 @@ impl SignerClientMetrics {
         for kind in ["unavailable", "refused"] {
             failures.with_label_values(&[kind]);
         }
-        for result in ["hit", "miss"] {
+        for result in ["hit", "miss", "prefetch"] {
             cache.with_label_values(&[result]);
         }
         Ok(SignerClientMetrics {
@@ -84,11 +84,14 @@ pub struct SignerClient {
     idle: Mutex<Vec<UnixStream>>,
     signatures: Mutex<LruCache<String, Vec<String>>>,
     public_keys: Mutex<Option<Vec<String>>>,
+    warmers: Arc<tokio::sync::Semaphore>,
     metrics: SignerClientMetrics,
 }
 
 /// At most this many idle connections are kept.
 const MAX_IDLE: usize = 32;
+/// At most this many background [`SignerClient::warm`] runs at once.
+const MAX_WARMERS: usize = 2;
 
 impl SignerClient {
     pub fn new(
@@ -103,6 +106,7 @@ impl SignerClient {
             idle: Mutex::new(Vec::new()),
             signatures: Mutex::new(LruCache::new(cache_entries)),
             public_keys: Mutex::new(None),
+            warmers: Arc::new(tokio::sync::Semaphore::new(MAX_WARMERS)),
             metrics,
         }
     }
@@ -114,6 +118,35 @@ impl SignerClient {
             return Ok(sigs.clone());
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
+        self.sign_uncached(fingerprint).await
+    }
+
+    /// A permit to [`SignerClient::warm`], if fewer than [`MAX_WARMERS`]
+    /// runs are going on: signing ahead is best effort and must not pile up
+    /// under load.
+    pub fn warm_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.warmers.clone().try_acquire_owned().ok()
+    }
+
+    /// Sign ahead what clients will ask next (a narinfo's references: Nix
+    /// fetches a closure's narinfos one after another), so that their
+    /// requests find the cache warm. The first failure ends a run.
+    pub async fn warm(self: &Arc<Self>, fingerprints: Vec<String>) {
+        for fingerprint in fingerprints {
+            if lock(&self.signatures).contains(&fingerprint) {
+                continue;
+            }
+            self.metrics.cache.with_label_values(&["prefetch"]).inc();
+            if self.sign_uncached(fingerprint).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn sign_uncached(
+        self: &Arc<Self>,
+        fingerprint: String,
+    ) -> Result<Vec<String>, SignerError> {
         let request = Request::Sign {
             fingerprint: fingerprint.clone(),
         };

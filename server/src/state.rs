@@ -6,7 +6,7 @@ use std::time::Instant;
 use larder_store::db::{PathInfo, StoreDb};
 use larder_store::signature::fingerprint;
 use larder_store::signer_proto::RefusalCode;
-use larder_store::{StoreLocation, StorePathHash};
+use larder_store::{StoreLocation, StorePath, StorePathHash};
 
 use crate::compress::ZstdSettings;
 use crate::config::{Config, SignerDown};
@@ -84,6 +84,7 @@ impl AppState {
                         sigs.push(sig);
                     }
                 }
+                self.warm_references(client, info);
                 Ok(sigs)
             }
             // The path went away between our lookup and the signer's (GC).
@@ -99,6 +100,36 @@ impl AppState {
                 detail: e.to_string(),
             }),
         }
+    }
+
+    /// In the background, have the signer sign `info`'s references, which
+    /// a client copying the closure asks for next.
+    fn warm_references(&self, client: &Arc<SignerClient>, info: &PathInfo) {
+        let refs: Vec<StorePath> = info
+            .references
+            .iter()
+            .filter(|r| **r != info.path)
+            .cloned()
+            .collect();
+        let Some(permit) = client.warm_permit().filter(|_| !refs.is_empty()) else {
+            return;
+        };
+        let (db, client) = (self.db.clone(), client.clone());
+        actix_web::rt::spawn(async move {
+            let _permit = permit;
+            let lookup = tokio::task::spawn_blocking(move || {
+                let store_dir = db.location().store_dir().to_owned();
+                refs.iter()
+                    .filter_map(|r| db.path_info_by_path_blocking(r).ok().flatten())
+                    .map(|i| {
+                        fingerprint(&store_dir, &i.path, &i.nar_hash, i.nar_size, &i.references)
+                    })
+                    .collect::<Vec<String>>()
+            });
+            if let Ok(fingerprints) = lookup.await {
+                client.warm(fingerprints).await;
+            }
+        });
     }
 
     pub fn zstd(&self) -> ZstdSettings {

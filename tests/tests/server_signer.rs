@@ -166,3 +166,48 @@ fn signer_down_can_be_configured_to_serve_unsigned() {
         reply.text()
     );
 }
+
+fn metric(server: &LarderServer, series: &str) -> f64 {
+    let text = server.get("/metrics", &[]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+}
+
+#[test]
+fn references_are_signed_ahead_of_their_narinfo_requests() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = start_signer(&store);
+    let server = start_server(&store, &signer, &[]);
+    let refs = larder_tests::run_stdout(store.nix("nix-store").args(["-q", "--references", &top]));
+    let mid = refs.lines().next().expect("top refers to mid").to_owned();
+
+    assert_eq!(
+        server
+            .get(&format!("/{}.narinfo", hash_part(&top)), &[])
+            .status,
+        200
+    );
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(&server, prefetch) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hits = r#"larder_signature_cache_total{result="hit"}"#;
+    let misses = r#"larder_signature_cache_total{result="miss"}"#;
+    let (hits_before, misses_before) = (metric(&server, hits), metric(&server, misses));
+    let reply = server.get(&format!("/{}.narinfo", hash_part(&mid)), &[]);
+    assert!(
+        reply.text().contains("Sig: larder-test-1:"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        metric(&server, hits),
+        hits_before + 1.0,
+        "mid's signature was made ahead"
+    );
+    assert_eq!(metric(&server, misses), misses_before);
+}
