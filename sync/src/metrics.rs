@@ -43,7 +43,10 @@ impl Metrics {
                 "larder_sync_skipped_total",
                 "Paths not copied: the target or an upstream already had them, or they left the local store",
             ),
-            push_failures: counter("larder_sync_push_failures_total", "Failed nix copy runs"),
+            push_failures: counter(
+                "larder_sync_push_failures_total",
+                "Failed pushes queued for retry (a batch, or one path isolated from its batch)",
+            ),
             registry,
         };
         for c in [&metrics.pushed, &metrics.skipped, &metrics.push_failures] {

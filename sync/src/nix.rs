@@ -68,6 +68,15 @@ pub fn copy_to(local: &LocalStore, target: &StoreUri, paths: &[String]) -> Resul
     run(&mut cmd).map(drop)
 }
 
+/// `nix store ping --store <target>`: does the target answer at all?
+/// It does not read any store path, so a target that refuses one path
+/// still answers, while an unreachable or unusable one does not.
+pub fn ping(target: &StoreUri) -> Result<()> {
+    let mut cmd = Command::new("nix");
+    cmd.args(["store", "ping", "--store", target.as_str()]);
+    run(&mut cmd).map(drop)
+}
+
 /// `nix copy --from <source> --to <local> PATHS…` with signature checks.
 pub fn copy_from(
     source: &StoreUri,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 
-use crate::error::Result;
+use crate::error::{Result, SyncError};
 use crate::metrics::Metrics;
 use crate::nix::{self, LocalStore};
 use crate::progress::Progress;
@@ -80,41 +80,78 @@ impl Pusher {
             self.queue.complete(&gone)?;
             outcome.skipped += gone.len();
         }
-        let to_copy = match self.needing_copy(&present) {
-            Ok(to_copy) => to_copy,
-            Err(e) => return self.failed(&present, &e.to_string(), outcome),
-        };
-        let skip: Vec<String> = present
-            .iter()
-            .filter(|p| !to_copy.contains(*p))
-            .cloned()
-            .collect();
-        self.queue.complete(&skip)?;
-        outcome.skipped += skip.len();
-        if !to_copy.is_empty() {
-            match nix::copy_to(&self.config.local, &self.config.target, &to_copy) {
-                Ok(()) => {
-                    self.queue.complete(&to_copy)?;
-                    outcome.pushed = to_copy.len();
-                    tracing::info!(count = to_copy.len(), target = %self.config.target, "pushed");
-                }
-                Err(e) => return self.failed(&to_copy, &e.to_string(), outcome),
-            }
+        if !present.is_empty() {
+            self.push_batch(&present, &mut outcome)?;
         }
         self.record(outcome)
     }
 
-    fn failed(
+    /// Push `paths` in one copy. If that fails and the target still answers
+    /// (`nix store ping`), some path of the batch is refused: bisect so the
+    /// others are not held back by it. A target that does not answer is
+    /// down, and the whole batch waits out its backoff.
+    fn push_batch(&mut self, paths: &[String], outcome: &mut StepOutcome) -> Result<()> {
+        let error = match self.try_push(paths) {
+            Ok(copied) => return self.pushed(paths, &copied, outcome),
+            Err(error) => error,
+        };
+        if paths.len() > 1 {
+            match nix::ping(&self.config.target) {
+                Ok(()) => return self.bisect(paths, outcome),
+                Err(ping) => {
+                    tracing::warn!(target = %self.config.target, "target does not answer: {ping}")
+                }
+            }
+        }
+        self.failed(paths, &error.to_string(), outcome)
+    }
+
+    /// Push each half of `paths` on its own, splitting failing halves
+    /// further; a path that fails alone is failed with its own error.
+    fn bisect(&mut self, paths: &[String], outcome: &mut StepOutcome) -> Result<()> {
+        let (first, second) = paths.split_at(paths.len() / 2);
+        for half in [first, second] {
+            match self.try_push(half) {
+                Ok(copied) => self.pushed(half, &copied, outcome)?,
+                Err(e) if half.len() == 1 => self.failed(half, &e.to_string(), outcome)?,
+                Err(_) => self.bisect(half, outcome)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Ask which of `paths` need a copy and copy those; returns them. The
+    /// error is Nix's (the queue is not touched).
+    fn try_push(&self, paths: &[String]) -> std::result::Result<Vec<String>, SyncError> {
+        let to_copy = self.needing_copy(paths)?;
+        if !to_copy.is_empty() {
+            nix::copy_to(&self.config.local, &self.config.target, &to_copy)?;
+        }
+        Ok(to_copy)
+    }
+
+    /// `paths` are on the target now; `copied` of them by this push.
+    fn pushed(
         &mut self,
         paths: &[String],
-        error: &str,
-        mut outcome: StepOutcome,
-    ) -> Result<StepOutcome> {
-        tracing::error!(count = paths.len(), target = %self.config.target, "push failed, will retry: {error}");
+        copied: &[String],
+        outcome: &mut StepOutcome,
+    ) -> Result<()> {
+        self.queue.complete(paths)?;
+        outcome.pushed += copied.len();
+        outcome.skipped += paths.len() - copied.len();
+        if !copied.is_empty() {
+            tracing::info!(count = copied.len(), target = %self.config.target, "pushed");
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, paths: &[String], error: &str, outcome: &mut StepOutcome) -> Result<()> {
+        tracing::error!(count = paths.len(), first = %paths[0], target = %self.config.target, "push failed, will retry: {error}");
         self.queue.fail(paths, error, self.config.backoff)?;
         self.metrics.push_failures.inc();
-        outcome.failed = paths.len();
-        self.record(outcome)
+        outcome.failed += paths.len();
+        Ok(())
     }
 
     fn record(&mut self, outcome: StepOutcome) -> Result<StepOutcome> {
