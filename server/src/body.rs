@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
 use actix_web::{HttpResponse, HttpResponseBuilder};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -132,12 +132,14 @@ where
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let mut buf = BytesMut::new();
         loop {
-            buf.resize(READ_CHUNK, 0);
-            let item = match reader.read(&mut buf) {
+            // `read_to_end` fills a fresh Vec's spare capacity without
+            // zeroing it first (files read straight into it); zero-filling
+            // every chunk was 6% of CPU serving cached NARs (bench/).
+            let mut chunk = Vec::with_capacity(READ_CHUNK);
+            let item = match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut chunk) {
                 Ok(0) => return,
-                Ok(n) => Ok(buf.split_to(n).freeze()),
+                Ok(_) => Ok(Bytes::from(chunk)),
                 Err(e) => Err(ServerError::io("reading a streamed body")(e)),
             };
             let failed = item.is_err();
