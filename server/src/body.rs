@@ -137,7 +137,10 @@ where
             // zeroing it first (files read straight into it); zero-filling
             // every chunk was 6% of CPU serving cached NARs (bench/).
             let mut chunk = Vec::with_capacity(READ_CHUNK);
-            let item = match (&mut reader).take(READ_CHUNK as u64).read_to_end(&mut chunk) {
+            let item = match (&mut reader)
+                .take(READ_CHUNK as u64)
+                .read_to_end(&mut chunk)
+            {
                 Ok(0) => return,
                 Ok(_) => Ok(Bytes::from(chunk)),
                 Err(e) => Err(ServerError::io("reading a streamed body")(e)),
