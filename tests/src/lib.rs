@@ -139,3 +139,14 @@ pub fn shell_derivation(name: &str, script: &str) -> String {
         r#"derivation {{ name = "{name}"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = ["-c" ''{script}'']; }}"#
     )
 }
+
+/// The 32-character hash part of a `/nix/store/<hash>-<name>` path.
+pub fn hash_part(store_path: &str) -> &str {
+    let base = store_path.rsplit('/').next().unwrap_or(store_path);
+    &base[..32]
+}
+
+/// The narinfo URL path (`/<hash>.narinfo`) of a store path.
+pub fn narinfo_url(store_path: &str) -> String {
+    format!("/{}.narinfo", hash_part(store_path))
+}

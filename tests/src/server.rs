@@ -89,6 +89,15 @@ impl LarderServer {
         Reply::from(req.call())
     }
 
+    /// The value of one series in `/metrics`, e.g.
+    /// `larder_signature_cache_total{result="hit"}`; panics if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics", &[]).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

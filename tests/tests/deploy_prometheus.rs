@@ -18,7 +18,7 @@ use larder_tests::deploy::prometheus::{Prometheus, ScrapeJob};
 use larder_tests::deploy::promql::{dashboard_queries, metric_names};
 use larder_tests::deploy::{Logged, free_port, nix_eval, workspace_root};
 use larder_tests::process::{binary, wait_until};
-use larder_tests::{NIX_CONFIG, TestStore, run};
+use larder_tests::{NIX_CONFIG, TestStore, hash_part, run};
 use serde_json::json;
 
 /// Store contents: a small file, a compressible one and a large random one
@@ -46,10 +46,6 @@ fn fill(store: &TestStore, dir: &Path) -> Contents {
         text: next(),
         large: next(),
     }
-}
-
-fn hash_part(path: &str) -> &str {
-    &path["/nix/store/".len().."/nix/store/".len() + 32]
 }
 
 /// The signer on the module's command line; returns it and its socket.

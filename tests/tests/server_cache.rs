@@ -8,18 +8,7 @@ use std::path::Path;
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::three_path_closure;
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, nix_command, run, run_stdout, shell_derivation};
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len()..][..32]
-}
-
-fn metric(server: &LarderServer, name: &str) -> f64 {
-    let text = server.get("/metrics", &[]).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-}
+use larder_tests::{TestStore, hash_part, nix_command, run, run_stdout, shell_derivation};
 
 fn cached_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -45,8 +34,8 @@ fn second_download_comes_from_the_cache() {
             .args(["copy", "--no-check-sigs", "--from", server.url(), "--to"])
             .arg(client.path())
             .arg(&top));
-        let misses = metric(&server, "larder_nar_cache_misses_total");
-        let hits = metric(&server, "larder_nar_cache_hits_total");
+        let misses = server.metric("larder_nar_cache_misses_total");
+        let hits = server.metric("larder_nar_cache_hits_total");
         assert_eq!((misses, hits), (3.0, 3.0 * round as f64), "round {round}");
         // A NAR is published after its body ended (the client does not
         // wait for the file's fsync): give the last one a moment.
@@ -74,7 +63,7 @@ fn second_download_comes_from_the_cache() {
         let dump = run(store.nix("nix").args(["store", "dump-path"]).arg(path)).stdout;
         assert!(zstd::decode_all(&reply.body[..]).unwrap() == dump, "{path}");
     }
-    assert_eq!(metric(&server, "larder_nar_cache_hits_total"), 6.0);
+    assert_eq!(server.metric("larder_nar_cache_hits_total"), 6.0);
 }
 
 #[test]

@@ -7,11 +7,7 @@ use std::io::Read;
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::three_path_closure;
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, nix_command, run, run_stdout};
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len()..][..32]
-}
+use larder_tests::{TestStore, hash_part, nix_command, run, run_stdout};
 
 fn closure(store: &TestStore, path: &str) -> Vec<String> {
     let out = run_stdout(store.nix("nix-store").args(["-qR"]).arg(path));

@@ -4,11 +4,7 @@
 use std::process::Command;
 
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, run, run_stdout, shell_derivation};
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len()..][..32]
-}
+use larder_tests::{TestStore, hash_part, run, run_stdout, shell_derivation};
 
 /// GET with curl exactly as written (`--path-as-is`: no `..` folding by the
 /// client); returns status and body.

@@ -5,11 +5,7 @@
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::three_path_closure;
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, run, run_stdout};
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len()..][..32]
-}
+use larder_tests::{TestStore, hash_part, run, run_stdout};
 
 #[test]
 fn narinfo_matches_nix_path_info_and_head_equals_get() {

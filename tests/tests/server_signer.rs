@@ -11,14 +11,10 @@ use std::process::Command;
 use larder_tests::fixtures::{copy_with_sigs, three_path_closure};
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
-use larder_tests::{TestStore, shell_derivation};
+use larder_tests::{TestStore, hash_part, shell_derivation};
 
 /// `nobody:nogroup` on Debian.
 const NOBODY: (u32, u32) = (65534, 65534);
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len().."/nix/store/".len() + 32]
-}
 
 /// Let `nobody` reach the store (files are world-readable already) and the
 /// signer's socket; the key stays root's, mode 0600.
@@ -167,13 +163,6 @@ fn signer_down_can_be_configured_to_serve_unsigned() {
     );
 }
 
-fn metric(server: &LarderServer, series: &str) -> f64 {
-    let text = server.get("/metrics", &[]).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
-}
-
 #[test]
 fn references_are_signed_ahead_of_their_narinfo_requests() {
     let store = TestStore::new();
@@ -191,13 +180,13 @@ fn references_are_signed_ahead_of_their_narinfo_requests() {
     );
     let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while metric(&server, prefetch) < 1.0 {
+    while server.metric(prefetch) < 1.0 {
         assert!(std::time::Instant::now() < deadline, "{}", server.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let hits = r#"larder_signature_cache_total{result="hit"}"#;
     let misses = r#"larder_signature_cache_total{result="miss"}"#;
-    let (hits_before, misses_before) = (metric(&server, hits), metric(&server, misses));
+    let (hits_before, misses_before) = (server.metric(hits), server.metric(misses));
     let reply = server.get(&format!("/{}.narinfo", hash_part(&mid)), &[]);
     assert!(
         reply.text().contains("Sig: larder-test-1:"),
@@ -205,9 +194,9 @@ fn references_are_signed_ahead_of_their_narinfo_requests() {
         reply.text()
     );
     assert_eq!(
-        metric(&server, hits),
+        server.metric(hits),
         hits_before + 1.0,
         "mid's signature was made ahead"
     );
-    assert_eq!(metric(&server, misses), misses_before);
+    assert_eq!(server.metric(misses), misses_before);
 }

@@ -12,13 +12,9 @@ use std::process::Command;
 
 use larder_tests::process::binary;
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, run, shell_derivation};
+use larder_tests::{TestStore, narinfo_url, run, shell_derivation};
 
 const NOBODY: (u32, u32) = (65534, 65534);
-
-fn narinfo_url(store_path: &str) -> String {
-    format!("/{}.narinfo", &store_path[11..43])
-}
 
 #[test]
 fn check_config_as_root_lets_an_unprivileged_server_read_the_db() {
