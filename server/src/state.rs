@@ -105,15 +105,19 @@ impl AppState {
     /// In the background, have the signer sign `info`'s references, which
     /// a client copying the closure asks for next.
     fn warm_references(&self, client: &Arc<SignerClient>, info: &PathInfo) {
-        let refs: Vec<StorePath> = info
+        // Per request: decide before allocating anything.
+        let mut refs = info
             .references
             .iter()
             .filter(|r| **r != info.path)
-            .cloned()
-            .collect();
-        let Some(permit) = client.warm_permit().filter(|_| !refs.is_empty()) else {
+            .peekable();
+        if refs.peek().is_none() {
+            return;
+        }
+        let Some(permit) = client.warm_permit() else {
             return;
         };
+        let refs: Vec<StorePath> = refs.cloned().collect();
         let (db, client) = (self.db.clone(), client.clone());
         actix_web::rt::spawn(async move {
             let _permit = permit;
