@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 bind="${LARDER_BIND:-127.0.0.1:5000}"
 bash scripts/setup.sh
-export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nsubstituters =\nbuild-users-group ='
+export NIX_CONFIG="$(cat scripts/nix.conf)"
 
 echo "== building larder (release)"
 cargo build --release --bins --locked

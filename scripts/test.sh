@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 
 # No internet and no sandbox here: every Nix call in the tests uses this too.
-export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nsubstituters ='
+export NIX_CONFIG="$(cat scripts/nix.conf)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

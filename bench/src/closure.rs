@@ -24,9 +24,9 @@ pub const SOURCES: &[&str] = &[
 ];
 /// The closure's total NAR size, at least.
 const CLOSURE_BYTES: u64 = 1300 << 20;
-/// Nix settings for the benchmark's own `nix` calls.
-pub const NIX_CONFIG: &str =
-    "experimental-features = nix-command\nsubstituters =\nsandbox = false\n";
+/// Nix settings for the benchmark's own `nix` calls: the same file the
+/// scripts and tests use.
+pub const NIX_CONFIG: &str = include_str!("../../scripts/nix.conf");
 
 /// `bench/work`, where generated stores and exports live (gitignored).
 pub fn work_dir() -> PathBuf {

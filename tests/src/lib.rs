@@ -19,11 +19,12 @@ pub mod signer;
 pub mod sshd;
 pub mod sync;
 
-/// The `NIX_CONFIG` every test uses: no sandbox (tests run as root inside
-/// CI containers), no substituters (there is no internet). Builds in a
-/// chroot store still run in a chroot, so `/bin/sh` and its libraries are
-/// bind-mounted with `sandbox-paths`.
-pub const NIX_CONFIG: &str = "experimental-features = nix-command\nsandbox = false\nsubstituters =\nbuild-users-group =\nsandbox-paths = /bin /usr /lib /lib64\n";
+/// The `NIX_CONFIG` every test uses, the same file `scripts/run.sh` and
+/// `scripts/test.sh` export (`scripts/nix.conf`): no sandbox (tests run as
+/// root inside CI containers), no substituters (there is no internet), no
+/// build users. Builds in a chroot store still run in a chroot, so `/bin/sh`
+/// and its libraries are bind-mounted with `sandbox-paths`.
+pub const NIX_CONFIG: &str = include_str!("../../scripts/nix.conf");
 
 pub fn require_nix() {
     let ok = Command::new("nix")

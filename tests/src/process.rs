@@ -1,31 +1,74 @@
-//! Real larder binaries as child processes: found in the workspace's target
-//! dir (the README's test command builds them before the tests), killed
-//! when the guard drops.
+//! Real larder binaries as child processes, killed when the guard drops.
+//!
+//! The binaries are the ones cargo built for this very test run: the test
+//! executable lives in `<target>/<profile>/deps/`, the workspace's binaries
+//! in `<target>/<profile>/` (the README's test command builds them before
+//! the tests). Never "whichever build is newest": a stale release build
+//! must not stand in for the code under test.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The built binary `name` (e.g. `larder-signer`). `LARDER_BIN_DIR`
-/// overrides the directory; otherwise `<target>/debug` or `<target>/release`,
-/// whichever is newer.
+/// The directory of this test run's binaries: `LARDER_BIN_DIR` if set,
+/// otherwise the profile directory the running test executable was built
+/// into (`<target>/debug` for `cargo test`, `<target>/release` for
+/// `cargo test --release`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LARDER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("{} is not under <target>/<profile>/deps", exe.display()))
+}
+
+/// The built binary `name` (e.g. `larder-signer`) of this test run.
 pub fn binary(name: &str) -> PathBuf {
-    let dirs: Vec<PathBuf> = match std::env::var_os("LARDER_BIN_DIR") {
-        Some(dir) => vec![PathBuf::from(dir)],
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            vec![target.join("debug"), target.join("release")]
-        }
-    };
-    dirs.iter()
-        .map(|d| d.join(name))
-        .filter(|p| p.is_file())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .unwrap_or_else(|| {
-            panic!("{name} is not built in {dirs:?}; run `cargo build --workspace --bins` (scripts/test.sh does)")
-        })
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo build --workspace --bins` with the same profile first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// [`binary`] copied where every user can run it, for tests that start a
+/// binary as another user (`nobody`): the checkout may live in a directory
+/// only its owner can enter (a `mktemp -d`, a 0700 home). The copy lives in
+/// `<tmp>/larder-test-bins/`, named after the source's size and mtime so
+/// that concurrent and repeated runs share it and a rebuild gets a new one.
+pub fn binary_for_any_user(name: &str) -> PathBuf {
+    let source = binary(name);
+    let meta = source.metadata().expect("binary metadata");
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join("larder-test-bins");
+    std::fs::create_dir_all(&dir).expect("create the shared binary dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .expect("make the shared binary dir reachable");
+    let copy = dir.join(format!("{name}-{}-{mtime}", meta.len()));
+    if !copy.is_file() {
+        // Copy, then rename: a concurrent test never runs a half-written file.
+        let partial = tempfile::NamedTempFile::new_in(&dir).expect("temporary file");
+        std::fs::copy(&source, partial.path()).expect("copy the binary");
+        std::fs::set_permissions(partial.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("make the binary executable");
+        // Closed before the rename: exec of a file open for writing is ETXTBSY.
+        partial
+            .into_temp_path()
+            .persist(&copy)
+            .expect("publish the binary copy");
+    }
+    copy
 }
 
 /// A running child process, killed (SIGKILL) and reaped on drop.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::TestStore;
-use crate::process::{Running, binary, free_port, wait_until};
+use crate::process::{Running, binary, binary_for_any_user, free_port, wait_until};
 
 pub struct LarderServer {
     process: Running,
@@ -40,7 +40,12 @@ impl LarderServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("server.log");
         let port = free_port();
-        let mut cmd = Command::new(binary("larder-server"));
+        // Another user may not reach the checkout's target dir.
+        let program = match user {
+            Some(_) => binary_for_any_user("larder-server"),
+            None => binary("larder-server"),
+        };
+        let mut cmd = Command::new(program);
         cmd.arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--store-root")

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use larder_tests::process::binary;
+use larder_tests::process::{binary, binary_for_any_user};
 use larder_tests::server::LarderServer;
 use larder_tests::{TestStore, narinfo_url, run, shell_derivation};
 
@@ -29,7 +29,7 @@ fn check_config_as_root_lets_an_unprivileged_server_read_the_db() {
         "Nix left its WAL index behind; the test needs an idle DB"
     );
 
-    let refused = Command::new(binary("larder-server"))
+    let refused = Command::new(binary_for_any_user("larder-server"))
         .args(["--bind", "127.0.0.1:0", "--store-root"])
         .arg(store.root())
         .uid(NOBODY.0)
