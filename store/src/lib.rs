@@ -11,7 +11,12 @@
 //! I/O: [`location`] says where a store really is, [`dump`] walks a path on
 //! disk and streams its NAR without blocking the async reactor, and [`db`]
 //! reads the store's SQLite DB read-only.
+//!
+//! With the `cli` feature, [`cli`] is the command-line convention (flags,
+//! environment, `--config` file, logging) all three binaries share.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod db;
 pub mod dump;
 pub mod fingerprint;
