@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bind="${LARDER_BIND:-127.0.0.1:5000}"
+bind="${LARDER_SERVER_BIND:-127.0.0.1:5000}"
 bash scripts/setup.sh
 export NIX_CONFIG="$(cat scripts/nix.conf)"
 

@@ -1,15 +1,11 @@
 //! The `larder-server` binary: configuration, logging, then [`larder_server::run`].
 
-use std::io::IsTerminal;
-
-use clap::Parser;
-use larder_server::config::Settings;
-use tracing_subscriber::EnvFilter;
+use larder_server::config::{CONVENTION, Settings};
 
 fn main() -> std::process::ExitCode {
-    let settings = Settings::parse();
+    let settings: Settings = larder_store::cli::parse(&CONVENTION);
     let check_only = settings.check_config;
-    let config = match settings.with_file().and_then(Settings::resolve) {
+    let config = match settings.resolve() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("larder-server: {e}");
@@ -28,18 +24,7 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!(
-            "larder-server: setting log = {:?}: {e}; using \"info\"",
-            config.log
-        );
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    larder_store::cli::init_logging(&CONVENTION, &config.log);
     match actix_web::rt::System::new().block_on(larder_server::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -36,6 +36,9 @@ pub struct Convention {
     pub binary: &'static str,
     /// The environment prefix without the trailing underscore (`LARDER_SYNC`).
     pub env_prefix: &'static str,
+    /// Long flags that are actions, not settings (`check-config`): they get
+    /// no environment variable and are refused in the file.
+    pub actions: &'static [&'static str],
 }
 
 /// A command line or `--config` file that cannot be used.
@@ -105,8 +108,7 @@ impl CliError {
 pub fn parse<T: CommandFactory + FromArgMatches>(convention: &Convention) -> T {
     let var = format!("{}_CONFIG", convention.env_prefix);
     let from_env = std::env::var_os(&var).map(PathBuf::from);
-    try_parse_from(convention, std::env::args_os(), from_env)
-        .unwrap_or_else(|e| e.exit(convention))
+    try_parse_from(convention, std::env::args_os(), from_env).unwrap_or_else(|e| e.exit(convention))
 }
 
 /// Parse `args` (program name first) under `convention`. `config_from_env`
@@ -123,7 +125,7 @@ where
     A: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut command = with_convention(T::command(), convention.env_prefix, true);
+    let mut command = with_convention(T::command(), convention, true);
     if let Some(path) = config_path(&args).or(config_from_env) {
         command = with_file(command, convention, &path)?;
     }
@@ -131,19 +133,24 @@ where
     Ok(T::from_arg_matches(&matches)?)
 }
 
-/// `command` with the derived environment variable on every long flag, and
-/// a global `--config` if it declares none.
-pub fn with_convention(command: Command, prefix: &str, top: bool) -> Command {
+/// `command` with the derived environment variable on every long flag
+/// that is a setting, and a global `--config` if it declares none.
+pub fn with_convention(command: Command, convention: &Convention, top: bool) -> Command {
+    let prefix = convention.env_prefix;
     let mut command = command
         .mut_args(|arg| match arg.get_long() {
-            Some(long) if !matches!(long, "help" | "version") => {
+            Some(long) if !is_action(convention, long) => {
                 let var = format!("{prefix}_{}", long.to_uppercase().replace('-', "_"));
                 arg.env(var)
             }
             _ => arg,
         })
-        .mut_subcommands(|sub| with_convention(sub, prefix, false));
-    if top && command.get_arguments().all(|a| a.get_long() != Some("config")) {
+        .mut_subcommands(|sub| with_convention(sub, convention, false));
+    if top
+        && command
+            .get_arguments()
+            .all(|a| a.get_long() != Some("config"))
+    {
         command = command.arg(
             Arg::new("config")
                 .long("config")
@@ -154,6 +161,11 @@ pub fn with_convention(command: Command, prefix: &str, top: bool) -> Command {
         );
     }
     command
+}
+
+/// Whether `long` is a flag that is not a setting.
+fn is_action(convention: &Convention, long: &str) -> bool {
+    matches!(long, "help" | "version" | "config") || convention.actions.contains(&long)
 }
 
 /// The value of the last `--config FILE` / `--config=FILE` before `--`.
@@ -187,7 +199,7 @@ fn with_file(command: Command, convention: &Convention, path: &Path) -> Result<C
     })?;
     let mut settings = Vec::with_capacity(table.len());
     for (key, value) in &table {
-        if matches!(key.as_str(), "config" | "help" | "version") || !knows(&command, key) {
+        if is_action(convention, key) || !knows(&command, key) {
             return Err(CliError::UnknownKey {
                 path: path.to_owned(),
                 key: key.clone(),
@@ -277,6 +289,7 @@ mod tests {
     const TOY: Convention = Convention {
         binary: "toy",
         env_prefix: "LARDER_TOY",
+        actions: &["check"],
     };
 
     #[derive(Debug, Parser)]
@@ -289,6 +302,8 @@ mod tests {
         verbose: bool,
         #[arg(long = "key")]
         keys: Vec<String>,
+        #[arg(long)]
+        check: bool,
         #[command(subcommand)]
         command: Option<Sub>,
     }
@@ -333,29 +348,55 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_file() {
         let f = file("priorty = 3\n");
         let err = parse(&[], Some(f.path())).unwrap_err().to_string();
-        assert!(err.contains("priorty") && err.contains(&*f.path().to_string_lossy()), "{err}");
-        let f = file("config = \"/etc/x\"\n");
-        assert!(matches!(parse(&[], Some(f.path())), Err(CliError::UnknownKey { .. })));
+        assert!(
+            err.contains("priorty") && err.contains(&*f.path().to_string_lossy()),
+            "{err}"
+        );
+        for action in ["config = \"/etc/x\"\n", "check = true\n"] {
+            let f = file(action);
+            assert!(matches!(
+                parse(&[], Some(f.path())),
+                Err(CliError::UnknownKey { .. })
+            ));
+        }
         let f = file("priority = { a = 1 }\n");
-        assert!(matches!(parse(&[], Some(f.path())), Err(CliError::BadValue { .. })));
+        assert!(matches!(
+            parse(&[], Some(f.path())),
+            Err(CliError::BadValue { .. })
+        ));
         let f = file("priority = \"lots\"\n");
         assert!(matches!(parse(&[], Some(f.path())), Err(CliError::Clap(_))));
         let f = file("priority = \n");
-        assert!(matches!(parse(&[], Some(f.path())), Err(CliError::Parse { .. })));
+        assert!(matches!(
+            parse(&[], Some(f.path())),
+            Err(CliError::Parse { .. })
+        ));
         let missing = Path::new("/nonexistent/larder.toml");
         let err = parse(&[], Some(missing)).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/larder.toml") && err.contains("LARDER_TOY_CONFIG"), "{err}");
+        assert!(
+            err.contains("/nonexistent/larder.toml") && err.contains("LARDER_TOY_CONFIG"),
+            "{err}"
+        );
     }
 
     #[test]
     fn every_long_flag_gets_its_environment_variable_in_help() {
-        let mut command = with_convention(Toy::command(), TOY.env_prefix, true);
+        let mut command = with_convention(Toy::command(), &TOY, true);
         let help = command.render_long_help().to_string();
-        for var in ["LARDER_TOY_STORE_ROOT", "LARDER_TOY_PRIORITY", "LARDER_TOY_CONFIG"] {
+        for var in [
+            "LARDER_TOY_STORE_ROOT",
+            "LARDER_TOY_PRIORITY",
+            "LARDER_TOY_CONFIG",
+        ] {
             assert!(help.contains(var), "{var} missing from:\n{help}");
         }
         let watch = command.find_subcommand_mut("watch").unwrap();
         let help = watch.render_long_help().to_string();
         assert!(help.contains("LARDER_TOY_TO"), "{help}");
+        let help = command.render_long_help().to_string();
+        assert!(
+            !help.contains("LARDER_TOY_CHECK"),
+            "an action is no setting:\n{help}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use larder_tests::process::binary;
 fn server(args: &[&str]) -> (i32, String) {
     let out = Command::new(binary("larder-server"))
         .args(args)
-        .env_remove("LARDER_CONFIG")
+        .env_remove("LARDER_SERVER_CONFIG")
         .output()
         .expect("run larder-server");
     let text =
@@ -88,7 +88,10 @@ fn help_documents_every_option_and_its_variable() {
         "--signature-cache-entries",
         "--log",
     ] {
-        let var = format!("LARDER_{}", option[2..].replace('-', "_").to_uppercase());
+        let var = format!(
+            "LARDER_SERVER_{}",
+            option[2..].replace('-', "_").to_uppercase()
+        );
         assert!(
             text.contains(option) && text.contains(&var),
             "{option} / {var} missing:\n{text}"
