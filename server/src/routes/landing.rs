@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::html_escape;
+use super::html::html_escape;
 use crate::state::AppState;
 
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -18,7 +18,7 @@ use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
-use super::accepts;
+use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
 use crate::compress::zstd_stream;
 use crate::error::ServerError;

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::html_escape;
+use super::html::html_escape;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::state::AppState;
