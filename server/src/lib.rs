@@ -51,6 +51,7 @@ pub mod nar_cache;
 pub mod path_info_memo;
 pub mod plan_cache;
 pub mod range;
+pub mod request_metrics;
 pub mod routes;
 pub mod server;
 pub mod signer_client;

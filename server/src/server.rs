@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Config;
 use crate::listen::socket::{self, Listener};
 use crate::listen::{systemd, tls};
-use crate::metrics;
+use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
 
@@ -19,7 +19,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
-            .wrap_fn(metrics::observe_request)
+            .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })
     .workers(config.workers)
