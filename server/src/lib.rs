@@ -42,15 +42,12 @@
 //! [`signer_client`]): asked over a unix socket, cached per fingerprint.
 
 pub mod body;
-pub mod compress;
 pub mod config;
 pub mod error;
 pub mod listen;
 pub mod metrics;
-pub mod nar_cache;
+pub mod nar;
 pub mod path_info_memo;
-pub mod plan_cache;
-pub mod range;
 pub mod request_metrics;
 pub mod routes;
 pub mod server;

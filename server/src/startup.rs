@@ -13,9 +13,9 @@ use thiserror::Error;
 use crate::config::{self, Config};
 use crate::listen::tls;
 use crate::metrics::Metrics;
-use crate::nar_cache::{self, NarCache};
+use crate::nar::nar_cache::{self, NarCache};
 use crate::path_info_memo::PathInfoMemo;
-use crate::plan_cache::PlanCache;
+use crate::nar::plan_cache::PlanCache;
 use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
 

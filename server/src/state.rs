@@ -8,13 +8,13 @@ use larder_store::signature::fingerprint;
 use larder_store::signer_proto::RefusalCode;
 use larder_store::{StoreLocation, StorePath, StorePathHash};
 
-use crate::compress::ZstdSettings;
+use crate::nar::compress::ZstdSettings;
 use crate::config::{Config, SignerDown};
 use crate::error::ServerError;
 use crate::metrics::Metrics;
-use crate::nar_cache::NarCache;
+use crate::nar::nar_cache::NarCache;
 use crate::path_info_memo::{Answer, PathInfoMemo};
-use crate::plan_cache::PlanCache;
+use crate::nar::plan_cache::PlanCache;
 use crate::signer_client::{SignerClient, SignerError};
 
 pub struct AppState {

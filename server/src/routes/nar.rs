@@ -20,9 +20,9 @@ use larder_store::nar::NarPlan;
 
 use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
-use crate::compress::zstd_stream;
+use crate::nar::compress::zstd_stream;
 use crate::error::ServerError;
-use crate::range;
+use crate::nar::range;
 use crate::state::AppState;
 
 const ROUTE: &str = "/nar/{file}";

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::body::BodyItem;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
-use crate::nar_cache::{CacheFill, NarCache};
+use crate::nar::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
