@@ -45,6 +45,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod listen;
+pub mod lookup;
 pub mod metrics;
 pub mod nar;
 pub mod path_info_memo;
@@ -52,6 +53,7 @@ pub mod request_metrics;
 pub mod routes;
 pub mod server;
 pub mod signer_client;
+pub mod signing;
 pub mod startup;
 pub mod state;
 

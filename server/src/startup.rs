@@ -14,8 +14,8 @@ use crate::config::{self, Config};
 use crate::listen::tls;
 use crate::metrics::Metrics;
 use crate::nar::nar_cache::{self, NarCache};
-use crate::path_info_memo::PathInfoMemo;
 use crate::nar::plan_cache::PlanCache;
+use crate::path_info_memo::PathInfoMemo;
 use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
 
@@ -75,14 +75,14 @@ pub fn check(config: &Config) -> Result<String, StartupError> {
 pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
     let (location, db) = open_store(config)?;
     let metrics = Arc::new(Metrics::new()?);
-    let cache = match &config.cache_dir {
+    let nar_cache = match &config.cache_dir {
         Some(dir) => {
             let max_bytes = config.cache_size_mib.saturating_mul(1 << 20);
             Some(Arc::new(NarCache::open(dir, max_bytes, metrics.clone())?))
         }
         None => None,
     };
-    let signer = match &config.signer {
+    let signer_client = match &config.signer {
         Some(s) => Some(Arc::new(SignerClient::new(
             s.socket.clone(),
             Duration::from_millis(s.timeout_ms),
@@ -96,10 +96,9 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         location,
         db,
         metrics,
-        cache,
-        memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
-        plans: PlanCache::new(NonZeroUsize::new(4096).expect("non-zero")),
-        signer,
+        nar_cache,
+        path_info_memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
+        plan_cache: PlanCache::new(NonZeroUsize::new(4096).expect("non-zero")),
+        signer_client,
     })
 }
-
