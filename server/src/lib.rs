@@ -1,35 +1,62 @@
 //! larder-server: a Nix binary cache served straight from a Nix store.
 //!
+//! # Floors, from the leaves up
+//!
+//! No module imports one above it, so a reader can stop at any floor and
+//! know everything below it (`lib.rs` holds only this page and the list).
+//!
+//! 0. **Leaves**, each standing alone: [`config`] (flags, environment and
+//!    TOML resolved into one checked [`config::Config`]), [`error`] (one
+//!    [`error::ServerError`], one exhaustive match to a status), [`metrics`]
+//!    (the Prometheus definitions), [`path_info_memo`], [`signer_client`]
+//!    (larder-signer's unix-socket client with its per-fingerprint cache),
+//!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`].
+//! 1. **Building blocks**: [`body`] (streamed, metered response bodies),
+//!    [`nar::range`], [`nar::nar_cache`] (the on-disk compressed-NAR
+//!    cache), [`listen::socket`] (every kind of listening socket as one
+//!    value).
+//! 2. [`nar::compress`] (zstd on the fly, filling the NAR cache), and
+//!    [`state`]: the [`state::AppState`] every handler shares, data only:
+//!    config, store location and DB, metrics, and each cache in a field
+//!    named for its module.
+//! 3. **What handlers do with the state**: [`lookup`] (hash part → path
+//!    info), [`signing`] (a narinfo's signatures), [`request_metrics`] (the
+//!    middleware); and [`startup`], which opens the store and builds the
+//!    state ([`startup::StartupError`] names the setting to fix).
+//! 4. [`routes`]: the router, one file per endpoint.
+//! 5. [`server`]: [`run`] puts the middleware and the router on the socket.
+//!
 //! # Request flow
 //!
 //! `main.rs` reads the [`config::Settings`] (flags, `LARDER_*` environment,
 //! TOML file), resolves them into a checked [`config::Config`], and calls
 //! [`run`]. `run` opens the store DB read-only once (so a wrong
 //! `--store-root` fails at startup, naming the setting), builds the shared
-//! [`state::AppState`], binds, and hands connections to actix-web's workers:
-//! one single-threaded async runtime per core, each with its own pool of
-//! blocking threads.
+//! [`state::AppState`] ([`startup::app_state`]), binds ([`listen`]), and
+//! hands connections to actix-web's workers: one single-threaded async
+//! runtime per core, each with its own pool of blocking threads.
 //!
 //! A request then goes:
 //!
-//! 1. **Metrics middleware** (in [`run`]): times the request to its response
-//!    headers and counts it by matched route pattern and status.
+//! 1. **Metrics middleware** ([`request_metrics`]): times the request to its
+//!    response headers and counts it by matched route pattern and status.
 //! 2. **Router** ([`routes`]): one file per endpoint. Every handler
 //!    answers GET and HEAD.
-//! 3. **Lookup** ([`state::AppState::lookup`]): the 32-character hash part is
-//!    validated, then the DB is queried on a blocking thread (never on the
-//!    reactor). Malformed and absent hashes are both 404. narinfo and `.ls`
-//!    lookups go through a short-lived memo ([`path_info_memo`]).
+//! 3. **Lookup** ([`lookup`]): the 32-character hash part is validated,
+//!    then the DB is queried on a blocking thread (never on the reactor).
+//!    Malformed and absent hashes are both 404. narinfo and `.ls` lookups
+//!    go through a short-lived memo ([`path_info_memo`]).
 //! 4. **Decide before the headers.** NAR, listing, log and file handlers do
 //!    everything that can fail first: the NAR route walks the store path
 //!    into a [`larder_store::nar::NarPlan`] (every file `lstat`ed, sizes
-//!    known) and checks it against the DB's NAR hash and size. Then the
-//!    status and `Content-Length` are certain.
+//!    known; recent plans are kept in [`nar::plan_cache`]) and checks it
+//!    against the DB's NAR hash and size. Then the status and
+//!    `Content-Length` are certain.
 //!    A zstd response first looks in the compressed-NAR cache
-//!    ([`nar_cache`], when `cache-dir` is set): a hit is served as a static
-//!    file with its `Content-Length`, without walking the store path.
+//!    ([`nar::nar_cache`], when `cache-dir` is set): a hit is served as a
+//!    static file with its `Content-Length`, without walking the store path.
 //! 5. **Stream.** Bodies come from blocking threads through bounded
-//!    channels ([`body`], and [`compress`] for zstd), wrapped in
+//!    channels ([`body`], and [`nar::compress`] for zstd), wrapped in
 //!    [`body::MeteredStream`] for byte counts and durations. A failure after
 //!    the headers is yielded as an error item, and actix then drops the
 //!    connection: the client sees a broken download, never a clean short
@@ -38,8 +65,8 @@
 //!    a status; the client gets the status phrase, the log gets the detail.
 //!
 //! The server holds no key. narinfo signatures are the DB's own plus, with
-//! `signer-socket` set, larder-signer's ([`state::AppState::signatures`],
-//! [`signer_client`]): asked over a unix socket, cached per fingerprint.
+//! `signer-socket` set, larder-signer's ([`signing`], [`signer_client`]):
+//! asked over a unix socket, cached per fingerprint.
 
 pub mod body;
 pub mod config;
