@@ -138,7 +138,7 @@ async fn checked_info(
         .clone()
         .or_else(|| query_hash(query))
         .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
-    let info = lookup::by_hash(&state, &path_hash).await?;
+    let info = lookup::by_hash(state, &path_hash).await?;
     if info.nar_hash != url.nar_hash {
         return Err(ServerError::NotFound(format!(
             "{} has NAR hash {}, not {}",
