@@ -6,6 +6,7 @@ use std::os::unix::net::UnixListener;
 
 use crate::config::Bind;
 
+/// A bound, listening socket, handed to actix-web as is.
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
