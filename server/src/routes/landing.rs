@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::html_escape;
+use super::html::html_escape;
 use crate::state::AppState;
 
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -39,7 +39,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 /// The signer's public keys as HTML, and the nix.conf line that trusts them.
 async fn public_keys(state: &AppState) -> (String, String) {
-    let Some(signer) = &state.signer else {
+    let Some(signer) = &state.signer_client else {
         return (
             "none: no signer configured, narinfo files carry the store's own signatures".to_owned(),
             "# no signing key configured on this cache".to_owned(),

@@ -12,7 +12,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::StorePath;
 
-use super::accepts;
+use super::negotiate::accepts;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::state::AppState;

@@ -12,7 +12,7 @@ pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ServerError
         .map_err(|e| ServerError::Internal(format!("rendering metrics: {e}")))?;
     // The signer has no HTTP stack: its metrics are scraped through us. When
     // it is down they are absent, and larder_signer_client_failures_total says so.
-    if let Some(signer) = &state.signer {
+    if let Some(signer) = &state.signer_client {
         match signer.metrics_text().await {
             Ok(signer_text) => text.push_str(&signer_text),
             Err(e) => tracing::debug!(error = %e, "signer metrics unavailable"),

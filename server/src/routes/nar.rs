@@ -18,11 +18,12 @@ use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
-use super::accepts;
+use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
-use crate::compress::zstd_stream;
 use crate::error::ServerError;
-use crate::range;
+use crate::lookup;
+use crate::nar::compress::{ZstdSettings, zstd_stream};
+use crate::nar::range;
 use crate::state::AppState;
 
 const ROUTE: &str = "/nar/{file}";
@@ -92,7 +93,7 @@ pub async fn get(
     if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
-    let plan = match state.plans.get(&info.path, &info.nar_hash) {
+    let plan = match state.plan_cache.get(&info.path, &info.nar_hash) {
         Some(plan) => plan,
         None => NarPlan::walk_async(state.location.real_path(&info.path)).await?,
     };
@@ -106,7 +107,7 @@ pub async fn get(
             ),
         });
     }
-    state.plans.put(&info.path, &info.nar_hash, &plan);
+    state.plan_cache.put(&info.path, &info.nar_hash, &plan);
     let response = Response {
         state: &state,
         plan: &plan,
@@ -137,7 +138,7 @@ async fn checked_info(
         .clone()
         .or_else(|| query_hash(query))
         .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
-    let info = state.lookup(&path_hash).await?;
+    let info = lookup::by_hash(state, &path_hash).await?;
     if info.nar_hash != url.nar_hash {
         return Err(ServerError::NotFound(format!(
             "{} has NAR hash {}, not {}",
@@ -167,7 +168,7 @@ fn headers(zst_file: bool, zstd: bool) -> HttpResponseBuilder {
 
 /// The compressed NAR from the cache, if it is there: a static file.
 async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
-    let Some(cache) = state.cache.clone() else {
+    let Some(cache) = state.nar_cache.clone() else {
         return Ok(None);
     };
     let key = key.to_owned();
@@ -227,8 +228,8 @@ impl Response<'_> {
         let body = chunked_body(self.head, || {
             let size = self.plan.nar_size();
             let metrics = self.state.metrics.clone();
-            let fill = self.state.cache.clone().map(|c| (c, key.to_owned()));
-            let settings = self.state.zstd();
+            let fill = self.state.nar_cache.clone().map(|c| (c, key.to_owned()));
+            let settings = ZstdSettings::from_config(&self.state.config);
             let compressed = zstd_stream(self.nar(0, size)?, size, settings, metrics.clone(), fill);
             Ok(MeteredStream::new(compressed, metrics, ROUTE, "zstd", None))
         })?;

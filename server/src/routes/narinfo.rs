@@ -8,13 +8,14 @@ use larder_store::narinfo::NarInfo;
 use crate::config::Compression;
 use crate::error::ServerError;
 use crate::state::AppState;
+use crate::{lookup, signing};
 
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     hash: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
-    let info = state.lookup_memo(&hash).await?;
+    let info = lookup::by_hash_memo(&state, &hash).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         return Ok(HttpResponse::Ok().json(info.nix_json(state.location.store_dir())));
     }
@@ -29,7 +30,7 @@ pub async fn get(
         nar_size: info.nar_size,
         references: info.references.clone(),
         deriver: info.deriver.clone(),
-        sigs: state.signatures(&info).await?,
+        sigs: signing::signatures(&state, &info).await?,
         ca: info.ca.clone(),
     };
     Ok(HttpResponse::Ok()

@@ -14,9 +14,10 @@ use std::path::{Component, Path, PathBuf};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::html_escape;
+use super::html::html_escape;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
+use crate::lookup;
 use crate::state::AppState;
 
 const ROUTE: &str = "/serve/{hash}/{tail}";
@@ -33,7 +34,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
     let hash = req.match_info().query("hash").to_owned();
-    let info = state.lookup(&hash).await?;
+    let info = lookup::by_hash(&state, &hash).await?;
     let root = state.location.real_path(&info.path);
     // The raw (still percent-encoded) path, so that `%2e%2e` and `%2f` are
     // decoded exactly once, here, before the `..` check.

@@ -1,19 +1,8 @@
-//! systemd integration without linking libsystemd: socket activation
-//! (`--bind systemd`, the first socket in `LISTEN_FDS`) and readiness
-//! (`READY=1` to `$NOTIFY_SOCKET` once the server listens).
+//! systemd readiness without linking libsystemd: `READY=1` to
+//! `$NOTIFY_SOCKET` once the server listens. (Socket activation, taking the
+//! socket systemd passed, is in `socket.rs`.)
 
 use std::os::unix::net::UnixDatagram;
-
-use crate::listen::Listener;
-
-/// Take the first socket from `LISTEN_FDS`; `None` when systemd passed none.
-pub fn activated_socket() -> std::io::Result<Option<Listener>> {
-    let mut fds = listenfd::ListenFd::from_env();
-    if let Some(tcp) = fds.take_tcp_listener(0)? {
-        return Ok(Some(Listener::Tcp(tcp)));
-    }
-    Ok(fds.take_unix_listener(0)?.map(Listener::Unix))
-}
 
 /// Tell systemd (`Type=notify`) that we are ready; nothing without
 /// `$NOTIFY_SOCKET`. Failure is logged, never fatal: readiness is a courtesy.

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::body::BodyItem;
+use crate::config::Config;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
-use crate::nar_cache::{CacheFill, NarCache};
+use crate::nar::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
@@ -59,10 +60,22 @@ impl Drop for Multithreaded {
     }
 }
 
+/// How a NAR is compressed: zstd's level, and the most worker threads one
+/// large NAR may use.
 #[derive(Debug, Clone, Copy)]
 pub struct ZstdSettings {
     pub level: i32,
     pub threads: u32,
+}
+
+impl ZstdSettings {
+    /// `zstd-level` and `zstd-threads` from the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        ZstdSettings {
+            level: config.zstd_level,
+            threads: config.zstd_threads,
+        }
+    }
 }
 
 /// Compress `input` (of `size` bytes) into a stream of zstd frames.

@@ -1,0 +1,7 @@
+//! Where the server listens: the socket, opened before the server starts so
+//! that every kind (TCP, unix, systemd-passed) is one value; TLS for TCP;
+//! and telling systemd that the server is ready. All three are leaves.
+
+pub mod socket;
+pub mod systemd;
+pub mod tls;

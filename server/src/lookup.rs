@@ -1,0 +1,54 @@
+//! Finding a valid store path by the hash part of a request's URL: the
+//! hash is validated, then the store DB is asked on a blocking thread
+//! (never on the reactor), or, for narinfo and listings, the short-lived
+//! [`crate::path_info_memo`] first.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use larder_store::StorePathHash;
+use larder_store::db::PathInfo;
+
+use crate::error::ServerError;
+use crate::path_info_memo::Answer;
+use crate::state::AppState;
+
+/// The valid path whose hash part is `hash`, asking the DB. A malformed
+/// hash is a miss like an absent one: clients treat both as "not in
+/// this cache".
+pub async fn by_hash(state: &AppState, hash: &str) -> Result<Arc<PathInfo>, ServerError> {
+    let parsed = parse_hash(hash)?;
+    found(hash, query(state, &parsed).await?)
+}
+
+/// [`by_hash`] through the short-lived memo (for narinfo and
+/// listings; see `path_info_memo.rs`).
+pub async fn by_hash_memo(state: &AppState, hash: &str) -> Result<Arc<PathInfo>, ServerError> {
+    let parsed = parse_hash(hash)?;
+    if let Some(answer) = state.path_info_memo.get(&parsed) {
+        state.metrics.memo_hits.inc();
+        return found(hash, answer);
+    }
+    let answer = query(state, &parsed).await?;
+    state.path_info_memo.put(parsed, answer.clone());
+    found(hash, answer)
+}
+
+async fn query(state: &AppState, hash: &StorePathHash) -> Result<Answer, ServerError> {
+    let start = Instant::now();
+    let info = state.db.path_info(hash).await;
+    state
+        .metrics
+        .db_query
+        .observe(start.elapsed().as_secs_f64());
+    Ok(info?.map(Arc::new))
+}
+
+fn parse_hash(hash: &str) -> Result<StorePathHash, ServerError> {
+    hash.parse()
+        .map_err(|e| ServerError::NotFound(format!("malformed hash part {hash:?}: {e}")))
+}
+
+fn found(hash: &str, answer: Answer) -> Result<Arc<PathInfo>, ServerError> {
+    answer.ok_or_else(|| ServerError::NotFound(format!("no valid path with hash {hash}")))
+}

@@ -1,0 +1,53 @@
+//! The request-metrics middleware: every request counted by matched route
+//! pattern and status, and timed to its response headers (see
+//! [`crate::metrics`] for the definitions).
+
+use std::future::Future;
+use std::time::Instant;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::web;
+
+use crate::body::Metered;
+use crate::state::AppState;
+
+/// Middleware (`App::wrap_fn`): count each request by matched route and
+/// status, and time it to its response headers.
+pub fn observe_request<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let start = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
+    let call = srv.call(req);
+    async move {
+        let res = call.await?;
+        if let Some(metrics) = metrics {
+            let route = (res.request().match_pattern()).unwrap_or_else(|| "unmatched".to_owned());
+            let status = res.status().as_u16().to_string();
+            metrics.requests.with_label_values(&[&route, &status]).inc();
+            let elapsed = start.elapsed().as_secs_f64();
+            metrics
+                .duration
+                .with_label_values(&[&route])
+                .observe(elapsed);
+            // Streamed bodies count their own bytes as they go; HEAD sends none.
+            let streamed = res.response().extensions().get::<Metered>().is_some();
+            let head = res.request().method() == actix_web::http::Method::HEAD;
+            if let (false, false, BodySize::Sized(n)) =
+                (streamed, head, res.response().body().size())
+            {
+                let bytes = metrics.bytes_sent.with_label_values(&[&route, "identity"]);
+                bytes.inc_by(n);
+            }
+        }
+        Ok(res)
+    }
+}

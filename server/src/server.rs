@@ -1,0 +1,64 @@
+//! The server itself: actix-web's workers around the router, on the
+//! socket [`crate::listen::socket`] opened.
+
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Config;
+use crate::listen::socket::{self, Listener};
+use crate::listen::{systemd, tls};
+use crate::request_metrics;
+use crate::routes;
+use crate::startup::{StartupError, app_state};
+
+/// Open the store, bind, and serve until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let state = web::Data::new(app_state(&config)?);
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap_fn(request_metrics::observe_request)
+            .configure(routes::configure)
+    })
+    .workers(config.workers)
+    .max_connections(config.max_connections)
+    .keep_alive(Duration::from_secs(config.keep_alive_secs))
+    .client_request_timeout(Duration::from_secs(config.request_timeout_secs))
+    .shutdown_timeout(config.shutdown_timeout_secs)
+    .on_connect(|conn, _| {
+        // Small responses (narinfo) must not wait for Nagle.
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
+    let bind_error = |source| StartupError::Bind {
+        bind: format!("{:?}", config.bind),
+        source,
+    };
+    let server = match (socket::open(&config.bind).map_err(bind_error)?, tls) {
+        (Listener::Tcp(l), None) => server.listen(l),
+        (Listener::Tcp(l), Some(tls)) => server.listen_rustls_0_23(l, tls),
+        (Listener::Unix(l), None) => server.listen_uds(l),
+        (Listener::Unix(_), Some(_)) => {
+            return Err(bind_error(std::io::Error::other(
+                "TLS is for TCP sockets; put a TLS proxy in front of a unix socket",
+            )));
+        }
+    }
+    .map_err(bind_error)?;
+    tracing::info!(
+        bind = ?config.bind,
+        store_root = %config.store_root.display(),
+        store_dir = %config.store_dir,
+        "larder-server listening"
+    );
+    let running = server.run();
+    systemd::notify_ready();
+    running.await.map_err(StartupError::Server)
+}

@@ -1,0 +1,89 @@
+//! The signatures a narinfo carries: the path's own from the DB, plus
+//! larder-signer's, asked over its socket through [`crate::signer_client`]
+//! (which caches them per fingerprint). The server holds no key.
+
+use std::sync::Arc;
+
+use larder_store::StorePath;
+use larder_store::db::PathInfo;
+use larder_store::signature::fingerprint;
+use larder_store::signer_proto::RefusalCode;
+
+use crate::config::SignerDown;
+use crate::error::ServerError;
+use crate::signer_client::{SignerClient, SignerError};
+use crate::state::AppState;
+
+/// The signatures a narinfo carries: the path's own from the DB, plus
+/// larder-signer's when one is configured. While the signer is down this
+/// is a 503 (or, if so configured, the DB's signatures alone): never a
+/// narinfo that silently lacks the signature clients expect.
+pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>, ServerError> {
+    let mut sigs = info.sigs.clone();
+    let (Some(client), Some(config)) = (&state.signer_client, &state.config.signer) else {
+        return Ok(sigs);
+    };
+    let store_dir = state.location.store_dir();
+    let fp = fingerprint(
+        store_dir,
+        &info.path,
+        &info.nar_hash,
+        info.nar_size,
+        &info.references,
+    );
+    match client.sign(fp).await {
+        Ok(extra) => {
+            for sig in extra {
+                if !sigs.contains(&sig) {
+                    sigs.push(sig);
+                }
+            }
+            warm_references(state, client, info);
+            Ok(sigs)
+        }
+        // The path went away between our lookup and the signer's (GC).
+        Err(SignerError::Refused(r)) if r.code == RefusalCode::NotInStore => Err(
+            ServerError::NotFound(format!("{}: {}", info.path, r.reason)),
+        ),
+        Err(e) if config.when_down == SignerDown::Unsigned => {
+            tracing::warn!(error = %e, path = %info.path, "serving narinfo without the signer's signature");
+            Ok(sigs)
+        }
+        Err(e) => Err(ServerError::SignerUnavailable {
+            retry_after_secs: config.retry_after_secs,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// In the background, have the signer sign `info`'s references, which
+/// a client copying the closure asks for next.
+fn warm_references(state: &AppState, client: &Arc<SignerClient>, info: &PathInfo) {
+    // Per request: decide before allocating anything.
+    let mut refs = info
+        .references
+        .iter()
+        .filter(|r| **r != info.path)
+        .peekable();
+    if refs.peek().is_none() {
+        return;
+    }
+    let Some(permit) = client.warm_permit() else {
+        return;
+    };
+    let refs: Vec<StorePath> = refs.cloned().collect();
+    let (db, client) = (state.db.clone(), client.clone());
+    actix_web::rt::spawn(async move {
+        let _permit = permit;
+        let lookup = tokio::task::spawn_blocking(move || {
+            let store_dir = db.location().store_dir().to_owned();
+            refs.iter()
+                .filter_map(|r| db.path_info_by_path_blocking(r).ok().flatten())
+                .map(|i| fingerprint(&store_dir, &i.path, &i.nar_hash, i.nar_size, &i.references))
+                .collect::<Vec<String>>()
+        });
+        if let Ok(fingerprints) = lookup.await {
+            client.warm(fingerprints).await;
+        }
+    });
+}
