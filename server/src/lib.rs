@@ -28,8 +28,8 @@
 //!
 //! # Request flow
 //!
-//! `main.rs` reads the [`config::Settings`] (flags, `LARDER_*` environment,
-//! TOML file), resolves them into a checked [`config::Config`], and calls
+//! `main.rs` reads the [`config::Settings`] (flags, `LARDER_SERVER_*`
+//! environment, TOML file: [`larder_store::cli`]'s convention), resolves them into a checked [`config::Config`], and calls
 //! [`run`]. `run` opens the store DB read-only once (so a wrong
 //! `--store-root` fails at startup, naming the setting), builds the shared
 //! [`state::AppState`] ([`startup::app_state`]), binds ([`listen`]), and

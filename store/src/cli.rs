@@ -139,7 +139,8 @@ pub fn with_convention(command: Command, convention: &Convention, top: bool) -> 
     let prefix = convention.env_prefix;
     let mut command = command
         .mut_args(|arg| match arg.get_long() {
-            Some(long) if !is_action(convention, long) => {
+            // `--config` too: its variable is `<PREFIX>_CONFIG`.
+            Some(long) if long == "config" || !is_action(convention, long) => {
                 let var = format!("{prefix}_{}", long.to_uppercase().replace('-', "_"));
                 arg.env(var)
             }
