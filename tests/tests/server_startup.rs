@@ -99,3 +99,31 @@ fn help_documents_every_option_and_its_variable() {
     }
     assert!(text.contains("127.0.0.1:5000"), "{text}");
 }
+
+/// larder's convention, end to end on the real binary: the flag beats its
+/// `LARDER_SERVER_*` variable, which beats the `--config` file, which beats
+/// the default.
+#[test]
+fn flags_beat_environment_beats_file_beats_default() {
+    let store = larder_tests::TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("larder-server.toml");
+    std::fs::write(&file, "priority = 50\npath-info-ttl-ms = 0\n").unwrap();
+    let priority = |flags: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let server = larder_tests::server::LarderServer::start_with_env(&store, flags, env);
+        let info = server.get("/nix-cache-info", &[]).text();
+        info.lines()
+            .find_map(|l| l.strip_prefix("Priority: "))
+            .unwrap_or_else(|| panic!("no Priority in {info}"))
+            .to_owned()
+    };
+    let config = file.as_os_str();
+    assert_eq!(priority(&[], &[]), "30");
+    assert_eq!(priority(&[], &[("LARDER_SERVER_CONFIG", config)]), "50");
+    let env = [
+        ("LARDER_SERVER_CONFIG", config),
+        ("LARDER_SERVER_PRIORITY", "17".as_ref()),
+    ];
+    assert_eq!(priority(&[], &env), "17");
+    assert_eq!(priority(&["--priority", "3"], &env), "3");
+}
