@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use larder_store::db::{PathInfo, StoreDb};
-use larder_store::signature::fingerprint;
 use larder_store::signer_proto::RefusalCode;
 use larder_store::{StoreLocation, StorePath, StorePathHash};
 
@@ -69,14 +68,7 @@ impl AppState {
         let (Some(client), Some(config)) = (&self.signer, &self.config.signer) else {
             return Ok(sigs);
         };
-        let store_dir = self.location.store_dir();
-        let fp = fingerprint(
-            store_dir,
-            &info.path,
-            &info.nar_hash,
-            info.nar_size,
-            &info.references,
-        );
+        let fp = info.fingerprint(self.location.store_dir());
         match client.sign(fp).await {
             Ok(extra) => {
                 for sig in extra {
@@ -125,9 +117,7 @@ impl AppState {
                 let store_dir = db.location().store_dir().to_owned();
                 refs.iter()
                     .filter_map(|r| db.path_info_by_path_blocking(r).ok().flatten())
-                    .map(|i| {
-                        fingerprint(&store_dir, &i.path, &i.nar_hash, i.nar_size, &i.references)
-                    })
+                    .map(|i| i.fingerprint(&store_dir))
                     .collect::<Vec<String>>()
             });
             if let Ok(fingerprints) = lookup.await {

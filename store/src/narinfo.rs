@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::fingerprint::fingerprint;
 use crate::hash::{HashError, Sha256Hash};
 use crate::path::{StorePath, StorePathError};
 
@@ -81,6 +82,22 @@ impl fmt::Display for NarInfo {
             writeln!(f, "CA: {ca}")?;
         }
         Ok(())
+    }
+}
+
+impl NarInfo {
+    /// The text a signature of this path covers (see [`crate::fingerprint`]),
+    /// with paths under [`NarInfo::store_dir`]. Mirrors Nix, whose `NarInfo`
+    /// is a `ValidPathInfo` and signs with its `fingerprint`
+    /// (`src/libstore/path-info.cc`).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
     }
 }
 

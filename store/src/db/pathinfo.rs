@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::fingerprint::fingerprint;
 use crate::hash::Sha256Hash;
 use crate::path::StorePath;
 
@@ -60,6 +61,20 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl PathInfo {
+    /// The text a signature of this path covers, with paths under
+    /// `store_dir` (the logical store dir, e.g. `/nix/store`); see
+    /// [`crate::fingerprint`]. Mirrors `ValidPathInfo::fingerprint`
+    /// (`src/libstore/path-info.cc`).
+    pub fn fingerprint(&self, store_dir: &str) -> String {
+        fingerprint(
+            store_dir,
+            &self.path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
+    }
+
     /// The `nix path-info --json` shape, with paths under `store_dir`
     /// (the logical store dir, e.g. `/nix/store`).
     pub fn nix_json(&self, store_dir: &str) -> NixPathInfoJson {
