@@ -12,9 +12,11 @@
 //! Rows are checked, not trusted: a path, hash or reference that does not
 //! parse, or a NULL `narSize`, is a [`DbError::Corrupt`] naming the row.
 
+mod error;
 mod open;
 mod pathinfo;
 mod query;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -23,59 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use thiserror::Error;
 
 use crate::location::StoreLocation;
 use crate::path::{StorePath, StorePathHash};
-pub use open::SCHEMA_VERSION;
+pub use error::DbError;
 pub use pathinfo::{NixPathInfoJson, PathInfo};
 use query::QueryError;
-
-#[derive(Debug, Error)]
-pub enum DbError {
-    #[error(
-        "no Nix store DB schema file at {path}: is the store root right? \
-         (the host store's root is `/`; a store used as `nix --store /tmp/x` has root `/tmp/x`)"
-    )]
-    SchemaMissing { path: PathBuf },
-    #[error("cannot read the Nix store DB schema file {path}: {source}")]
-    SchemaRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the Nix store DB schema file {path} says {found:?}; larder reads only schema \
-         version {SCHEMA_VERSION} (Nix 2.x)"
-    )]
-    SchemaUnsupported { path: PathBuf, found: String },
-    #[error(
-        "the Nix store DB {path} does not exist although its schema file does; \
-         run any Nix store command on that store (e.g. `nix-store --init`) to create it"
-    )]
-    DbMissing { path: PathBuf },
-    #[error(
-        "cannot read the Nix store DB {path} as this user: it is in WAL mode, its index {path}-shm does not exist (no Nix process holds the DB open), and this user may not create it. Run `larder-server --check-config` or `larder-signer check` as root first (the shipped systemd units do, in ExecStartPre=+); the index then stays while larder holds the DB open"
-    )]
-    NoWalIndex { path: PathBuf },
-    #[error("cannot open the Nix store DB {path} read-only: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("query on the Nix store DB {path} failed: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("the Nix store DB {path} has a corrupt ValidPaths row (id {row}): {what}")]
-    Corrupt {
-        path: PathBuf,
-        row: i64,
-        what: String,
-    },
-    #[error("a Nix store DB query task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
+pub use schema::SCHEMA_VERSION;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDbOptions {
