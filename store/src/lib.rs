@@ -18,6 +18,8 @@
 //! disk and streams its NAR without blocking the async reactor, and [`db`]
 //! reads the store's SQLite DB read-only.
 
+#![deny(missing_docs)]
+
 pub mod db;
 pub mod dump;
 pub mod fingerprint;
