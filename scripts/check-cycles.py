@@ -6,12 +6,17 @@ Usage: scripts/check-cycles.py CRATE_DIR...   (e.g. store server signer sync)
 Each crate root (src/lib.rs, src/main.rs: separate crates) gives a module
 graph. A module is a file reached through `mod name;` declarations; inline
 modules count as part of their file, and `#[cfg(test)]` modules are left
-out (a test module always looks at its parent). Edges:
+out (a test module always looks at its parent). `#[path]` is followed.
+Edges:
   - parent -> child for every `mod child;` (a parent stands on its children),
   - M -> T for every `crate::...`, `super::...` or `self::...` path in M's
     code (`use` trees included, comments left out), where T is the longest
     prefix of the path that names a module. A path to an item that lib.rs
     or a parent re-exports therefore points at lib.rs or the parent.
+Limits: a `super::` path inside an inline module resolves as if written
+in its file (larder has no inline modules but `mod tests { ... }`), and
+macros that build paths are not expanded.
+
 A strongly connected component of more than one module is a cycle: a
 reader cannot read it from the leaves up. That includes a child that uses
 its parent's (or lib.rs's) items while the parent declares it.
@@ -90,6 +95,12 @@ class Crate:
             if "cfg(test)" in m.group("attrs"):
                 continue
             name = m.group("name")
+            custom = re.search(r'#\[path\s*=\s*"([^"]+)"\]', m.group("attrs"))
+            if custom:
+                # #[path] is relative to the declaring file's directory.
+                target = os.path.join(os.path.dirname(file), custom.group(1))
+                self._discover(path + (name,), target, mod_rs=True)
+                continue
             flat = os.path.join(base, name + ".rs")
             nested = os.path.join(base, name, "mod.rs")
             if os.path.exists(flat):
