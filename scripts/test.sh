@@ -9,6 +9,11 @@ bash scripts/setup.sh --test
 # No internet and no sandbox here: every Nix call in the tests uses this too.
 export NIX_CONFIG="$(cat scripts/nix.conf)"
 
+# Trust boundaries (no key code in the server, no HTTP stack in the signer)
+# and module layering (no import cycles), before anything is built.
+bash scripts/check-boundaries.sh
+python3 scripts/check-cycles.py store server signer sync
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # End-to-end tests start the real binaries: build them before the tests run.

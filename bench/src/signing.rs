@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use larder_signer::signing_key::SecretKey;
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 use larder_store::path::StorePathHash;
-use larder_store::signature::{SecretKey, fingerprint};
 use larder_store::signer_proto::{Reply, Request, encode_frame, read_frame_blocking};
 
 use crate::Error;
@@ -93,13 +93,7 @@ fn fingerprints(location: &StoreLocation, hashes: &[String]) -> Result<Vec<Strin
             let info = db
                 .path_info_blocking(&h.parse::<StorePathHash>()?)?
                 .ok_or_else(|| format!("{h} not in the store"))?;
-            Ok(fingerprint(
-                location.store_dir(),
-                &info.path,
-                &info.nar_hash,
-                info.nar_size,
-                &info.references,
-            ))
+            Ok(info.fingerprint(location.store_dir()))
         })
         .collect()
 }

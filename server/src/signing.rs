@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use larder_store::StorePath;
 use larder_store::db::PathInfo;
-use larder_store::signature::fingerprint;
 use larder_store::signer_proto::RefusalCode;
 
 use crate::config::SignerDown;
@@ -23,14 +22,7 @@ pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>
     let (Some(client), Some(config)) = (&state.signer_client, &state.config.signer) else {
         return Ok(sigs);
     };
-    let store_dir = state.location.store_dir();
-    let fp = fingerprint(
-        store_dir,
-        &info.path,
-        &info.nar_hash,
-        info.nar_size,
-        &info.references,
-    );
+    let fp = info.fingerprint(state.location.store_dir());
     match client.sign(fp).await {
         Ok(extra) => {
             for sig in extra {
@@ -79,7 +71,7 @@ fn warm_references(state: &AppState, client: &Arc<SignerClient>, info: &PathInfo
             let store_dir = db.location().store_dir().to_owned();
             refs.iter()
                 .filter_map(|r| db.path_info_by_path_blocking(r).ok().flatten())
-                .map(|i| fingerprint(&store_dir, &i.path, &i.nar_hash, i.nar_size, &i.references))
+                .map(|i| i.fingerprint(&store_dir))
                 .collect::<Vec<String>>()
         });
         if let Ok(fingerprints) = lookup.await {

@@ -2,7 +2,6 @@
 //! narinfo fingerprints for larder-server over a unix socket, only for
 //! paths that really are valid in the store. It links no HTTP stack.
 
-mod keys;
 mod metrics;
 mod policy;
 mod service;
@@ -13,9 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use larder_signer::key_file;
+use larder_signer::signing_key::SecretKey;
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
-use larder_store::signature::SecretKey;
 use larder_store::signer_proto::{Reply, Request, read_frame, to_json, write_frame};
 use tokio::net::UnixStream;
 
@@ -106,7 +106,7 @@ struct ServeArgs {
 
 /// The keys and the store DB, each checked.
 fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), String> {
-    let keys = keys::load_all(&args.key_files).map_err(|e| e.to_string())?;
+    let keys = key_file::load_all(&args.key_files).map_err(|e| e.to_string())?;
     let location = StoreLocation::with_store_dir(&args.store_root, &args.store_dir);
     let db = StoreDb::open(&location).map_err(|e| format!("store DB: {e}"))?;
     Ok((keys, db))
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::GenerateKey { name, out } => {
-            let key = keys::generate(&name, &out).map_err(|e| e.to_string())?;
+            let key = key_file::generate(&name, &out).map_err(|e| e.to_string())?;
             println!("{}", key.public());
             Ok(())
         }

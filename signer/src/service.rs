@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use larder_signer::signing_key::SecretKey;
 use larder_store::db::StoreDb;
-use larder_store::signature::SecretKey;
 use larder_store::signer_proto::{
     FrameError, Refusal, RefusalCode, Reply, Request, read_frame, write_frame,
 };

@@ -12,9 +12,11 @@
 //! Rows are checked, not trusted: a path, hash or reference that does not
 //! parse, or a NULL `narSize`, is a [`DbError::Corrupt`] naming the row.
 
+mod error;
 mod open;
 mod pathinfo;
 mod query;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -23,60 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use thiserror::Error;
 
 use crate::location::StoreLocation;
 use crate::path::{StorePath, StorePathHash};
-pub use open::SCHEMA_VERSION;
+pub use error::DbError;
 pub use pathinfo::{NixPathInfoJson, PathInfo};
 use query::QueryError;
+pub use schema::SCHEMA_VERSION;
 
-#[derive(Debug, Error)]
-pub enum DbError {
-    #[error(
-        "no Nix store DB schema file at {path}: is the store root right? \
-         (the host store's root is `/`; a store used as `nix --store /tmp/x` has root `/tmp/x`)"
-    )]
-    SchemaMissing { path: PathBuf },
-    #[error("cannot read the Nix store DB schema file {path}: {source}")]
-    SchemaRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the Nix store DB schema file {path} says {found:?}; larder reads only schema \
-         version {SCHEMA_VERSION} (Nix 2.x)"
-    )]
-    SchemaUnsupported { path: PathBuf, found: String },
-    #[error(
-        "the Nix store DB {path} does not exist although its schema file does; \
-         run any Nix store command on that store (e.g. `nix-store --init`) to create it"
-    )]
-    DbMissing { path: PathBuf },
-    #[error(
-        "cannot read the Nix store DB {path} as this user: it is in WAL mode, its index {path}-shm does not exist (no Nix process holds the DB open), and this user may not create it. Run `larder-server --check-config` or `larder-signer check` as root first (the shipped systemd units do, in ExecStartPre=+); the index then stays while larder holds the DB open"
-    )]
-    NoWalIndex { path: PathBuf },
-    #[error("cannot open the Nix store DB {path} read-only: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("query on the Nix store DB {path} failed: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("the Nix store DB {path} has a corrupt ValidPaths row (id {row}): {what}")]
-    Corrupt {
-        path: PathBuf,
-        row: i64,
-        what: String,
-    },
-    #[error("a Nix store DB query task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
+/// How [`StoreDb`] uses SQLite; [`Default`] is 5 s and 16 connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDbOptions {
     /// How long a query waits for a lock Nix holds before failing.
@@ -125,6 +82,14 @@ impl StoreDb {
         Self::open_with(location, StoreDbOptions::default())
     }
 
+    /// [`StoreDb::open`] with `options`.
+    ///
+    /// # Errors
+    /// [`DbError::SchemaMissing`], [`DbError::SchemaRead`] or
+    /// [`DbError::SchemaUnsupported`] when `<state>/db/schema` is absent,
+    /// unreadable or not [`SCHEMA_VERSION`]; [`DbError::DbMissing`],
+    /// [`DbError::NoWalIndex`] or [`DbError::Open`] when `db.sqlite`
+    /// cannot be opened read-only and queried once.
     pub fn open_with(location: &StoreLocation, options: StoreDbOptions) -> Result<Self, DbError> {
         open::check_schema(&location.schema_path())?;
         let db_path = location.db_path();
@@ -140,10 +105,12 @@ impl StoreDb {
         })
     }
 
+    /// Where the store is: its logical store dir and its real root.
     pub fn location(&self) -> &StoreLocation {
         &self.inner.location
     }
 
+    /// The `db.sqlite` file this handle reads.
     pub fn db_path(&self) -> &Path {
         &self.inner.db_path
     }
@@ -187,16 +154,31 @@ impl StoreDb {
         tokio::task::spawn_blocking(move || f(&db)).await?
     }
 
-    /// The valid path whose hash part is `hash`, if any.
+    /// The valid path whose hash part is `hash`, if any, with its
+    /// references, read in one transaction (Nix's
+    /// `LocalStore::queryPathInfoUncached` in `src/libstore/local-store.cc`).
+    /// Blocks.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when the query fails, [`DbError::Corrupt`] when
+    /// the row does not parse.
     pub fn path_info_blocking(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, DbError> {
         self.with_conn(|conn, loc| query::path_info(conn, loc, hash))
     }
 
+    /// [`StoreDb::path_info_blocking`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
     pub async fn path_info(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, DbError> {
         let hash = *hash;
         self.spawn(move |db| db.path_info_blocking(&hash)).await
     }
 
+    /// The valid path `path`, if it is one, with its references. Blocks.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`].
     pub fn path_info_by_path_blocking(
         &self,
         path: &StorePath,
@@ -204,6 +186,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::path_info_by_path(conn, loc, path))
     }
 
+    /// [`StoreDb::path_info_by_path_blocking`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
     pub async fn path_info_by_path(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
         let path = path.clone();
         self.spawn(move |db| db.path_info_by_path_blocking(&path))
@@ -212,6 +198,10 @@ impl StoreDb {
 
     /// Up to `limit` valid paths registered after row `row_id`, by
     /// ascending row id: what a watcher polls with its last seen id.
+    /// Blocks.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`].
     pub fn paths_after_blocking(
         &self,
         row_id: i64,
@@ -220,6 +210,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::paths_after(conn, loc, row_id, limit))
     }
 
+    /// [`StoreDb::paths_after_blocking`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
     pub async fn paths_after(
         &self,
         row_id: i64,
@@ -230,19 +224,35 @@ impl StoreDb {
     }
 
     /// The highest row id in use (0 for an empty store): a watcher's start
-    /// point when it should only see paths registered from now on.
+    /// point when it should only see paths registered from now on. Blocks.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when the query fails.
     pub fn max_row_id_blocking(&self) -> Result<i64, DbError> {
         self.with_conn(|conn, _| query::max_row_id(conn))
     }
 
+    /// [`StoreDb::max_row_id_blocking`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`StoreDb::max_row_id_blocking`], or [`DbError::Join`].
     pub async fn max_row_id(&self) -> Result<i64, DbError> {
         self.spawn(|db| db.max_row_id_blocking()).await
     }
 
+    /// True when `path` is a valid path of the store (Nix's
+    /// `isValidPath`). Blocks.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when the query fails.
     pub fn query_valid_blocking(&self, path: &StorePath) -> Result<bool, DbError> {
         self.with_conn(|conn, loc| query::query_valid(conn, loc, path))
     }
 
+    /// [`StoreDb::query_valid_blocking`] on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// As [`StoreDb::query_valid_blocking`], or [`DbError::Join`].
     pub async fn query_valid(&self, path: &StorePath) -> Result<bool, DbError> {
         let path = path.clone();
         self.spawn(move |db| db.query_valid_blocking(&path)).await

@@ -20,50 +20,17 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::nar::{BadName, NarError, NarNode, NarPlan};
+use crate::nar::{NarNode, NarPlan};
 
+mod error;
 mod reader;
+pub use error::DumpError;
+use error::io_error;
+pub use reader::CHUNK_SIZE;
 use reader::ChunkReader;
 
-/// The size of the chunks a NAR is streamed in. With [`CHANNEL_CHUNKS`] it
-/// bounds a stream's memory: about (2 queued + 1 being read + 1 being sent)
-/// × 256 KiB = 1 MiB per download, so 64 slow clients stay well under the
-/// server's 150 MiB budget. 128 KiB–1 MiB chunks measured alike in
-/// `bench/` (nar_dump), so the smaller wins.
-pub const CHUNK_SIZE: usize = 256 * 1024;
 /// How many chunks may wait in the channel for the consumer.
 const CHANNEL_CHUNKS: usize = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path} changed during the dump: it has {actual} bytes, not {expected}")]
-    SizeChanged {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{path} is neither a regular file, a directory nor a symlink: a NAR cannot hold it")]
-    UnsupportedFileType { path: PathBuf },
-    #[error("{path}: a NAR cannot hold this name: {reason}")]
-    BadName { path: PathBuf, reason: BadName },
-    #[error(transparent)]
-    Nar(#[from] NarError),
-    #[error("byte range {start}..{end} is not within the NAR's {size} bytes")]
-    OffsetOutOfRange { start: u64, end: u64, size: u64 },
-    #[error("cannot write the NAR: {0}")]
-    Write(io::Error),
-    #[error("the NAR reader stopped after {produced} of {expected} bytes")]
-    Incomplete { produced: u64, expected: u64 },
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
-    move |source| DumpError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
 
 impl NarPlan {
     /// Walks `path` (blocking) into the plan of its NAR.

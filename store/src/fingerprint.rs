@@ -1,7 +1,16 @@
-//! The narinfo fingerprint as a type: what a signature covers.
-//! `1;<store path>;sha256:<nix32>;<nar size>;<comma-joined sorted references>`.
-//! The signer parses what it is asked to sign with this, so every field is
-//! checked and nothing is taken on trust.
+//! The narinfo fingerprint: the text a narinfo signature covers, built and
+//! parsed in one place.
+//!
+//! `1;<store path>;sha256:<nix32 NAR hash>;<NAR size in bytes>;<references>`,
+//! where references are full store paths, sorted and joined with `,` (empty
+//! when there are none). Mirrors `ValidPathInfo::fingerprint` in
+//! `src/libstore/path-info.cc` (Nix 2.8), which signs and checks exactly
+//! this string.
+//!
+//! [`fingerprint`] builds it (larder-server asks for signatures over it, via
+//! [`crate::db::PathInfo::fingerprint`]); [`Fingerprint::parse`] reads it
+//! back strictly (larder-signer checks what it is asked to sign with it, so
+//! every field is checked and nothing is taken on trust).
 
 use std::fmt;
 
@@ -9,37 +18,73 @@ use thiserror::Error;
 
 use crate::hash::{HashError, Sha256Hash};
 use crate::path::{StorePath, StorePathError};
-use crate::signature::fingerprint;
 
+/// The fingerprint of the path `path` in `store_dir` (e.g. `/nix/store`),
+/// whose NAR has SHA-256 `nar_hash` and is `nar_size` bytes long, and which
+/// refers to `references` (in any order; a path may refer to itself).
+pub fn fingerprint(
+    store_dir: &str,
+    path: &StorePath,
+    nar_hash: &Sha256Hash,
+    nar_size: u64,
+    references: &[StorePath],
+) -> String {
+    let mut refs: Vec<String> = references
+        .iter()
+        .map(|r| format!("{store_dir}/{r}"))
+        .collect();
+    refs.sort();
+    format!(
+        "1;{store_dir}/{path};{nar_hash};{nar_size};{}",
+        refs.join(",")
+    )
+}
+
+/// Why a fingerprint text was refused by [`Fingerprint::parse`].
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FingerprintError {
+    /// Not five `;`-separated fields, or the first is not `1`.
     #[error("fingerprint must have 5 ';'-separated fields starting with `1`")]
     Shape,
+    /// The path or a reference is not a store path in the store dir.
     #[error("fingerprint path: {0}")]
     Path(#[from] StorePathError),
+    /// The NAR hash does not parse.
     #[error("fingerprint NAR hash: {0}")]
     Hash(#[from] HashError),
+    /// The NAR hash parses but is not written `sha256:<nix32>`.
     #[error("fingerprint NAR hash must be written sha256:<nix32>")]
     HashEncoding,
+    /// The NAR size is not a plain decimal `u64`.
     #[error("fingerprint NAR size is not a number")]
     Size,
+    /// References out of order or repeated (or any other non-canonical form).
     #[error("fingerprint references are not sorted and unique")]
     Unsorted,
 }
 
+/// A parsed fingerprint; its [`Display`](fmt::Display) is the canonical
+/// text, which [`Fingerprint::parse`] alone accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
+    /// The store dir its paths lie in, e.g. `/nix/store`.
     pub store_dir: String,
+    /// The signed path.
     pub path: StorePath,
+    /// SHA-256 of the path's NAR serialisation.
     pub nar_hash: Sha256Hash,
+    /// Length of the path's NAR serialisation, in bytes.
     pub nar_size: u64,
-    /// Sorted and unique.
+    /// The paths it refers to, sorted and unique.
     pub references: Vec<StorePath>,
 }
 
 impl Fingerprint {
     /// Parse a fingerprint whose paths lie in `store_dir`. Only the canonical
     /// form is accepted, so that what is signed is exactly what was checked.
+    ///
+    /// # Errors
+    /// A [`FingerprintError`] naming the first field that is wrong.
     pub fn parse(store_dir: &str, s: &str) -> Result<Self, FingerprintError> {
         let fields: Vec<&str> = s.split(';').collect();
         let [version, path, hash, size, refs] = fields[..] else {
@@ -99,6 +144,14 @@ mod tests {
     use proptest::prelude::*;
 
     const FP: &str = "1;/nix/store/m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke;sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73;120;/nix/store/8y7yr95drh588a264899m27vi59a9f4q-d,/nix/store/m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke";
+
+    #[test]
+    fn built_with_sorted_comma_joined_references() {
+        let p: StorePath = "m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke".parse().unwrap();
+        let a: StorePath = "8y7yr95drh588a264899m27vi59a9f4q-d".parse().unwrap();
+        let h = Sha256Hash::digest(b"");
+        assert_eq!(fingerprint("/nix/store", &p, &h, 120, &[p.clone(), a]), FP);
+    }
 
     #[test]
     fn roundtrips() {

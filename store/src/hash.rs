@@ -1,6 +1,7 @@
 //! SHA-256 hashes as Nix writes them: `sha256:<base16|nix32|base64>` or SRI
 //! `sha256-<base64>`. The DB stores base16, narinfo wants nix32, and
-//! `nix path-info --json` prints SRI.
+//! `nix path-info --json` prints SRI. Nix's `Hash` (`src/libutil/hash.cc`),
+//! SHA-256 only.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,30 +13,40 @@ use thiserror::Error;
 
 use crate::nixbase32;
 
+/// Why a hash text was refused. Carries at most 80 characters of the input.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HashError {
+    /// Not prefixed `sha256:` or `sha256-` (larder handles SHA-256 only).
     #[error("hash {0:?} is not a sha256 hash (expected sha256:<digest> or sha256-<base64>)")]
     Algorithm(String),
+    /// The digest after the prefix is not 32 bytes in base16, nix32 or base64.
     #[error("sha256 digest {0:?} is neither 64 base16, 52 nix32 nor 44 base64 characters")]
     Encoding(String),
 }
 
+/// A SHA-256 digest: 32 raw bytes. Displays as `sha256:<nix32>`; parses
+/// every form Nix prints (`src/libutil/hash.cc`, `Hash::parseAny`, limited
+/// to SHA-256).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256Hash(pub [u8; 32]);
 
 impl Sha256Hash {
+    /// The SHA-256 of `data`.
     pub fn digest(data: &[u8]) -> Self {
         Sha256Hash(Sha256::digest(data).into())
     }
 
+    /// The 52-character nix32 form, without prefix (as in narinfo and store paths).
     pub fn to_nix32(&self) -> String {
         nixbase32::encode(&self.0)
     }
 
+    /// The 64-character lowercase hex form, without prefix (as the store DB keeps it).
     pub fn to_base16(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The SRI form `sha256-<base64>` (as `nix path-info --json` prints it).
     pub fn to_sri(&self) -> String {
         format!("sha256-{}", STANDARD.encode(self.0))
     }

@@ -3,10 +3,16 @@
 //! Every larder process links this crate; it knows no process.
 //!
 //! Pure formats, no I/O: [`nixbase32`], [`path`] (store paths), [`hash`]
-//! (SHA-256 in Nix's encodings), [`narinfo`], [`signature`] (fingerprints,
-//! key files, ed25519), [`fingerprint`] (what a signature covers, parsed
-//! strictly) and [`nar`] (the NAR layout: bytes, listing, offsets).
-//! [`signer_proto`] is the framed protocol spoken with larder-signer.
+//! (SHA-256 in Nix's encodings), [`narinfo`], [`fingerprint`] (what a
+//! signature covers: built and parsed strictly), [`signature`] and
+//! [`public_key`] (their `name:base64` syntax, from [`named_base64`]) and
+//! [`nar`] (the NAR layout: bytes, listing, offsets). [`signer_proto`] is
+//! the framed protocol spoken with larder-signer.
+//!
+//! No key code: larder-store neither signs nor verifies and links no
+//! ed25519 or random-number crate, because larder-server links it. Secret
+//! keys (loading, generating, signing, zeroizing) live in larder-signer;
+//! `scripts/check-boundaries.sh` keeps it so.
 //!
 //! I/O: [`location`] says where a store really is, [`dump`] walks a path on
 //! disk and streams its NAR without blocking the async reactor, and [`db`]
@@ -15,6 +21,8 @@
 //! With the `cli` feature, [`cli`] is the command-line convention (flags,
 //! environment, `--config` file, logging) all three binaries share.
 
+#![deny(missing_docs)]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod db;
@@ -22,10 +30,12 @@ pub mod dump;
 pub mod fingerprint;
 pub mod hash;
 pub mod location;
+pub mod named_base64;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod path;
+pub mod public_key;
 pub mod signature;
 pub mod signer_proto;
 

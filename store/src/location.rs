@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::path::{StorePath, StorePathError};
 
+/// A store's logical dir (what paths are called, e.g. `/nix/store`) and its
+/// root (where `<store dir>` and `nix/var/nix` really are on disk). Mirrors
+/// the `store` and `real` settings of Nix's local store
+/// (`src/libstore/local-fs-store.hh`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreLocation {
     /// The store dir recorded in the DB and announced to clients.
@@ -16,6 +20,7 @@ pub struct StoreLocation {
 }
 
 impl StoreLocation {
+    /// The store dir Nix uses unless built otherwise.
     pub const DEFAULT_STORE_DIR: &'static str = "/nix/store";
 
     /// A store whose logical dir is `/nix/store`, rooted at `root` (`/` for the host store).
@@ -23,6 +28,8 @@ impl StoreLocation {
         Self::with_store_dir(root, Self::DEFAULT_STORE_DIR)
     }
 
+    /// A store whose logical dir is `store_dir` (a trailing `/` is
+    /// dropped), rooted at `root`.
     pub fn with_store_dir(root: impl Into<PathBuf>, store_dir: &str) -> Self {
         StoreLocation {
             store_dir: store_dir.trim_end_matches('/').to_owned(),
@@ -30,10 +37,13 @@ impl StoreLocation {
         }
     }
 
+    /// The logical store dir, without trailing `/`: what the DB records and
+    /// clients see.
     pub fn store_dir(&self) -> &str {
         &self.store_dir
     }
 
+    /// The directory the store's files and state really lie under.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -53,14 +63,17 @@ impl StoreLocation {
         self.real_store_dir().join(path.to_string())
     }
 
+    /// Nix's state directory, `<root>/nix/var/nix`.
     pub fn state_dir(&self) -> PathBuf {
         self.under_root("/nix/var/nix")
     }
 
+    /// The store DB, `<state>/db/db.sqlite`.
     pub fn db_path(&self) -> PathBuf {
         self.state_dir().join("db/db.sqlite")
     }
 
+    /// The DB's schema version file, `<state>/db/schema`.
     pub fn schema_path(&self) -> PathBuf {
         self.state_dir().join("db/schema")
     }

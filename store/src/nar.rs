@@ -13,6 +13,9 @@
 //! `( type symlink target <bytes> )`, a directory
 //! `( type directory (entry ( name <n> node <node> ))* )` with entries in
 //! strictly ascending byte order. The archive starts with `nix-archive-1`.
+//! This is what Nix's `dumpPath` writes and `parseDump` reads
+//! (`src/libutil/archive.cc`); the listing is that of `listNar`
+//! (`src/libstore/nar-accessor.cc`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,25 +31,38 @@ pub enum NarNode {
     /// A regular file: its size, whether its owner may execute it, and where
     /// its contents really are.
     Regular {
+        /// Its length, in bytes.
         size: u64,
+        /// Whether the owner's execute bit is set (NAR's `executable`).
         executable: bool,
+        /// The real file on disk its contents are read from.
         path: PathBuf,
     },
     /// A symlink: its target, as raw bytes.
-    Symlink { target: Vec<u8> },
+    Symlink {
+        /// The target, unresolved and unchecked.
+        target: Vec<u8>,
+    },
     /// A directory: `(name, node)` in strictly ascending byte order of name.
-    Directory { entries: Vec<(Vec<u8>, NarNode)> },
+    Directory {
+        /// Its entries, names as raw bytes.
+        entries: Vec<(Vec<u8>, NarNode)>,
+    },
 }
 
 /// Why a directory entry's name cannot go into a NAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadName {
+    /// The name is empty.
     #[error("the name is empty")]
     Empty,
+    /// The name is `.` or `..`.
     #[error("the name is `.` or `..`")]
     Dots,
+    /// The name contains `/`.
     #[error("the name contains `/`")]
     Slash,
+    /// The name contains a NUL byte.
     #[error("the name contains a NUL byte")]
     Nul,
 }
@@ -54,10 +70,23 @@ pub enum BadName {
 /// A tree that has no valid NAR encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NarError {
+    /// An entry whose name a NAR cannot hold.
     #[error("NAR entry {path:?} has an invalid name: {reason}")]
-    BadName { path: String, reason: BadName },
+    BadName {
+        /// The entry's path inside the NAR (lossily decoded).
+        path: String,
+        /// What is wrong with its name.
+        reason: BadName,
+    },
+    /// Entries not in strictly ascending byte order (Nix's `restorePath`
+    /// refuses them, and two equal names would be ambiguous).
     #[error("NAR directory {path:?} lists {name:?} out of order or twice")]
-    Unsorted { path: String, name: String },
+    Unsorted {
+        /// The directory's path inside the NAR (lossily decoded).
+        path: String,
+        /// The first entry out of order (lossily decoded).
+        name: String,
+    },
 }
 
 /// Checks that `name` may name a directory entry in a NAR.
@@ -77,17 +106,25 @@ pub enum SegmentData<'a> {
     /// Bytes of the NAR's structure (tags, names, lengths, padding).
     Literal(&'a [u8]),
     /// The contents of a regular file: `size` bytes read from `path`.
-    Contents { path: &'a Path, size: u64 },
+    Contents {
+        /// The real file on disk.
+        path: &'a Path,
+        /// Bytes to read from it.
+        size: u64,
+    },
 }
 
 /// A segment of a NAR and where it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment<'a> {
+    /// Offset of its first byte in the NAR.
     pub nar_offset: u64,
+    /// Its bytes, or where to read them.
     pub data: SegmentData<'a>,
 }
 
 impl Segment<'_> {
+    /// Its length, in bytes.
     pub fn len(&self) -> u64 {
         match self.data {
             SegmentData::Literal(bytes) => bytes.len() as u64,
@@ -95,6 +132,7 @@ impl Segment<'_> {
         }
     }
 
+    /// True when it holds no bytes (an empty file's contents).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -10,48 +10,91 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::fingerprint::fingerprint;
 use crate::hash::{HashError, Sha256Hash};
 use crate::path::{StorePath, StorePathError};
 
+/// Why a narinfo text was refused. `field` is the narinfo key concerned
+/// (`StorePath`, `NarHash`, …); values are quoted at most 40 characters long.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NarInfoError {
+    /// A non-empty line that is not `Key: value` (1-based line number).
     #[error("narinfo line {line}: expected `Key: value`")]
-    Syntax { line: usize },
+    Syntax {
+        /// The line, counted from 1.
+        line: usize,
+    },
+    /// A key other than `Sig` given twice.
     #[error("narinfo field {field} appears twice")]
-    Duplicate { field: &'static str },
+    Duplicate {
+        /// The repeated key.
+        field: &'static str,
+    },
+    /// `StorePath`, `URL`, `NarHash` or `NarSize` is absent.
     #[error("narinfo lacks the required field {0}")]
     Missing(&'static str),
+    /// A store path field (`StorePath`, `References`, `Deriver`) is not one.
     #[error("narinfo field {field}: {source}")]
     Path {
+        /// The key.
         field: &'static str,
+        /// What is wrong with the path.
         source: StorePathError,
     },
+    /// `NarHash` or `FileHash` is not a SHA-256 hash.
     #[error("narinfo field {field}: {source}")]
     Hash {
+        /// The key.
         field: &'static str,
+        /// What is wrong with the hash.
         source: HashError,
     },
+    /// `NarSize` or `FileSize` is not a decimal `u64`.
     #[error("narinfo field {field}: {value:?} is not a number")]
-    Number { field: &'static str, value: String },
+    Number {
+        /// The key.
+        field: &'static str,
+        /// The value, cut to 40 characters.
+        value: String,
+    },
+    /// A field that must have a value has none.
     #[error("narinfo field {field} is empty")]
-    Empty { field: &'static str },
+    Empty {
+        /// The key.
+        field: &'static str,
+    },
 }
 
+/// A narinfo: what a binary cache says about one store path. Mirrors
+/// Nix's `NarInfo` (`src/libstore/nar-info.cc`): the fields of its text
+/// form, in its order; sizes are in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NarInfo {
     /// The store dir, e.g. `/nix/store`; `StorePath` lines are rendered under it.
     pub store_dir: String,
+    /// `StorePath`: the path described.
     pub store_path: StorePath,
+    /// `URL`: where the (compressed) NAR is, relative to the cache root,
+    /// e.g. `nar/<filehash>.nar.zst`.
     pub url: String,
+    /// `Compression`: `none`, `zstd`, `xz`, `bzip2`, …; a narinfo without
+    /// the line means `bzip2`.
     pub compression: String,
+    /// `FileHash`: SHA-256 of the file at `URL`, when known.
     pub file_hash: Option<Sha256Hash>,
+    /// `FileSize`: length of the file at `URL`, when known.
     pub file_size: Option<u64>,
+    /// `NarHash`: SHA-256 of the uncompressed NAR.
     pub nar_hash: Sha256Hash,
+    /// `NarSize`: length of the uncompressed NAR.
     pub nar_size: u64,
-    /// Sorted by basename when rendered.
+    /// `References`, as basenames. Sorted by basename when rendered.
     pub references: Vec<StorePath>,
+    /// `Deriver`: the `.drv` that built it, when known.
     pub deriver: Option<StorePath>,
+    /// `Sig` lines, `name:base64` each, in order.
     pub sigs: Vec<String>,
+    /// `CA`: the content-address assertion, when the path has one.
     pub ca: Option<String>,
 }
 
@@ -81,6 +124,22 @@ impl fmt::Display for NarInfo {
             writeln!(f, "CA: {ca}")?;
         }
         Ok(())
+    }
+}
+
+impl NarInfo {
+    /// The text a signature of this path covers (see [`crate::fingerprint`]),
+    /// with paths under [`NarInfo::store_dir`]. Mirrors Nix, whose `NarInfo`
+    /// is a `ValidPathInfo` and signs with its `fingerprint`
+    /// (`src/libstore/path-info.cc`).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
     }
 }
 

@@ -4,14 +4,19 @@
 
 use thiserror::Error;
 
+/// The 32 digits, value 0 to 31 (`src/libutil/hash.cc`, `base32Chars`).
 pub const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
+/// Why a nix32 text does not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Nix32Error {
+    /// A character outside [`ALPHABET`].
     #[error("invalid nix32 character {0:?} (alphabet is 0-9 a-z without e, o, u, t)")]
     BadChar(char),
+    /// A length no whole number of bytes encodes to (e.g. 32 bytes is 52 characters).
     #[error("nix32 string of {0} characters does not encode a whole number of bytes")]
     BadLength(usize),
+    /// The unused high bits of the first digit are not zero: not canonical.
     #[error("nix32 string has non-zero padding bits")]
     NonZeroPadding,
 }
@@ -27,6 +32,8 @@ pub fn decoded_len(len: usize) -> Option<usize> {
     (encoded_len(bytes) == len).then_some(bytes)
 }
 
+/// The nix32 text of `input`, [`encoded_len`] characters long
+/// (`src/libutil/hash.cc`, `printHash32`).
 pub fn encode(input: &[u8]) -> String {
     let len = encoded_len(input.len());
     let mut out = String::with_capacity(len);
@@ -49,10 +56,16 @@ fn digit(c: u8) -> Option<u8> {
     ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
 }
 
+/// True when `c` is one of the [`ALPHABET`]'s digits.
 pub fn is_nix32_char(c: u8) -> bool {
     digit(c).is_some()
 }
 
+/// The bytes `input` encodes; exactly the inverse of [`encode`].
+///
+/// # Errors
+/// A [`Nix32Error`] for a bad length, a foreign character or non-zero
+/// padding bits.
 pub fn decode(input: &str) -> Result<Vec<u8>, Nix32Error> {
     let bytes = input.as_bytes();
     let len = decoded_len(bytes.len()).ok_or(Nix32Error::BadLength(bytes.len()))?;

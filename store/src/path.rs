@@ -1,6 +1,7 @@
 //! Store paths: `<hash32>-<name>` under a store dir. The hash part is 20
 //! bytes written as 32 nix32 characters; the name is at most 211 characters
-//! of `[A-Za-z0-9+\-._?=]` and does not start with `.`.
+//! of `[A-Za-z0-9+\-._?=]` and does not start with `.`. Nix's `StorePath`
+//! (`src/libstore/path.cc`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,28 +10,46 @@ use thiserror::Error;
 
 use crate::nixbase32;
 
+/// Bytes in a store path's hash part (`StorePath::HashLen` in
+/// `src/libstore/path.hh`).
 pub const HASH_BYTES: usize = 20;
+/// nix32 characters in a store path's hash part.
 pub const HASH_CHARS: usize = 32;
+/// The longest name Nix accepts, in characters (`src/libstore/path.cc`,
+/// `checkName`).
 pub const MAX_NAME_LEN: usize = 211;
 
+/// Why a text is not a store path. Mirrors the checks of Nix's
+/// `StorePath` constructor and `checkName` (`src/libstore/path.cc`).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum StorePathError {
+    /// The hash part is not [`HASH_CHARS`] long (the length found, in characters).
     #[error("hash part must be {HASH_CHARS} nix32 characters, got {0} characters")]
     HashLength(usize),
+    /// The hash part is not nix32.
     #[error("hash part has a character outside the nix32 alphabet")]
     HashChar,
+    /// No `-` after the hash part (the basename given).
     #[error("store path {0:?} has no '-' between hash part and name")]
     MissingDash(String),
+    /// Nothing after `<hash>-`.
     #[error("store path name is empty")]
     EmptyName,
+    /// The name is longer than [`MAX_NAME_LEN`] (its length, in bytes).
     #[error("store path name is {0} characters long; the limit is {MAX_NAME_LEN}")]
     NameTooLong(usize),
+    /// The name starts with `.`.
     #[error("store path name starts with '.'")]
     NameStartsWithDot,
+    /// The name holds a character outside `[A-Za-z0-9+\-._?=]` (the first one).
     #[error("store path name contains {0:?}; allowed are A-Z a-z 0-9 and + - . _ ? =")]
     NameChar(char),
+    /// An absolute path that is not `<store_dir>/<basename>`.
     #[error("path is not directly inside the store dir {store_dir}")]
-    NotInStore { store_dir: String },
+    NotInStore {
+        /// The store dir the path was expected in.
+        store_dir: String,
+    },
 }
 
 /// The 20-byte hash part of a store path; what `<hash>.narinfo` names.
@@ -38,6 +57,7 @@ pub enum StorePathError {
 pub struct StorePathHash([u8; HASH_BYTES]);
 
 impl StorePathHash {
+    /// The raw 20 bytes.
     pub fn as_bytes(&self) -> &[u8; HASH_BYTES] {
         &self.0
     }
@@ -76,6 +96,12 @@ pub struct StorePath {
     name: String,
 }
 
+/// Checks a store path name: 1 to [`MAX_NAME_LEN`] characters of
+/// `[A-Za-z0-9+\-._?=]`, not starting with `.`.
+///
+/// # Errors
+/// [`StorePathError::EmptyName`], [`StorePathError::NameTooLong`],
+/// [`StorePathError::NameStartsWithDot`] or [`StorePathError::NameChar`].
 pub fn validate_name(name: &str) -> Result<(), StorePathError> {
     if name.is_empty() {
         return Err(StorePathError::EmptyName);
@@ -96,6 +122,10 @@ pub fn validate_name(name: &str) -> Result<(), StorePathError> {
 }
 
 impl StorePath {
+    /// The path `<hash>-<name>`.
+    ///
+    /// # Errors
+    /// As [`validate_name`].
     pub fn new(hash: StorePathHash, name: &str) -> Result<Self, StorePathError> {
         validate_name(name)?;
         Ok(StorePath {
@@ -131,10 +161,12 @@ impl StorePath {
         StorePath::from_basename(base)
     }
 
+    /// The hash part.
     pub fn hash(&self) -> &StorePathHash {
         &self.hash
     }
 
+    /// The name after `<hash>-`.
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -1,6 +1,7 @@
 //! The wire protocol between larder-server (or any client) and
 //! larder-signer, over a unix stream socket. It lives here so that the
 //! server never links the signer's key code and the signer never links HTTP.
+//! larder's own protocol: Nix has no counterpart (its signing is in-process).
 //!
 //! Every message is one frame: a 4-byte big-endian length, then that many
 //! bytes of UTF-8 JSON. Frames over [`MAX_FRAME`] are refused. A connection
@@ -20,11 +21,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// references fits easily.
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// What a client asks the signer; the JSON object's `op` names the variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Sign { fingerprint: String },
+    /// `sign`: sign this fingerprint with every key. Answered with
+    /// [`Reply::Signatures`] or [`Reply::Refused`].
+    Sign {
+        /// The canonical fingerprint text (see [`crate::fingerprint`]).
+        fingerprint: String,
+    },
+    /// `public-keys`: the public halves of the signer's keys, answered with
+    /// [`Reply::PublicKeys`].
     PublicKeys,
+    /// `metrics`: the signer's Prometheus metrics, answered with
+    /// [`Reply::Metrics`].
     Metrics,
 }
 
@@ -38,8 +49,11 @@ pub enum RefusalCode {
     BadFingerprint,
     /// The path is not valid in the store.
     NotInStore,
+    /// The path's NAR hash in the store differs from the fingerprint's.
     HashMismatch,
+    /// The path's NAR size in the store differs from the fingerprint's.
     SizeMismatch,
+    /// The path's references in the store differ from the fingerprint's.
     ReferencesMismatch,
     /// The peer's uid is not allowed.
     Forbidden,
@@ -48,6 +62,7 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    /// Every code, so that metrics can export each one from the start.
     pub const ALL: [RefusalCode; 8] = [
         RefusalCode::Malformed,
         RefusalCode::BadFingerprint,
@@ -59,6 +74,8 @@ impl RefusalCode {
         RefusalCode::Internal,
     ];
 
+    /// The code as it appears in JSON, logs and the `code` metric label
+    /// (e.g. `hash-mismatch`).
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::Malformed => "malformed",
@@ -73,29 +90,44 @@ impl RefusalCode {
     }
 }
 
+/// A refused request: a stable code and a sentence for humans. The reason
+/// names only public things (store paths, field names), never key material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
+    /// Why, as a stable code.
     pub code: RefusalCode,
+    /// Why, for the log of the client.
     pub reason: String,
 }
 
+/// The signer's answer to one [`Request`]; a JSON object with one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {
+    /// `signatures`: one `name:base64` signature per key, in key order.
     Signatures(Vec<String>),
+    /// `public_keys`: one `name:base64` public key per key, in key order.
     PublicKeys(Vec<String>),
+    /// `metrics`: the signer's metrics in Prometheus text format.
     Metrics(String),
+    /// `refused`: the request was not answered, and why.
     Refused(Refusal),
 }
 
+/// Why a frame could not be read or written.
 #[derive(Debug, Error)]
 pub enum FrameError {
+    /// The length prefix (in bytes) is over [`MAX_FRAME`]; the stream is
+    /// out of step and should be closed.
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
     TooLarge(u32),
+    /// The body is not JSON of the expected message type.
     #[error("frame is not a valid message: {0}")]
     Json(#[from] serde_json::Error),
+    /// Reading or writing the socket failed, or it ended mid-frame.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer closed the connection cleanly between frames.
     #[error("peer closed the connection")]
     Closed,
 }
@@ -106,6 +138,10 @@ pub fn to_json<T: Serialize>(message: &T) -> String {
 }
 
 /// Encode one message as a frame: length prefix and JSON body.
+///
+/// # Errors
+/// [`FrameError::Json`] when it does not serialise, [`FrameError::TooLarge`]
+/// when its body is over [`MAX_FRAME`].
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(message)?;
     let len = u32::try_from(body.len())
@@ -135,7 +171,11 @@ fn closed_on_eof(e: std::io::Error) -> FrameError {
     }
 }
 
-/// Read one frame and decode it; `Closed` on a clean end of stream.
+/// Read one frame and decode it.
+///
+/// # Errors
+/// [`FrameError::Closed`] on a clean end of stream before a frame,
+/// [`FrameError::TooLarge`], [`FrameError::Json`] or [`FrameError::Io`].
 pub async fn read_frame<T, R>(reader: &mut R) -> Result<T, FrameError>
 where
     T: for<'de> Deserialize<'de>,
@@ -164,6 +204,10 @@ where
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// Write `message` as one frame and flush.
+///
+/// # Errors
+/// As [`encode_frame`], or [`FrameError::Io`].
 pub async fn write_frame<T, W>(writer: &mut W, message: &T) -> Result<(), FrameError>
 where
     T: Serialize,

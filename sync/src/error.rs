@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use larder_store::db::DbError;
+use larder_store::named_base64::KeyError;
 use larder_store::path::StorePathError;
-use larder_store::signature::KeyError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]

@@ -6,7 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use larder_store::StoreLocation;
-use larder_store::signature::PublicKey;
+use larder_store::named_base64::KeyError;
+use larder_store::public_key::PublicKey;
 
 use crate::error::{Result, SyncError};
 
@@ -114,14 +115,20 @@ impl fmt::Display for StoreUri {
     }
 }
 
-/// Parse trusted public keys (`name:base64`), naming the bad one.
+/// Parse trusted public keys (`name:base64`), naming the bad one. Each
+/// must also be an ed25519 point: no signature could ever verify with
+/// another 32 bytes, and Nix itself checks only the length.
 pub fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>> {
     keys.iter()
         .map(|k| {
-            k.trim().parse().map_err(|source| SyncError::BadKey {
+            let bad = |source| SyncError::BadKey {
                 key: k.clone(),
                 source,
-            })
+            };
+            let key: PublicKey = k.trim().parse().map_err(bad)?;
+            ed25519_dalek::VerifyingKey::from_bytes(key.bytes())
+                .map_err(|_| bad(KeyError::BadPublicKey))?;
+            Ok(key)
         })
         .collect()
 }
@@ -175,6 +182,19 @@ mod tests {
     fn malformed_keys_are_named() {
         let err = parse_keys(&["cache:notbase64!".into()]).unwrap_err();
         assert!(err.to_string().contains("cache:notbase64!"), "{err}");
+        // 32 bytes that are no curve point: refused, not passed on to Nix.
+        let not_a_point = (0..=u8::MAX)
+            .map(|b| [b; 32])
+            .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+            .unwrap();
+        let text = PublicKey::new("cache", not_a_point).unwrap().to_string();
+        let err = parse_keys(&[text]).unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid ed25519 point"),
+            "{err}"
+        );
+        let good = "test:DfraOZ3WNDYaof6JYAECNWlJrpPoPC/jNTk61DtK03E=";
+        assert_eq!(parse_keys(&[good.into()]).unwrap()[0].to_string(), good);
         assert_eq!(sanitize(".."), "__");
         assert_eq!(sanitize("a/b c"), "a_b_c");
     }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use larder_store::narinfo::NarInfo;
-use larder_store::signature::fingerprint;
 
 use crate::{TestStore, nix_command, run, shell_derivation};
 
@@ -60,14 +59,7 @@ pub fn read_narinfos(dir: &Path) -> Vec<(PathBuf, NarInfo)> {
 /// Replace every narinfo's signatures with `sign(fingerprint)`.
 pub fn sign_file_cache(dir: &Path, sign: impl Fn(&str) -> Vec<String>) {
     for (p, mut info) in read_narinfos(dir) {
-        let fp = fingerprint(
-            &info.store_dir,
-            &info.store_path,
-            &info.nar_hash,
-            info.nar_size,
-            &info.references,
-        );
-        info.sigs = sign(&fp);
+        info.sigs = sign(&info.fingerprint());
         fs::write(p, info.to_string()).unwrap();
     }
 }

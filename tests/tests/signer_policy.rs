@@ -44,7 +44,7 @@ fn true_fingerprint(store: &TestStore, path: &str) -> Fingerprint {
     ])))
     .unwrap();
     let loc = store.location();
-    let text = larder_store::signature::fingerprint(
+    let text = larder_store::fingerprint::fingerprint(
         "/nix/store",
         &loc.parse_path(path).unwrap(),
         &json[0]["narHash"].as_str().unwrap().parse().unwrap(),

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::DbError;
-
-/// The only schema version larder reads (Nix 2.0 and later).
-pub const SCHEMA_VERSION: u32 = 10;
+use super::error::DbError;
+use super::schema::SCHEMA_VERSION;
 
 /// Check `<state>/db/schema` says [`SCHEMA_VERSION`].
 pub(super) fn check_schema(path: &Path) -> Result<(), DbError> {

@@ -3,25 +3,32 @@
 
 use serde::Serialize;
 
+use crate::fingerprint::fingerprint;
 use crate::hash::Sha256Hash;
 use crate::path::StorePath;
 
-/// One row of `ValidPaths` with its references, parsed and checked.
+/// One row of `ValidPaths` with its references, parsed and checked: what
+/// Nix's `ValidPathInfo` (`src/libstore/path-info.hh`) holds for a path of
+/// a local store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
     /// The row id in `ValidPaths`; grows with every registration.
     pub id: i64,
+    /// The valid path itself.
     pub path: StorePath,
+    /// SHA-256 of its NAR serialisation (the DB's `hash`, `sha256:<base16>`).
     pub nar_hash: Sha256Hash,
+    /// Length of its NAR serialisation, in bytes.
     pub nar_size: u64,
     /// Sorted by basename, as Nix sorts them (and as narinfo lists them).
     pub references: Vec<StorePath>,
+    /// The derivation that built it, when known (`.drv` path).
     pub deriver: Option<StorePath>,
     /// Sorted and without duplicates, as Nix keeps them (a set).
     pub sigs: Vec<String>,
     /// The content-address assertion (`fixed:r:sha256:…`, `text:sha256:…`).
     pub ca: Option<String>,
-    /// Seconds since the epoch.
+    /// When it was registered, in seconds since the epoch.
     pub registration_time: i64,
     /// Built locally rather than substituted.
     pub ultimate: bool,
@@ -32,21 +39,27 @@ pub struct PathInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NixPathInfoJson {
+    /// The full store path.
     pub path: String,
     /// SRI: `sha256-<base64>`.
     pub nar_hash: String,
+    /// NAR length, in bytes.
     pub nar_size: u64,
     /// Full paths, sorted.
     pub references: Vec<String>,
+    /// The content-address assertion; left out when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// The deriver's full path; left out when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deriver: Option<String>,
-    /// Nix leaves it out when it is 0.
+    /// Seconds since the epoch; Nix leaves it out when it is 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub registration_time: i64,
+    /// Built locally; left out when false.
     #[serde(skip_serializing_if = "is_false")]
     pub ultimate: bool,
+    /// `name:base64` signatures, as the key `signatures`; left out when none.
     #[serde(rename = "signatures", skip_serializing_if = "Vec::is_empty")]
     pub sigs: Vec<String>,
 }
@@ -60,6 +73,20 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl PathInfo {
+    /// The text a signature of this path covers, with paths under
+    /// `store_dir` (the logical store dir, e.g. `/nix/store`); see
+    /// [`crate::fingerprint`]. Mirrors `ValidPathInfo::fingerprint`
+    /// (`src/libstore/path-info.cc`).
+    pub fn fingerprint(&self, store_dir: &str) -> String {
+        fingerprint(
+            store_dir,
+            &self.path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
+    }
+
     /// The `nix path-info --json` shape, with paths under `store_dir`
     /// (the logical store dir, e.g. `/nix/store`).
     pub fn nix_json(&self, store_dir: &str) -> NixPathInfoJson {

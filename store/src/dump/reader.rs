@@ -8,9 +8,15 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{CHUNK_SIZE, DumpError, io_error};
+use super::error::{DumpError, io_error};
 use crate::nar::{NarPlan, SegmentData};
 
+/// The size of the chunks a NAR is streamed in. With the two chunks a stream's channel holds it
+/// bounds a stream's memory: about (2 queued + 1 being read + 1 being sent)
+/// × 256 KiB = 1 MiB per download, so 64 slow clients stay well under the
+/// server's 150 MiB budget. 128 KiB–1 MiB chunks measured alike in
+/// `bench/` (nar_dump), so the smaller wins.
+pub const CHUNK_SIZE: usize = 256 * 1024;
 /// How many full-size buffers the process keeps for reuse (8 MiB).
 const POOL_MAX: usize = 32;
 /// A full-size buffer: a chunk plus one spare byte, which lets the read that

@@ -1,15 +1,20 @@
-//! Loading signing keys: Nix key files, refused when anyone but the owner
-//! can read them (except under systemd's `$CREDENTIALS_DIRECTORY`, which
-//! systemd itself protects), or when they are malformed.
+//! Nix secret key files on disk: loading them (refused when anyone but the
+//! owner can read them, except under systemd's `$CREDENTIALS_DIRECTORY`,
+//! which systemd itself protects, or when they are malformed), and writing
+//! new ones with mode 0600.
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use larder_store::signature::{KeyError, SecretKey};
+use larder_store::named_base64::KeyError;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::signing_key::SecretKey;
+
+/// Why a key file cannot be used; every message names the file and the fix,
+/// and none carries key material.
 #[derive(Debug, Error)]
 pub enum KeyFileError {
     #[error("key file {path}: cannot read it: {source}")]
@@ -40,6 +45,7 @@ fn is_systemd_credential(path: &Path) -> bool {
         .is_some_and(|dir| !dir.is_empty() && path.starts_with(dir))
 }
 
+/// The secret key in the file at `path`.
 pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
     let read_err = |source| KeyFileError::Read {
         path: path.to_owned(),
@@ -60,6 +66,7 @@ pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
     })
 }
 
+/// The keys in `paths`, in order; at least one must be given.
 pub fn load_all(paths: &[PathBuf]) -> Result<Vec<SecretKey>, KeyFileError> {
     if paths.is_empty() {
         return Err(KeyFileError::None);
