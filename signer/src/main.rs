@@ -12,21 +12,35 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use larder_signer::key_file;
+use larder_signer::key_file::{self, KeyFileError};
 use larder_signer::signing_key::SecretKey;
 use larder_store::StoreLocation;
-use larder_store::db::StoreDb;
+use larder_store::cli::Convention;
+use larder_store::db::{DbError, StoreDb};
 use larder_store::signer_proto::{Reply, Request, read_frame, to_json, write_frame};
+use thiserror::Error;
 use tokio::net::UnixStream;
 
 use crate::policy::Policy;
+use crate::socket::SocketError;
+
+/// larder-signer's name and environment prefix (`LARDER_SIGNER_<FLAG>`).
+const CONVENTION: Convention = Convention {
+    binary: "larder-signer",
+    env_prefix: "LARDER_SIGNER",
+    actions: &["fingerprint", "metrics", "name", "out"],
+};
 
 #[derive(Parser)]
 #[command(
+    name = "larder-signer",
     version,
     about = "larder's signing process: keys live here, never in the server"
 )]
 struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `larder_signer=debug,info`.
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,7 +64,8 @@ enum Command {
     },
     /// Send one request to a running signer and print the reply (JSON).
     Request {
-        #[arg(long, env = "LARDER_SIGNER_SOCKET")]
+        /// The signer's socket.
+        #[arg(long, default_value = "/run/larder/signer.sock")]
         socket: PathBuf,
         /// A fingerprint to sign; without it, ask for the public keys.
         #[arg(long)]
@@ -64,55 +79,58 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// Unix socket to listen on (created with mode 0660).
-    #[arg(
-        long,
-        env = "LARDER_SIGNER_SOCKET",
-        default_value = "/run/larder/signer.sock"
-    )]
+    #[arg(long, default_value = "/run/larder/signer.sock")]
     socket: PathBuf,
-    /// A Nix secret key file (mode 0600); repeat to sign with several keys (rotation).
-    #[arg(
-        long = "key-file",
-        env = "LARDER_SIGNER_KEY_FILES",
-        value_delimiter = ','
-    )]
+    /// A Nix secret key file (mode 0600); repeat (or separate with commas) to sign with several keys (rotation).
+    #[arg(long = "key-file", value_delimiter = ',')]
     key_files: Vec<PathBuf>,
     /// Where the store really is: `/` for the host store, or a chroot store's root.
-    #[arg(long, env = "LARDER_STORE_ROOT", default_value = "/")]
+    #[arg(long, default_value = "/")]
     store_root: PathBuf,
     /// The store dir recorded in the DB and seen by clients.
-    #[arg(long, env = "LARDER_STORE_DIR", default_value = StoreLocation::DEFAULT_STORE_DIR)]
+    #[arg(long, default_value = StoreLocation::DEFAULT_STORE_DIR)]
     store_dir: String,
     /// Group (name or gid) given the socket, so that the server's user can connect.
-    #[arg(long, env = "LARDER_SIGNER_SOCKET_GROUP")]
+    #[arg(long)]
     socket_group: Option<String>,
-    /// Only these peer uids may ask (checked with SO_PEERCRED); repeatable.
+    /// Only these peer uids may ask (checked with SO_PEERCRED); repeatable or comma-separated.
     /// Without it, any process that can open the socket may ask.
-    #[arg(
-        long = "allow-uid",
-        env = "LARDER_SIGNER_ALLOW_UIDS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "allow-uid", value_delimiter = ',')]
     allow_uids: Vec<u32>,
     /// `store`: sign only what matches the store DB exactly. `any`: sign anything (dangerous).
-    #[arg(
-        long,
-        env = "LARDER_SIGNER_POLICY",
-        value_enum,
-        default_value = "store"
-    )]
+    #[arg(long, value_enum, default_value = "store")]
     policy: Policy,
 }
 
+/// Why larder-signer stopped; each names the setting or file at fault.
+#[derive(Debug, Error)]
+enum SignerError {
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
+    #[error("store-root {root}: {source}")]
+    Store { root: String, source: DbError },
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("signer socket {socket}: {detail}")]
+    Request { socket: String, detail: String },
+    #[error("the signer refused the request")]
+    Refused,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// The keys and the store DB, each checked.
-fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), String> {
-    let keys = key_file::load_all(&args.key_files).map_err(|e| e.to_string())?;
+fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), SignerError> {
+    let keys = key_file::load_all(&args.key_files)?;
     let location = StoreLocation::with_store_dir(&args.store_root, &args.store_dir);
-    let db = StoreDb::open(&location).map_err(|e| format!("store DB: {e}"))?;
+    let db = StoreDb::open(&location).map_err(|source| SignerError::Store {
+        root: args.store_root.display().to_string(),
+        source,
+    })?;
     Ok((keys, db))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs) -> Result<(), SignerError> {
     let (keys, db) = open(&args)?;
     if args.policy == Policy::Any {
         tracing::warn!(
@@ -138,8 +156,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn request(socket: PathBuf, request: Request) -> Result<Reply, String> {
-    let err = |e: &dyn std::fmt::Display| format!("signer socket {}: {e}", socket.display());
+async fn request(socket: PathBuf, request: Request) -> Result<Reply, SignerError> {
+    let err = |e: &dyn std::fmt::Display| SignerError::Request {
+        socket: socket.display().to_string(),
+        detail: e.to_string(),
+    };
     let mut stream = UnixStream::connect(&socket).await.map_err(|e| err(&e))?;
     write_frame(&mut stream, &request)
         .await
@@ -147,7 +168,7 @@ async fn request(socket: PathBuf, request: Request) -> Result<Reply, String> {
     read_frame(&mut stream).await.map_err(|e| err(&e))
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), SignerError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Check(args) => {
@@ -157,7 +178,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::GenerateKey { name, out } => {
-            let key = key_file::generate(&name, &out).map_err(|e| e.to_string())?;
+            let key = key_file::generate(&name, &out)?;
             println!("{}", key.public());
             Ok(())
         }
@@ -174,7 +195,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let reply = request(socket, req).await?;
             println!("{}", to_json(&reply));
             match reply {
-                Reply::Refused(_) => Err("refused".into()),
+                Reply::Refused(_) => Err(SignerError::Refused),
                 _ => Ok(()),
             }
         }
@@ -182,24 +203,14 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let cli: Cli = larder_store::cli::parse(&CONVENTION);
+    larder_store::cli::init_logging(&CONVENTION, &cli.log);
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("larder-signer: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli)) {
+        .map_err(SignerError::Runtime)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("larder-signer: {e}");

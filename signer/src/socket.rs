@@ -5,14 +5,34 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
+use thiserror::Error;
 use tokio::net::UnixListener;
 
+/// Why the listening socket could not be set up; every variant names the
+/// flag and what to do.
+#[derive(Debug, Error)]
+pub enum SocketError {
+    #[error("--socket {0}: exists and is not a socket; remove it or choose another path")]
+    NotASocket(String),
+    #[error("--socket {path}: cannot {action}: {source}")]
+    Io {
+        path: String,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("--socket-group {group}: {reason}")]
+    Group { group: String, reason: String },
+}
+
 /// Resolve a group name or numeric gid via /etc/group.
-fn resolve_group(group: &str) -> Result<u32, String> {
+fn resolve_group(group: &str) -> Result<u32, SocketError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let groups = fs::read_to_string("/etc/group").map_err(|e| format!("/etc/group: {e}"))?;
+    let groups = fs::read_to_string("/etc/group").map_err(|e| SocketError::Group {
+        group: group.to_owned(),
+        reason: format!("cannot read /etc/group: {e}"),
+    })?;
     groups
         .lines()
         .filter_map(|l| {
@@ -21,34 +41,37 @@ fn resolve_group(group: &str) -> Result<u32, String> {
         })
         .find(|(name, _)| *name == group)
         .and_then(|(_, gid)| gid.parse().ok())
-        .ok_or_else(|| format!("--socket-group {group}: no such group in /etc/group"))
+        .ok_or_else(|| SocketError::Group {
+            group: group.to_owned(),
+            reason: "no such group in /etc/group".to_owned(),
+        })
 }
 
-pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
-    let shown = path.display();
-    // A socket left by a previous run is replaced; anything else is not ours to remove.
+/// Listen on `path`, mode 0660, owned by `group` if given. A socket left by
+/// a previous run is replaced; anything else at `path` is refused.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
+    let io = |action| {
+        move |source| SocketError::Io {
+            path: path.display().to_string(),
+            action,
+            source,
+        }
+    };
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!(
-                "--socket {shown} exists and is not a socket; remove it or choose another path"
-            ));
+            return Err(SocketError::NotASocket(path.display().to_string()));
         }
-        fs::remove_file(path)
-            .map_err(|e| format!("--socket {shown}: cannot replace the old socket: {e}"))?;
+        fs::remove_file(path).map_err(io("replace the old socket"))?;
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .map_err(|e| format!("--socket {shown}: cannot create its directory: {e}"))?;
+        fs::create_dir_all(parent).map_err(io("create its directory"))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("--socket {shown}: cannot listen: {e}"))?;
+    let listener = UnixListener::bind(path).map_err(io("listen"))?;
     if let Some(group) = group {
         let gid = resolve_group(group)?;
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(|e| format!("--socket {shown}: cannot give it group {group}: {e}"))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io("give it the group"))?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("--socket {shown}: cannot set mode 0660: {e}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(io("set mode 0660"))?;
     Ok(listener)
 }
 
