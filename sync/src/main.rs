@@ -169,7 +169,7 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
     println!("queue: {}", cli.queue.display());
     println!("target: {}", queue.target()?.as_deref().unwrap_or("- (no watcher ran yet)"));
     match lease::holder(&cli.queue)? {
-        Some(pid) => println!("watcher: alive (pid {pid} pushes this queue)"),
+        Some(pid) => println!("watcher: alive (pid {pid}), pushing this queue"),
         None => println!("watcher: none running (paths wait until one starts)"),
     }
     println!("pending: {}", stats.depth);
