@@ -92,7 +92,11 @@ impl DaemonConfig {
                     "[[builder]] entries #{} ({}) and #{} ({}) both root under {:?} (names are derived from \
                      the URI's host when not given) and would delete each other's roots; give \
                      each a distinct `name`",
-                    builders[..i].iter().position(|(x, _)| x.builder == b.builder).unwrap_or(0) + 1,
+                    builders[..i]
+                        .iter()
+                        .position(|(x, _)| x.builder == b.builder)
+                        .unwrap_or(0)
+                        + 1,
                     b.source,
                     i + 1,
                     a.source,

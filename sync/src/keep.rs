@@ -133,8 +133,7 @@ impl Keeper {
                 if elsewhere.contains(&full) {
                     continue;
                 }
-                let link =
-                    gcroots::root(&self.config.local, &dir, &path.to_string(), &full)?;
+                let link = gcroots::root(&self.config.local, &dir, &path.to_string(), &full)?;
                 tracing::info!(path = %full, source = %self.config.source, "rooted arrival");
                 report.rooted.push(link);
             }

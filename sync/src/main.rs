@@ -167,7 +167,13 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
     let now = now_ms();
     let secs_ago = |at: i64| (now - at).max(0) / 1000;
     println!("queue: {}", cli.queue.display());
-    println!("target: {}", queue.target()?.as_deref().unwrap_or("- (no watcher ran yet)"));
+    println!(
+        "target: {}",
+        queue
+            .target()?
+            .as_deref()
+            .unwrap_or("- (no watcher ran yet)")
+    );
     match lease::holder(&cli.queue)? {
         Some(pid) => println!("watcher: alive (pid {pid}), pushing this queue"),
         None => println!("watcher: none running (paths wait until one starts)"),
@@ -184,7 +190,11 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
     let pending = queue.pending(limit)?;
     for p in &pending {
         match &p.last_error {
-            None => println!("  pending {} (enqueued {}s ago)", p.path, secs_ago(p.enqueued_at)),
+            None => println!(
+                "  pending {} (enqueued {}s ago)",
+                p.path,
+                secs_ago(p.enqueued_at)
+            ),
             Some(err) => {
                 let retry = (p.next_attempt_at - now).max(0) / 1000;
                 println!(
@@ -197,7 +207,10 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
         }
     }
     if stats.depth > pending.len() as u64 {
-        println!("  … and {} more (--limit)", stats.depth - pending.len() as u64);
+        println!(
+            "  … and {} more (--limit)",
+            stats.depth - pending.len() as u64
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,8 @@ use crate::error::{Result, SyncError};
 use larder_store::StoreLocation;
 
 use crate::gcroots::{self, Retention};
-use crate::retention::{self, Closures};
 use crate::nix::{self, LocalStore, SigCheck};
+use crate::retention::{self, Closures};
 use crate::uri::StoreUri;
 
 /// Symlinks followed when resolving a builder's root (profiles are two deep).

@@ -116,12 +116,16 @@ fn a_restart_makes_failed_paths_due_at_once() {
         base: Duration::from_secs(3600),
         cap: Duration::from_secs(3600),
     };
-    q.fail(&[A.into()], "lacks a valid signature", long).unwrap();
+    q.fail(&[A.into()], "lacks a valid signature", long)
+        .unwrap();
     assert_eq!(q.due(10).unwrap(), vec![B.to_owned()]);
     let listed = q.pending(10).unwrap();
     assert_eq!(listed[0].path, A);
     assert_eq!(listed[0].attempts, 1);
-    assert_eq!(listed[0].last_error.as_deref(), Some("lacks a valid signature"));
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("lacks a valid signature")
+    );
     assert_eq!(q.reset_backoff().unwrap(), 1);
     assert_eq!(q.due(10).unwrap().len(), 2);
 }

@@ -76,10 +76,7 @@ pub struct Policies {
 
 impl Policies {
     pub fn for_source(&self, source: &str) -> Retention {
-        self.per_source
-            .get(source)
-            .copied()
-            .unwrap_or(self.default)
+        self.per_source.get(source).copied().unwrap_or(self.default)
     }
 
     /// Parse `SOURCE=last:N,days:D` (either part optional) into an exception.

@@ -50,7 +50,12 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
         println!("source {source} ({})", describe_policy(policy));
         let plan = retention::plan_source(&mut closures, &dir, &source, policy, now)?;
         for d in &plan {
-            let name = d.root.link.file_name().unwrap_or_default().to_string_lossy();
+            let name = d
+                .root
+                .link
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
             let verdict = match d.kept {
                 Some(kept) => format!("kept {}", describe_kept(kept)),
                 None if args.prune => "removed (outside retention)".to_owned(),
@@ -80,7 +85,10 @@ fn describe_policy(r: Retention) -> String {
         (Some(n), None) => format!("last {n} closures"),
         (None, Some(age)) => format!("last {} days", age.as_secs() / 86_400),
         (Some(n), Some(age)) => {
-            format!("last {n} closures and the last {} days", age.as_secs() / 86_400)
+            format!(
+                "last {n} closures and the last {} days",
+                age.as_secs() / 86_400
+            )
         }
     }
 }
@@ -93,7 +101,10 @@ fn describe_kept(kept: Kept) -> String {
             None => "as the newest closure (always kept)".into(),
         },
         Kept::Newest { rank, until } => match until {
-            Some(u) => format!("as closure #{rank} of the newest (and by age until {})", utc(u)),
+            Some(u) => format!(
+                "as closure #{rank} of the newest (and by age until {})",
+                utc(u)
+            ),
             None => format!("as closure #{rank} of the newest, until newer ones push it out"),
         },
         Kept::Recent { until, .. } => format!("until {}", utc(until)),

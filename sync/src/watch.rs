@@ -135,28 +135,25 @@ impl Watcher {
         let mut queue = Queue::open(&config.queue_path)?;
         queue.claim_target(config.push.target.as_str())?;
         if let Some(key) = &config.push.sign_key {
-            std::fs::File::open(key).map_err(|e| {
-                SyncError::Usage(format!("--sign-key {}: {e}", key.display()))
-            })?;
+            std::fs::File::open(key)
+                .map_err(|e| SyncError::Usage(format!("--sign-key {}: {e}", key.display())))?;
         }
         if config.check_target {
             target::check(&config.push.target)?;
         }
         let reset = queue.reset_backoff()?;
         if reset > 0 {
-            tracing::info!(count = reset, "pending paths retried now (backoff reset at start)");
+            tracing::info!(
+                count = reset,
+                "pending paths retried now (backoff reset at start)"
+            );
         }
         let scanner = Scanner::open(&location, &config)?;
         let metrics = Arc::new(Metrics::new());
         if let Some(addr) = &config.metrics_listen {
             metrics::serve(addr, metrics.clone(), &config.queue_path)?;
         }
-        let pusher = Pusher::new(
-            config.push.clone(),
-            queue,
-            scanner.db().clone(),
-            metrics,
-        );
+        let pusher = Pusher::new(config.push.clone(), queue, scanner.db().clone(), metrics);
         let mut watcher = Watcher {
             config,
             location,

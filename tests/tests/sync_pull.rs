@@ -332,7 +332,11 @@ fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
 
     // Two entries whose derived names are equal: refused, naming both.
     let other = sshd.ssh_ng_uri(host.root());
-    std::fs::write(&config, format!("{head}{}{}", entry("", &uri), entry("", &other))).unwrap();
+    std::fs::write(
+        &config,
+        format!("{head}{}{}", entry("", &uri), entry("", &other)),
+    )
+    .unwrap();
     let out = setup.output(&["daemon", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -372,5 +376,8 @@ fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
     expected.sort();
     assert_eq!(root_targets(&dir), expected, "{}", daemon.log());
     run(host.nix("nix-store").arg("--gc"));
-    assert!(host.real_path(&gen1).exists(), "the previous generation was collected");
+    assert!(
+        host.real_path(&gen1).exists(),
+        "the previous generation was collected"
+    );
 }

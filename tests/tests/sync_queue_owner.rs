@@ -61,7 +61,10 @@ fn a_queue_refuses_a_second_target_and_has_one_pusher() {
         err.contains("another larder-sync pushes this queue"),
         "{err}"
     );
-    assert!(!err.contains("larder_sync::push: pushed"), "both pushed:\n{err}");
+    assert!(
+        !err.contains("larder_sync::push: pushed"),
+        "both pushed:\n{err}"
+    );
     assert!(watch.log().contains("pushed"), "{}", watch.log());
 }
 
@@ -84,7 +87,10 @@ fn watch_exec_checks_the_target_before_running_the_command() {
         "{}",
         stderr(&out)
     );
-    assert!(!marker.exists(), "the command ran although the target is down");
+    assert!(
+        !marker.exists(),
+        "the command ran although the target is down"
+    );
 
     // A server, but no binary cache at that path.
     let server = LarderServer::start(&store, &[]);

@@ -57,9 +57,16 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
 
     // Listing: grouped by closure; with last:1 only b's closure is kept.
     let list = run_stdout(&mut setup.command(&["roots", "--keep-last", "1"]));
-    assert!(list.contains("source receive-ci (last 1 closures)"), "{list}");
+    assert!(
+        list.contains("source receive-ci (last 1 closures)"),
+        "{list}"
+    );
     assert!(list.contains(&format!("[in closure of {a}]")), "{list}");
-    assert_eq!(list.matches("kept as the newest closure").count(), 2, "{list}");
+    assert_eq!(
+        list.matches("kept as the newest closure").count(),
+        2,
+        "{list}"
+    );
     assert_eq!(list.matches("expired").count(), 4, "{list}");
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
@@ -68,16 +75,15 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
     );
 
     // last:2 per source: six links are three closures; the oldest goes.
-    let out = run_stdout(&mut setup.command(&[
-        "roots",
-        "--policy",
-        "receive-ci=last:2",
-        "--prune",
-    ]));
+    let out =
+        run_stdout(&mut setup.command(&["roots", "--policy", "receive-ci=last:2", "--prune"]));
     assert!(out.contains("removed (outside retention)"), "{out}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
     run(store.nix("nix-store").arg("--gc"));
-    assert!(!valid(&store, &oldest), "outside retention but not collected");
+    assert!(
+        !valid(&store, &oldest),
+        "outside retention but not collected"
+    );
     for p in a_paths.iter().chain(&b_paths) {
         assert!(valid(&store, p), "{p} collected inside retention");
     }

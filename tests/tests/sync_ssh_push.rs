@@ -150,7 +150,14 @@ fn ssh_ng_push_needs_a_trust_setup_and_arrivals_are_kept_by_retention() {
     let trusted = SyncSetup::new(&builder);
     let second = build_many(&builder, "trusted", 1).remove(0);
     let mut watch = trusted.spawn(
-        &["watch", "--to", &uri, "--no-check-sigs", "--poll-interval-ms", "100"],
+        &[
+            "watch",
+            "--to",
+            &uri,
+            "--no-check-sigs",
+            "--poll-interval-ms",
+            "100",
+        ],
         &ssh_env,
     );
     run(&mut trusted.command(&["enqueue", &second]));
