@@ -122,6 +122,9 @@ pub struct KeepArgs {
     /// On a first start, root every copied path already in the store (default: from now on).
     #[arg(long)]
     pub from_start: bool,
+    /// Apply retention at least this often (and after every pass that rooted something).
+    #[arg(long, default_value_t = 60)]
+    pub prune_interval_secs: u64,
     /// Do one pass and exit (for a timer).
     #[arg(long)]
     pub once: bool,

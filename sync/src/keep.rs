@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
@@ -39,6 +39,9 @@ pub struct KeepConfig {
     /// How old a registration must be before it is rooted.
     pub settle: Duration,
     pub from_start: bool,
+    /// Retention is applied after a pass that rooted something, and at
+    /// least this often (it walks every root's closure in the store DB).
+    pub prune_every: Duration,
 }
 
 /// What one [`Keeper::step`] did.
@@ -52,6 +55,7 @@ pub struct Keeper {
     config: KeepConfig,
     db: StoreDb,
     checkpoint: PathBuf,
+    last_prune: Option<Instant>,
 }
 
 impl Keeper {
@@ -66,6 +70,7 @@ impl Keeper {
             config,
             db,
             checkpoint,
+            last_prune: None,
         };
         if keeper.config.from_start {
             keeper.save_checkpoint(0)?;
@@ -142,6 +147,13 @@ impl Keeper {
                 break;
             }
         }
+        let due = self
+            .last_prune
+            .is_none_or(|at| at.elapsed() >= self.config.prune_every);
+        if report.rooted.is_empty() && !due {
+            return Ok(report);
+        }
+        self.last_prune = Some(Instant::now());
         report.removed = retention::prune_source(
             &mut closures,
             &self.config.gc_root_dir,

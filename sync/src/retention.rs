@@ -156,6 +156,22 @@ impl Closures {
         Ok(&self.refs[path])
     }
 
+    /// The paths reachable from any of `starts` through at least one
+    /// reference (self-references aside): a start in this set lies in the
+    /// closure of another start. One walk over the union of the closures.
+    pub fn reached_through_references(&mut self, starts: &[&str]) -> Result<HashSet<String>> {
+        let mut reached = HashSet::new();
+        let mut todo: Vec<String> = starts.iter().map(|s| (*s).to_owned()).collect();
+        while let Some(p) = todo.pop() {
+            for r in self.refs(&p)?.to_vec() {
+                if r != p && reached.insert(r.clone()) {
+                    todo.push(r);
+                }
+            }
+        }
+        Ok(reached)
+    }
+
     /// Every path reachable from `path` through references, itself included.
     pub fn closure(&mut self, path: &str) -> Result<HashSet<String>> {
         let mut seen = HashSet::from([path.to_owned()]);
@@ -230,37 +246,35 @@ pub fn plan_source(
     now: SystemTime,
 ) -> Result<Vec<Decision>> {
     let roots = roots_of(gc_root_dir, source)?;
-    let mut targets: Vec<&str> = roots.iter().map(|r| r.target.as_str()).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    let mut closure_of = HashMap::new();
-    for t in &targets {
-        closure_of.insert(*t, closures.closure(t)?);
+    let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, root) in roots.iter().enumerate() {
+        by_target.entry(root.target.as_str()).or_default().push(i);
     }
-    let tops: Vec<&str> = targets
+    let targets: Vec<&str> = by_target.keys().copied().collect();
+    let reached = closures.reached_through_references(&targets)?;
+    let mut tops: Vec<&str> = targets
         .iter()
         .copied()
-        .filter(|t| {
-            !targets
-                .iter()
-                .any(|other| other != t && closure_of[other].contains(*t))
-        })
+        .filter(|t| !reached.contains(*t))
         .collect();
-    // (time, top, members) per group, newest first.
-    let mut groups: Vec<(SystemTime, &str, Vec<usize>)> = tops
-        .iter()
-        .map(|top| {
-            let members: Vec<usize> = (0..roots.len())
-                .filter(|&i| closure_of[top].contains(&roots[i].target))
-                .collect();
-            let time = members
-                .iter()
-                .map(|&i| roots[i].arrived)
-                .max()
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            (time, *top, members)
-        })
-        .collect();
+    tops.sort_unstable();
+    // (time, top, members) per group; one closure walk per top only.
+    let mut groups: Vec<(SystemTime, &str, Vec<usize>)> = Vec::new();
+    for top in tops {
+        let members: Vec<usize> = closures
+            .closure(top)?
+            .iter()
+            .filter_map(|p| by_target.get(p.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        let time = members
+            .iter()
+            .map(|&i| roots[i].arrived)
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        groups.push((time, top, members));
+    }
     groups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let has_policy = retention.keep_last.is_some() || retention.max_age.is_some();
     let mut decisions: Vec<Decision> = roots

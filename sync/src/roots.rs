@@ -149,6 +149,7 @@ pub fn keep(cli: &Cli, args: &KeepArgs) -> Result<ExitCode> {
         source: args.source.clone(),
         settle: Duration::from_secs(args.settle_secs),
         from_start: args.from_start,
+        prune_every: Duration::from_secs(args.prune_interval_secs),
     })?;
     tracing::info!(gc_root_dir = %dir.display(), source = %args.source, "rooting arrivals");
     loop {

@@ -85,6 +85,8 @@ fn ssh_ng_push_needs_a_trust_setup_and_arrivals_are_kept_by_retention() {
             "200",
             "--max-age-days",
             "1",
+            "--prune-interval-secs",
+            "1",
         ],
         &[],
     );
