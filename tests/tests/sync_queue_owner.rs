@@ -111,3 +111,49 @@ fn watch_exec_checks_the_target_before_running_the_command() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(marker.exists());
 }
+
+#[test]
+fn concurrent_writers_never_see_database_is_locked() {
+    let store = TestStore::new();
+    let setup = SyncSetup::new(&store);
+    // A watcher whose pusher fails every path (the target is a file, not a
+    // directory) writes failures while eight enqueue processes write too.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::write(&cache, "not a directory").unwrap();
+    let built = store.build_expr(&shell_derivation("busy", "echo busy > $out"))[0].clone();
+    run_enqueue(&setup, &[built.as_str()]);
+    let mut watch = setup.watch(&["--to", &file_uri(&cache), "--no-target-check"]);
+    watch.wait_for_log("push failed");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let paths: Vec<String> = (0..50)
+                .map(|i| format!("/nix/store/{:0>32}-w{w}", w * 1000 + i))
+                .collect();
+            let mut cmd = setup.command(&["enqueue"]);
+            cmd.args(&paths)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(!stderr(&out).contains("ERROR"), "{}", stderr(&out));
+    }
+    // (The pusher drops the made-up paths as gone from the local store, so
+    // the count is not checked; status must still read the queue.)
+    assert!(setup.status().contains("pending: "));
+    watch.process.assert_alive();
+    let log = watch.log();
+    assert!(!log.contains("locked"), "{log}");
+}
+
+fn run_enqueue(setup: &SyncSetup, paths: &[&str]) {
+    let mut args = vec!["enqueue"];
+    args.extend(paths);
+    let out = setup.output(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("ERROR"), "{}", stderr(&out));
+}
