@@ -53,8 +53,14 @@ impl SyncSetup {
     pub fn wait_for_status(&self, watcher: &mut SyncProcess, ready: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let status = self.status();
-            if ready(&status) {
+            // The watcher may not have created the queue file yet.
+            let out = self.output(&["status"]);
+            let status = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && ready(&status) {
                 return;
             }
             watcher.process.assert_alive();
