@@ -3,7 +3,8 @@
 //! grouped into closures by the store's references, so `keep_last` counts
 //! closures, not links; `--max-age-days` keeps what arrived recently; the
 //! store's own `nix-store --gc` keeps what is listed as kept and frees the
-//! rest after `--prune`.
+//! rest after `--prune`. And `larder-sync keep --once` roots copied
+//! arrivals only: not local builds, not what another source already keeps.
 
 use std::path::Path;
 use std::process::Command;
@@ -111,5 +112,61 @@ fn bad_policies_are_refused() {
         String::from_utf8_lossy(&out.stderr).contains("SOURCE=last:N,days:D"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn keep_roots_copied_arrivals_only_once_each() {
+    let host = TestStore::new();
+    let builder = TestStore::new();
+    let setup = SyncSetup::new(&host);
+    let keep = |extra: &[&str]| {
+        let mut args = vec!["keep", "--once", "--settle-secs", "0"];
+        args.extend(extra);
+        let out = setup.output(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    keep(&[]); // the first start: from now on
+    let gc = host.root().join("nix/var/nix/gcroots/larder");
+    let copied = builder.build_expr(&shell_derivation("copied", "echo c > $out"))[0].clone();
+    let received = builder.build_expr(&shell_derivation("received", "echo r > $out"))[0].clone();
+    for p in [&copied, &received] {
+        run(builder
+            .nix("nix")
+            .args(["copy", "--no-check-sigs", "--to"])
+            .arg(host.root())
+            .arg(p));
+    }
+    // `received` is already kept by another source (as receive would).
+    let receive_dir = gc.join("receive-ci");
+    std::fs::create_dir_all(&receive_dir).unwrap();
+    std::os::unix::fs::symlink(
+        &received,
+        receive_dir.join(received.trim_start_matches("/nix/store/")),
+    )
+    .unwrap();
+    // Built on the host itself (with its .drv): not an arrival.
+    let local = host.build_expr(&shell_derivation("local", "echo l > $out"))[0].clone();
+    keep(&[]);
+    keep(&[]); // a second pass roots nothing twice
+    let rooted: Vec<String> = std::fs::read_dir(gc.join("ssh"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_link(e.unwrap().path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(rooted, [copied.clone()], "local build: {local}");
+    run(host.nix("nix-store").arg("--gc"));
+    assert!(valid(&host, &copied) && valid(&host, &received));
+    assert!(
+        !valid(&host, &local),
+        "an unrooted local build survived the GC"
     );
 }
