@@ -162,7 +162,11 @@ fn keep_roots_copied_arrivals_only_once_each() {
                 .into_owned()
         })
         .collect();
-    assert_eq!(rooted, [copied.clone()], "local build: {local}");
+    assert_eq!(
+        rooted,
+        std::slice::from_ref(&copied),
+        "local build: {local}"
+    );
     run(host.nix("nix-store").arg("--gc"));
     assert!(valid(&host, &copied) && valid(&host, &received));
     assert!(
