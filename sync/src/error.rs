@@ -19,7 +19,8 @@ pub enum SyncError {
     #[error(
         "the queue file {path} belongs to target {stored}, not {requested}: one queue feeds \
          one target. Give this process its own queue (`--queue /var/lib/larder-sync/other.sqlite` \
-         or LARDER_SYNC_QUEUE), or push to {stored}"
+         or LARDER_SYNC_QUEUE), or push to {stored}. If {stored} is retired for good, move \
+         the file aside and start the new watcher with `--from-start`"
     )]
     QueueTarget {
         path: PathBuf,

@@ -133,7 +133,10 @@ impl Watcher {
     pub fn start(config: WatchConfig) -> Result<Watcher> {
         let location = StoreLocation::new(config.push.local.root());
         let mut queue = Queue::open(&config.queue_path)?;
-        queue.claim_target(config.push.target.as_str())?;
+        if queue.target()?.is_some() {
+            // A queue of another target is refused before any network check.
+            queue.claim_target(config.push.target.as_str())?;
+        }
         if let Some(key) = &config.push.sign_key {
             std::fs::File::open(key)
                 .map_err(|e| SyncError::Usage(format!("--sign-key {}: {e}", key.display())))?;
@@ -141,6 +144,9 @@ impl Watcher {
         if config.check_target {
             target::check(&config.push.target)?;
         }
+        // Bind the queue only to a target that answered: a typo in the URL
+        // must not claim it.
+        queue.claim_target(config.push.target.as_str())?;
         let reset = queue.reset_backoff()?;
         if reset > 0 {
             tracing::info!(

@@ -76,7 +76,8 @@ fn watch_exec_checks_the_target_before_running_the_command() {
     let touch = ["--", "touch", marker.to_str().unwrap()];
 
     // Nothing listens there.
-    let setup = SyncSetup::new(&store);
+    let first = SyncSetup::new(&store);
+    let setup = &first;
     let closed = format!("http://127.0.0.1:{}", free_port());
     let mut args = vec!["watch-exec", "--to", &closed];
     args.extend(touch);
@@ -103,8 +104,9 @@ fn watch_exec_checks_the_target_before_running_the_command() {
     assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
     assert!(!marker.exists());
 
-    // The right URL: checked, the command runs, nothing to push.
-    let setup = SyncSetup::new(&store);
+    // The right URL, on the queue the wrong one failed to claim: checked,
+    // the command runs, nothing to push.
+    let setup = &first;
     let mut args = vec!["watch-exec", "--to", server.url()];
     args.extend(touch);
     let out = setup.output(&args);
