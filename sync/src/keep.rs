@@ -123,7 +123,9 @@ impl Keeper {
                     continue;
                 };
                 if info.registration_time > settled_before {
-                    self.save_checkpoint(last)?;
+                    if last != from {
+                        self.save_checkpoint(last)?;
+                    }
                     break 'scan;
                 }
                 last = *row;
@@ -142,7 +144,9 @@ impl Keeper {
                 tracing::info!(path = %full, source = %self.config.source, "rooted arrival");
                 report.rooted.push(link);
             }
-            self.save_checkpoint(last)?;
+            if last != from {
+                self.save_checkpoint(last)?;
+            }
             if rows.len() < SCAN_LIMIT {
                 break;
             }
