@@ -22,14 +22,26 @@ in
     ++ concatMap (flag "key-file") keyFiles;
 
   # `larder-sync watch`: push every new path of the local store to `to`.
-  syncWatch = { queue, storeRoot ? "/", to, fromStart ? false, skipUpstream ? [ ], metricsListen ? null }:
+  # signKey: a secret key file (`nix key generate-secret`) to sign with;
+  # noCheckSigs: for a target where this user is trusted.
+  syncWatch = { queue, storeRoot ? "/", to, fromStart ? false, skipUpstream ? [ ], metricsListen ? null, signKey ? null, noCheckSigs ? false }:
     flag "queue" queue
     ++ flag "store-root" storeRoot
     ++ [ "watch" ]
     ++ flag "to" to
     ++ (if fromStart then [ "--from-start" ] else [ ])
     ++ concatMap (flag "skip-upstream") skipUpstream
-    ++ flag "metrics-listen" metricsListen;
+    ++ flag "metrics-listen" metricsListen
+    ++ flag "sign-key" signKey
+    ++ (if noCheckSigs then [ "--no-check-sigs" ] else [ ]);
+
+  # `larder-sync keep` on a cache host: root what arrives over ssh-ng.
+  syncKeep = { storeRoot ? "/", gcRootDir ? null, keepLast ? null, maxAgeDays ? null }:
+    flag "store-root" storeRoot
+    ++ [ "keep" ]
+    ++ flag "gc-root-dir" gcRootDir
+    ++ flag "keep-last" keepLast
+    ++ flag "max-age-days" maxAgeDays;
 
   # `larder-sync enqueue`, for Nix's post-build-hook (it reads $OUT_PATHS).
   syncEnqueue = { queue }: flag "queue" queue ++ [ "enqueue" ];

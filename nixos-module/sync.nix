@@ -82,6 +82,35 @@ in
         default = "";
         description = "known_hosts lines for ssh targets.";
       };
+      signKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/builder1.sec";
+        description = ''
+          Secret key (`nix key generate-secret`) the watcher signs each path
+          with before pushing, handed over with LoadCredential; the cache
+          host must list its public key in trusted-public-keys.
+        '';
+      };
+      noCheckSigs = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Push unsigned paths (`nix copy --no-check-sigs`); the target must trust this ssh user.";
+      };
+    };
+
+    keep = {
+      enable = mkEnableOption "larder-sync keep: on the cache host, root what arrives by `nix copy --to ssh-ng://`, with retention";
+      keepLast = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = 10;
+        description = "Keep the newest N distinct closures pushed over ssh-ng (`null`: no count limit).";
+      };
+      maxAgeDays = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = 30;
+        description = "Keep every closure pushed over ssh-ng in the last D days (`null`: no age limit).";
+      };
     };
 
     postBuildHook = mkEnableOption "Nix's post-build-hook enqueueing every build's outputs for the watcher (returns in milliseconds, never fails a build)";
@@ -128,10 +157,12 @@ in
           ReadWritePaths = [ "/nix/var/nix/db" ];
           ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncWatch {
             inherit queue;
-            inherit (cfg.watch) to fromStart skipUpstream metricsListen;
+            inherit (cfg.watch) to fromStart skipUpstream metricsListen noCheckSigs;
+            signKey = if cfg.watch.signKeyFile == null then null else "%d/sign-key";
           });
-        } // lib.optionalAttrs (cfg.watch.sshKeyFile != null) {
-          LoadCredential = [ "ssh-key:${cfg.watch.sshKeyFile}" ];
+          LoadCredential =
+            lib.optional (cfg.watch.sshKeyFile != null) "ssh-key:${cfg.watch.sshKeyFile}"
+            ++ lib.optional (cfg.watch.signKeyFile != null) "sign-key:${cfg.watch.signKeyFile}";
         };
         env = lib.optionalAttrs (cfg.watch.sshKeyFile != null) {
           NIX_SSHOPTS = "-i %d/ssh-key -o UserKnownHostsFile=${pkgs.writeText "larder-sync-known-hosts" cfg.watch.knownHosts}";
@@ -142,6 +173,21 @@ in
     (mkIf cfg.postBuildHook {
       nix.settings.post-build-hook = enqueueHook;
       systemd.tmpfiles.rules = [ "d ${stateDir} 0700 root root -" ];
+    })
+
+    (mkIf cfg.keep.enable {
+      systemd.tmpfiles.rules = [ "d /nix/var/nix/gcroots/larder 0755 root root -" ];
+      systemd.services.larder-sync-keep = service {
+        description = "larder-sync: root paths pushed over ssh-ng, with retention";
+        extra = {
+          # The store DB read-only (SQLite may create its -shm file), and
+          # larder's own GC-root directory.
+          ReadWritePaths = [ "/nix/var/nix/db" "/nix/var/nix/gcroots/larder" ];
+          ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncKeep {
+            inherit (cfg.keep) keepLast maxAgeDays;
+          });
+        };
+      };
     })
 
     (mkIf cfg.pull.enable {

@@ -51,8 +51,13 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Print queue depth, the oldest pending path's age and the last error.
-    Status,
+    /// Print the queue's target, whether a watcher pushes it (pid), and the
+    /// pending paths with their last error.
+    Status {
+        /// Pending paths listed at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Copy closures from a builder into the local store and root them.
     Pull(PullArgs),
     /// Pull each builder of a config file at its interval.
@@ -60,6 +65,69 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// List the GC roots larder keeps on this (cache) host: per source, what,
+    /// since when and until when; `--prune` removes those outside retention.
+    Roots(RootsArgs),
+    /// On the cache host: root every path that arrives by `nix copy --to
+    /// ssh-ng://` (which roots nothing) under `<gc-root-dir>/ssh/`, and
+    /// apply retention.
+    Keep(KeepArgs),
+}
+
+/// Where larder's GC roots live and how long they are kept.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Larder's GC-root directory, one subdirectory per source
+    /// [default: <store-root>/nix/var/nix/gcroots/larder].
+    #[arg(long, env = "LARDER_SYNC_GC_ROOT_DIR")]
+    pub gc_root_dir: Option<PathBuf>,
+    /// Keep the newest N distinct closures of each source.
+    #[arg(long)]
+    pub keep_last: Option<usize>,
+    /// Keep every closure that arrived in the last D days.
+    #[arg(long)]
+    pub max_age_days: Option<u64>,
+    /// Another policy for one source: `SOURCE=last:N,days:D` (repeatable),
+    /// e.g. `receive-ci=last:5,days:14`.
+    #[arg(long = "policy")]
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RootsArgs {
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Only this source (a subdirectory of --gc-root-dir).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Remove the roots outside retention (default: only list them).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeepArgs {
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// The source directory arrivals are rooted in.
+    #[arg(long, default_value = "ssh")]
+    pub source: String,
+    /// A registration is rooted once it is this old (other larder sources,
+    /// `receive` and `pull`, root theirs first and are not counted twice).
+    #[arg(long, default_value_t = 5)]
+    pub settle_secs: u64,
+    /// How often the store DB is polled.
+    #[arg(long, default_value_t = 2000)]
+    pub poll_interval_ms: u64,
+    /// On a first start, root every copied path already in the store (default: from now on).
+    #[arg(long)]
+    pub from_start: bool,
+    /// Apply retention at least this often (and after every pass that rooted something).
+    #[arg(long, default_value_t = 60)]
+    pub prune_interval_secs: u64,
+    /// Do one pass and exit (for a timer).
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +159,18 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
     #[arg(long, env = "LARDER_SYNC_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Sign each path with this secret key file (`nix key generate-secret`)
+    /// before pushing; the target must trust its public key.
+    #[arg(long, env = "LARDER_SYNC_SIGN_KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// `nix copy --no-check-sigs`: the target accepts unsigned paths from a
+    /// trusted user (e.g. `trusted-users` on an ssh-ng cache host).
+    #[arg(long)]
+    pub no_check_sigs: bool,
+    /// Start even if the target does not answer yet (e.g. a service starting
+    /// before the network); by default the target is checked first.
+    #[arg(long)]
+    pub no_target_check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -81,11 +81,29 @@ impl DaemonConfig {
                 "no [[builder]] sections: nothing to pull".into(),
             ));
         }
-        let builders = file
+        let builders: Vec<(PullRequest, Duration)> = file
             .builder
             .into_iter()
             .map(|b| request(&file.gc_root_dir, b).map_err(|e| config_err(e.to_string())))
             .collect::<Result<_>>()?;
+        for (i, (a, _)) in builders.iter().enumerate() {
+            if let Some((b, _)) = builders[..i].iter().find(|(b, _)| b.builder == a.builder) {
+                return Err(config_err(format!(
+                    "[[builder]] entries #{} ({}) and #{} ({}) both root under {:?} (names are derived from \
+                     the URI's host when not given) and would delete each other's roots; give \
+                     each a distinct `name`",
+                    builders[..i]
+                        .iter()
+                        .position(|(x, _)| x.builder == b.builder)
+                        .unwrap_or(0)
+                        + 1,
+                    b.source,
+                    i + 1,
+                    a.source,
+                    a.builder
+                )));
+            }
+        }
         Ok(DaemonConfig {
             local: LocalStore::new(file.store_root),
             builders,
@@ -129,6 +147,7 @@ fn request(gc_root_dir: &Path, b: BuilderConfig) -> Result<(PullRequest, Duratio
             max_age: b.max_age_secs.map(Duration::from_secs),
         },
         source,
+        reuse_unchanged: true,
     };
     Ok((req, Duration::from_secs(b.interval_secs)))
 }

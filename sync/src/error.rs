@@ -16,6 +16,22 @@ pub enum SyncError {
          `--from-start` finds every path of the store again"
     )]
     QueueCorrupt { path: PathBuf, detail: String },
+    #[error(
+        "the queue file {path} belongs to target {stored}, not {requested}: one queue feeds \
+         one target. Give this process its own queue (`--queue /var/lib/larder-sync/other.sqlite` \
+         or LARDER_SYNC_QUEUE), or push to {stored}. If {stored} is retired for good, move \
+         the file aside and start the new watcher with `--from-start`"
+    )]
+    QueueTarget {
+        path: PathBuf,
+        stored: String,
+        requested: String,
+    },
+    #[error(
+        "target {target} does not answer: {detail}\n(checked before anything runs; is the URI right, \
+         and for http(s) the token in netrc-file?)"
+    )]
+    TargetCheck { target: String, detail: String },
     #[error("cannot open the queue file {path}: {source}")]
     QueueOpen {
         path: PathBuf,

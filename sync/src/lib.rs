@@ -23,12 +23,16 @@ pub mod daemon;
 pub mod drv;
 pub mod error;
 pub mod gcroots;
+pub mod keep;
+pub mod lease;
 pub mod metrics;
 pub mod nix;
 pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod queue;
+pub mod retention;
+pub mod target;
 pub mod uri;
 pub mod watch;
 

@@ -1,6 +1,7 @@
 //! The `larder-sync` binary: flags, logging, and one function per subcommand.
 
 mod cli;
+mod roots;
 
 use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
@@ -16,7 +17,7 @@ use larder_sync::push::PushConfig;
 use larder_sync::queue::{Backoff, Queue, now_ms};
 use larder_sync::uri::{StoreUri, parse_keys, sanitize, store_path_arg};
 use larder_sync::watch::{WatchConfig, Watcher};
-use larder_sync::{Result, SyncError, pull};
+use larder_sync::{Result, SyncError, lease, pull};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, PullArgs, WatchArgs};
@@ -49,9 +50,11 @@ fn main() -> ExitCode {
             command,
             Duration::from_secs(drain_timeout_secs),
         ),
-        Command::Status => status(&cli),
+        Command::Status { limit } => status(&cli, limit),
         Command::Pull(ref args) => pull_once(&cli, args),
         Command::Daemon { ref config } => DaemonConfig::load(config).map(|c| daemon::run(&c)),
+        Command::Roots(ref args) => roots::list(&cli, args),
+        Command::Keep(ref args) => roots::keep(&cli, args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("larder-sync: {e}");
@@ -113,7 +116,10 @@ fn watch_config(cli: &Cli, args: &WatchArgs) -> Result<WatchConfig> {
                 base: Duration::from_millis(args.retry_base_ms),
                 cap: Duration::from_secs(args.retry_max_secs),
             },
+            sign_key: args.sign_key.clone(),
+            no_check_sigs: args.no_check_sigs,
         },
+        check_target: !args.no_target_check,
         queue_path: cli.queue.clone(),
         from_start: args.from_start,
         include_drvs: args.include_drvs,
@@ -155,18 +161,56 @@ fn watch_exec(
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-fn status(cli: &Cli) -> Result<ExitCode> {
-    let stats = Queue::open_existing(&cli.queue)?.stats()?;
+fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
+    let queue = Queue::open_existing(&cli.queue)?;
+    let stats = queue.stats()?;
     let now = now_ms();
+    let secs_ago = |at: i64| (now - at).max(0) / 1000;
     println!("queue: {}", cli.queue.display());
+    println!(
+        "target: {}",
+        queue
+            .target()?
+            .as_deref()
+            .unwrap_or("- (no watcher ran yet)")
+    );
+    match lease::holder(&cli.queue)? {
+        Some(pid) => println!("watcher: alive (pid {pid}), pushing this queue"),
+        None => println!("watcher: none running (paths wait until one starts)"),
+    }
     println!("pending: {}", stats.depth);
     match stats.oldest {
-        Some((path, at)) => println!("oldest pending: {}s ({path})", (now - at).max(0) / 1000),
+        Some((path, at)) => println!("oldest pending: {}s ({path})", secs_ago(at)),
         None => println!("oldest pending: -"),
     }
     match stats.last_error {
-        Some((at, msg)) => println!("last error: {}s ago: {msg}", (now - at).max(0) / 1000),
+        Some((at, msg)) => println!("last error: {}s ago: {msg}", secs_ago(at)),
         None => println!("last error: -"),
+    }
+    let pending = queue.pending(limit)?;
+    for p in &pending {
+        match &p.last_error {
+            None => println!(
+                "  pending {} (enqueued {}s ago)",
+                p.path,
+                secs_ago(p.enqueued_at)
+            ),
+            Some(err) => {
+                let retry = (p.next_attempt_at - now).max(0) / 1000;
+                println!(
+                    "  failed  {} ({} attempts, retry in {retry}s): {}",
+                    p.path,
+                    p.attempts,
+                    err.replace('\n', "\n      ")
+                );
+            }
+        }
+    }
+    if stats.depth > pending.len() as u64 {
+        println!(
+            "  … and {} more (--limit)",
+            stats.depth - pending.len() as u64
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -200,6 +244,7 @@ fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
             keep_last: args.keep_last,
             max_age: args.max_age_secs.map(Duration::from_secs),
         },
+        reuse_unchanged: false,
     };
     let report = pull::pull(&LocalStore::new(&cli.store_root), &req)?;
     for root in &report.gc_roots {

@@ -57,15 +57,48 @@ fn valid_default() -> bool {
     true
 }
 
-/// `nix copy --from <local> --to <target> PATHS…`.
-pub fn copy_to(local: &LocalStore, target: &StoreUri, paths: &[String]) -> Result<()> {
+/// `nix copy --from <local> --to <target> PATHS…`, with `--no-check-sigs`
+/// when asked (honoured by the target only for a trusted user).
+pub fn copy_to(
+    local: &LocalStore,
+    target: &StoreUri,
+    no_check_sigs: bool,
+    paths: &[String],
+) -> Result<()> {
     let mut cmd = Command::new("nix");
     cmd.arg("copy");
     if let Some(root) = local.store_arg() {
         cmd.arg("--from").arg(root);
     }
+    if no_check_sigs {
+        cmd.arg("--no-check-sigs");
+    }
     cmd.args(["--to", target.as_str()]).args(paths);
     run(&mut cmd).map(drop)
+}
+
+/// `nix store sign --key-file KEY PATHS…` in the local store: adds the
+/// builder's own signature, which a target that requires signatures
+/// accepts once it trusts the matching public key.
+pub fn sign(local: &LocalStore, key_file: &Path, paths: &[String]) -> Result<()> {
+    let mut cmd = Command::new("nix");
+    cmd.args(["store", "sign"]);
+    if let Some(root) = local.store_arg() {
+        cmd.arg("--store").arg(root);
+    }
+    cmd.arg("--key-file").arg(key_file).args(paths);
+    run(&mut cmd).map(drop)
+}
+
+/// Nix's `netrc-file` setting (where `nix copy` finds http(s) credentials),
+/// as `nix show-config` reports it with the current `NIX_CONFIG`.
+pub fn netrc_file() -> Result<Option<PathBuf>> {
+    let out = run(Command::new("nix").arg("show-config"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("netrc-file = "))
+        .map(|v| PathBuf::from(v.trim()))
+        .filter(|p| !p.as_os_str().is_empty()))
 }
 
 /// `nix store ping --store <target>`: does the target answer at all?

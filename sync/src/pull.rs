@@ -1,14 +1,17 @@
 //! Pull: copy closures from a builder into the local store with
 //! `nix copy --from` (only missing paths travel; signatures checked unless
 //! told not to), then root each under `<gc-root-dir>/<builder>/` and apply
-//! retention.
+//! retention ([`crate::retention`]: distinct closures).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use crate::error::{Result, SyncError};
+use larder_store::StoreLocation;
+
 use crate::gcroots::{self, Retention};
 use crate::nix::{self, LocalStore, SigCheck};
+use crate::retention::{self, Closures};
 use crate::uri::StoreUri;
 
 /// Symlinks followed when resolving a builder's root (profiles are two deep).
@@ -28,6 +31,11 @@ pub struct PullRequest {
     /// Symlinks on the builder resolving to store paths (profiles).
     pub roots: Vec<String>,
     pub retention: Retention,
+    /// A path some root of this builder already points to is not rooted
+    /// again: that root is renewed (its mtime) instead. The daemon sets it,
+    /// so an unchanged profile adds no root and `keep_last` counts distinct
+    /// closures, not pulls.
+    pub reuse_unchanged: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +61,21 @@ pub fn pull(local: &LocalStore, req: &PullRequest) -> Result<PullReport> {
         paths: paths.clone(),
         ..PullReport::default()
     };
+    let existing = if req.reuse_unchanged {
+        retention::roots_of(&req.gc_root_dir, &req.builder)?
+    } else {
+        Vec::new()
+    };
     for (i, path) in paths.iter().enumerate() {
+        let newest_same = existing
+            .iter()
+            .filter(|r| r.target == *path)
+            .max_by_key(|r| (r.arrived, r.link.clone()));
+        if let Some(same) = newest_same {
+            let name = same.link.file_name().unwrap_or_default().to_string_lossy();
+            report.gc_roots.push(gcroots::link(&dir, &name, path)?);
+            continue;
+        }
         let name = if paths.len() == 1 {
             req.name.clone()
         } else {
@@ -63,7 +85,9 @@ pub fn pull(local: &LocalStore, req: &PullRequest) -> Result<PullReport> {
             .gc_roots
             .push(gcroots::add(local, &dir, &name, path)?);
     }
-    report.removed = gcroots::prune(&dir, req.retention)?;
+    let mut closures = Closures::open(&StoreLocation::new(local.root()))?;
+    report.removed =
+        retention::prune_source(&mut closures, &req.gc_root_dir, &req.builder, req.retention)?;
     Ok(report)
 }
 

@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 
 use crate::error::{Result, SyncError};
+use crate::lease::{self, PushLock};
 use crate::metrics::Metrics;
 use crate::nix::{self, LocalStore};
 use crate::progress::Progress;
@@ -24,7 +26,22 @@ pub struct PushConfig {
     pub skip_upstream: Vec<StoreUri>,
     pub batch_size: usize,
     pub backoff: Backoff,
+    /// Sign paths with this secret key (`nix store sign`) before copying,
+    /// for a target that requires signatures and trusts the builder's key.
+    pub sign_key: Option<PathBuf>,
+    /// `nix copy --no-check-sigs`: for a target where this user is trusted.
+    pub no_check_sigs: bool,
 }
+
+/// What Nix says when a store that requires signatures gets an unsigned path.
+const UNSIGNED: &str = "lacks a valid signature";
+
+/// Added to a push error that is a refused signature: the two setups that fix it.
+pub const UNSIGNED_HINT: &str = "hint: the target requires signatures and this path has none it \
+trusts. Either sign on the builder (`--sign-key /etc/nix/builder.sec`, a key from `nix key \
+generate-secret`) and add its public key to the cache host's trusted-public-keys, or make this \
+ssh user a trusted-user on the cache host and pass `--no-check-sigs` (see README, \"ssh-ng push\"). \
+Restart the watcher after fixing it: pending paths are retried at once";
 
 pub struct Pusher {
     config: PushConfig,
@@ -33,6 +50,9 @@ pub struct Pusher {
     metrics: Arc<Metrics>,
     progress: Progress,
     done: u64,
+    lock: Option<PushLock>,
+    /// The pid last seen holding the push lock (logged once per holder).
+    waiting_for: Option<u32>,
 }
 
 /// What one step did.
@@ -59,6 +79,8 @@ impl Pusher {
             metrics,
             progress,
             done: 0,
+            lock: None,
+            waiting_for: None,
         }
     }
 
@@ -69,6 +91,9 @@ impl Pusher {
     /// Push one batch of due paths; a failed copy is recorded in the queue
     /// (with backoff), not returned: only queue errors are.
     pub fn step(&mut self) -> Result<StepOutcome> {
+        if !self.hold_lock()? {
+            return Ok(StepOutcome::default());
+        }
         let due = self.queue.due(self.config.batch_size)?;
         if due.is_empty() {
             return Ok(StepOutcome::default());
@@ -84,6 +109,30 @@ impl Pusher {
             self.push_batch(&present, &mut outcome)?;
         }
         self.record(outcome)
+    }
+
+    /// Whether this pusher holds the queue's push lock (taking it if free).
+    /// Another process holding it pushes the same queue; this one waits.
+    fn hold_lock(&mut self) -> Result<bool> {
+        if self.lock.is_some() {
+            return Ok(true);
+        }
+        let path = self.queue.path().to_owned();
+        self.lock = lease::try_acquire(&path)?;
+        if self.lock.is_some() {
+            self.waiting_for = None;
+            return Ok(true);
+        }
+        let holder = lease::holder(&path)?;
+        if holder != self.waiting_for {
+            tracing::info!(
+                pid = holder.unwrap_or(0),
+                queue = %path.display(),
+                "another larder-sync pushes this queue; this one only enqueues until it stops"
+            );
+            self.waiting_for = holder;
+        }
+        Ok(false)
     }
 
     /// Push `paths` in one copy. If that fails and the target still answers
@@ -125,7 +174,15 @@ impl Pusher {
     fn try_push(&self, paths: &[String]) -> std::result::Result<Vec<String>, SyncError> {
         let to_copy = self.needing_copy(paths)?;
         if !to_copy.is_empty() {
-            nix::copy_to(&self.config.local, &self.config.target, &to_copy)?;
+            if let Some(key) = &self.config.sign_key {
+                nix::sign(&self.config.local, key, &to_copy)?;
+            }
+            nix::copy_to(
+                &self.config.local,
+                &self.config.target,
+                self.config.no_check_sigs,
+                &to_copy,
+            )?;
         }
         Ok(to_copy)
     }
@@ -147,6 +204,13 @@ impl Pusher {
     }
 
     fn failed(&mut self, paths: &[String], error: &str, outcome: &mut StepOutcome) -> Result<()> {
+        let hinted;
+        let error = if error.contains(UNSIGNED) {
+            hinted = format!("{error}\n{UNSIGNED_HINT}");
+            hinted.as_str()
+        } else {
+            error
+        };
         tracing::error!(count = paths.len(), first = %paths[0], target = %self.config.target, "push failed, will retry: {error}");
         self.queue.fail(paths, error, self.config.backoff)?;
         self.metrics.push_failures.inc();

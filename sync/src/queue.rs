@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Result, SyncError};
 
@@ -30,6 +30,11 @@ CREATE INDEX pending_due ON pending (next_attempt_at);
 CREATE TABLE checkpoint (store_db TEXT PRIMARY KEY NOT NULL, row_id INTEGER NOT NULL);
 CREATE TABLE last_error (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL, message TEXT NOT NULL);
 ";
+
+/// Added to version-1 files when first opened by this code: the target the
+/// queue's paths are pushed to (one queue, one target).
+const TARGET_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS target (id INTEGER PRIMARY KEY CHECK (id = 1), uri TEXT NOT NULL);";
 
 /// Milliseconds since the Unix epoch: the queue's clock.
 pub fn now_ms() -> i64 {
@@ -62,6 +67,17 @@ pub struct QueueStats {
     pub oldest: Option<(String, i64)>,
     /// The last failed push: when (ms) and why.
     pub last_error: Option<(i64, String)>,
+}
+
+/// One pending path, as `larder-sync status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPath {
+    pub path: String,
+    pub enqueued_at: i64,
+    /// Failed copies so far (0: not tried yet).
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
 }
 
 pub struct Queue {
@@ -114,12 +130,20 @@ impl Queue {
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: a deferred transaction that reads and then writes can
+        // fail with "database is locked" at once, without waiting out the
+        // busy timeout, when another process wrote in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if version == 0 && tables == 0 {
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "user_version", QUEUE_VERSION)?;
+        }
+        if version == QUEUE_VERSION || (version == 0 && tables == 0) {
+            tx.execute_batch(TARGET_TABLE)?;
         }
         tx.commit()
     }
@@ -148,6 +172,72 @@ impl Queue {
         &self.path
     }
 
+    /// Bind the queue to `target`, or check that it is bound to it: a queue
+    /// holds paths for one target, and a process pushing them elsewhere
+    /// would split them between two caches.
+    pub fn claim_target(&mut self, target: &str) -> Result<()> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<Option<String>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored: Option<String> = tx
+                .query_row("SELECT uri FROM target WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            if stored.is_none() {
+                tx.execute("INSERT INTO target (id, uri) VALUES (1, ?1)", [target])?;
+            }
+            tx.commit()?;
+            Ok(stored)
+        };
+        match run(&mut self.conn).map_err(|e| self.err(e))? {
+            Some(stored) if stored != target => Err(SyncError::QueueTarget {
+                path: self.path.clone(),
+                stored,
+                requested: target.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The target this queue is bound to, if a watcher ever ran on it.
+    pub fn target(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT uri FROM target WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Make every pending path due now (a restart after fixing the target's
+    /// setup should retry at once, not wait out old backoffs); returns how
+    /// many were waiting.
+    pub fn reset_backoff(&mut self) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE pending SET next_attempt_at = ?1 WHERE next_attempt_at > ?1",
+                [now_ms()],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` pending paths, oldest first, with their last error.
+    pub fn pending(&self, limit: usize) -> Result<Vec<PendingPath>> {
+        let run = || -> rusqlite::Result<Vec<PendingPath>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT path, enqueued_at, attempts, next_attempt_at, last_error FROM pending
+                 ORDER BY enqueued_at, path LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(PendingPath {
+                    path: r.get(0)?,
+                    enqueued_at: r.get(1)?,
+                    attempts: r.get(2)?,
+                    next_attempt_at: r.get(3)?,
+                    last_error: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
     /// Add paths (already validated); ones already pending are left as they
     /// are. Returns how many were new.
     pub fn enqueue(&mut self, paths: &[String]) -> Result<usize> {
@@ -163,7 +253,7 @@ impl Queue {
     ) -> Result<usize> {
         let now = now_ms();
         let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut added = 0;
             {
                 let mut insert = tx.prepare_cached(
@@ -236,7 +326,7 @@ impl Queue {
     /// Paths whose copy succeeded (or that need none) leave the queue.
     pub fn complete(&mut self, paths: &[String]) -> Result<()> {
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut delete = tx.prepare_cached("DELETE FROM pending WHERE path = ?1")?;
                 for p in paths {
@@ -252,7 +342,7 @@ impl Queue {
     pub fn fail(&mut self, paths: &[String], error: &str, backoff: Backoff) -> Result<()> {
         let now = now_ms();
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut attempts_of =
                     tx.prepare_cached("SELECT attempts FROM pending WHERE path = ?1")?;

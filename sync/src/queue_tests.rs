@@ -92,3 +92,40 @@ fn another_sqlite_file_is_refused() {
         .expect("a foreign DB must not open");
     assert!(matches!(err, SyncError::QueueCorrupt { .. }), "{err}");
 }
+
+#[test]
+fn a_queue_belongs_to_one_target() {
+    let (dir, mut q) = temp_queue();
+    assert_eq!(q.target().unwrap(), None);
+    q.claim_target("ssh-ng://cache").unwrap();
+    q.claim_target("ssh-ng://cache").unwrap();
+    let mut other = Queue::open(&dir.path().join("sub/queue.sqlite")).unwrap();
+    let err = other.claim_target("file:///tmp/c").unwrap_err().to_string();
+    assert!(
+        err.contains("ssh-ng://cache") && err.contains("file:///tmp/c") && err.contains("--queue"),
+        "{err}"
+    );
+    assert_eq!(other.target().unwrap().as_deref(), Some("ssh-ng://cache"));
+}
+
+#[test]
+fn a_restart_makes_failed_paths_due_at_once() {
+    let (_dir, mut q) = temp_queue();
+    q.enqueue(&[A.into(), B.into()]).unwrap();
+    let long = Backoff {
+        base: Duration::from_secs(3600),
+        cap: Duration::from_secs(3600),
+    };
+    q.fail(&[A.into()], "lacks a valid signature", long)
+        .unwrap();
+    assert_eq!(q.due(10).unwrap(), vec![B.to_owned()]);
+    let listed = q.pending(10).unwrap();
+    assert_eq!(listed[0].path, A);
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("lacks a valid signature")
+    );
+    assert_eq!(q.reset_backoff().unwrap(), 1);
+    assert_eq!(q.due(10).unwrap().len(), 2);
+}

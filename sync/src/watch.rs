@@ -15,6 +15,7 @@ use crate::error::{Result, SyncError};
 use crate::metrics::{self, Metrics};
 use crate::push::{PushConfig, Pusher};
 use crate::queue::{Queue, now_ms};
+use crate::target;
 
 /// Rows read from the store DB per query.
 const SCAN_LIMIT: usize = 1000;
@@ -28,6 +29,8 @@ pub struct WatchConfig {
     pub include_drvs: bool,
     pub poll_interval: Duration,
     pub metrics_listen: Option<String>,
+    /// Check the target answers before starting ([`crate::target::check`]).
+    pub check_target: bool,
 }
 
 /// Follows one store DB and enqueues what appears in it.
@@ -123,21 +126,40 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Check everything that can be wrong (store DB, queue file, metrics
-    /// address), then start the threads.
+    /// Check everything that can be wrong (store DB, queue file and its
+    /// target, the target itself, metrics address), make every pending path
+    /// due now (the setup may have been fixed since the last failure), then
+    /// start the threads.
     pub fn start(config: WatchConfig) -> Result<Watcher> {
         let location = StoreLocation::new(config.push.local.root());
+        let mut queue = Queue::open(&config.queue_path)?;
+        if queue.target()?.is_some() {
+            // A queue of another target is refused before any network check.
+            queue.claim_target(config.push.target.as_str())?;
+        }
+        if let Some(key) = &config.push.sign_key {
+            std::fs::File::open(key)
+                .map_err(|e| SyncError::Usage(format!("--sign-key {}: {e}", key.display())))?;
+        }
+        if config.check_target {
+            target::check(&config.push.target)?;
+        }
+        // Bind the queue only to a target that answered: a typo in the URL
+        // must not claim it.
+        queue.claim_target(config.push.target.as_str())?;
+        let reset = queue.reset_backoff()?;
+        if reset > 0 {
+            tracing::info!(
+                count = reset,
+                "pending paths retried now (backoff reset at start)"
+            );
+        }
         let scanner = Scanner::open(&location, &config)?;
         let metrics = Arc::new(Metrics::new());
         if let Some(addr) = &config.metrics_listen {
             metrics::serve(addr, metrics.clone(), &config.queue_path)?;
         }
-        let pusher = Pusher::new(
-            config.push.clone(),
-            Queue::open(&config.queue_path)?,
-            scanner.db().clone(),
-            metrics,
-        );
+        let pusher = Pusher::new(config.push.clone(), queue, scanner.db().clone(), metrics);
         let mut watcher = Watcher {
             config,
             location,

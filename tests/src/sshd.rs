@@ -21,6 +21,12 @@ impl Sshd {
     /// Start `/usr/sbin/sshd -D` (as root, which the tests are) accepting
     /// only the throwaway key.
     pub fn start() -> Sshd {
+        Sshd::start_with_env(&[])
+    }
+
+    /// As [`Sshd::start`], with `SetEnv NAME=VALUE` for every session: e.g.
+    /// `NIX_CONF_DIR` to give the "cache host" side its own `nix.conf`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("larder-sshd-")
             .tempdir()
@@ -40,8 +46,12 @@ impl Sshd {
             "ListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n\
-             LogLevel ERROR\n",
-            d = d.display()
+             LogLevel ERROR\n{set_env}",
+            d = d.display(),
+            set_env = env
+                .iter()
+                .map(|(k, v)| format!("SetEnv {k}={v}\n"))
+                .collect::<String>()
         );
         fs::write(d.join("sshd_config"), config).expect("sshd_config");
         let mut cmd = Command::new("/usr/sbin/sshd");

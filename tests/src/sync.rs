@@ -53,8 +53,14 @@ impl SyncSetup {
     pub fn wait_for_status(&self, watcher: &mut SyncProcess, ready: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let status = self.status();
-            if ready(&status) {
+            // The watcher may not have created the queue file yet.
+            let out = self.output(&["status"]);
+            let status = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && ready(&status) {
                 return;
             }
             watcher.process.assert_alive();
@@ -77,11 +83,7 @@ impl SyncSetup {
 
     /// Start `larder-sync watch ARGS` (polling every 100 ms, retries capped at 1 s).
     pub fn watch(&self, args: &[&str]) -> SyncProcess {
-        let log = self.dir.path().join(format!(
-            "watch-{}.log",
-            LOGS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        let mut cmd = self.command(&[
+        let mut all = vec![
             "watch",
             "--poll-interval-ms",
             "100",
@@ -89,12 +91,25 @@ impl SyncSetup {
             "200",
             "--retry-max-secs",
             "1",
-        ]);
-        cmd.args(args)
+        ];
+        all.extend(args);
+        self.spawn(&all, &[])
+    }
+
+    /// Start `larder-sync ARGS` with extra environment variables (e.g.
+    /// `NIX_SSHOPTS`), its output in a log file.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> SyncProcess {
+        let log = self.dir.path().join(format!(
+            "{}-{}.log",
+            args.first().copied().unwrap_or("sync"),
+            LOGS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied())
             .stdout(File::create(&log).expect("log"))
             .stderr(File::create(&log).expect("log"));
         SyncProcess {
-            process: Running::spawn("larder-sync watch", &mut cmd),
+            process: Running::spawn("larder-sync", &mut cmd),
             log,
         }
     }
@@ -109,6 +124,10 @@ pub struct SyncProcess {
 impl SyncProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Wait (20 s at most) until the log contains `needle`.

@@ -15,6 +15,7 @@ const UNITS: &[&str] = &[
     "larder-signer.service",
     "larder-sync-watch.service",
     "larder-sync-pull.service",
+    "larder-sync-keep.service",
 ];
 
 const SHIPPED_BIN_DIR: &str = "/usr/local/bin/";
@@ -80,6 +81,7 @@ fn units_expose_little() {
         ("larder-signer.service", 5),
         ("larder-sync-watch.service", 18),
         ("larder-sync-pull.service", 18),
+        ("larder-sync-keep.service", 18),
     ] {
         if let Err(e) = systemd::security(copy.path(), unit, threshold) {
             panic!("{e}");
@@ -139,6 +141,7 @@ fn sandboxing_is_the_nixos_modules() {
         ("larder-signer.service", "signer"),
         ("larder-sync-watch.service", "sync"),
         ("larder-sync-pull.service", "sync"),
+        ("larder-sync-keep.service", "sync"),
     ] {
         let want: Vec<String> = serde_json::from_value(nix_eval::module_data(
             "hardening.nix",

@@ -134,7 +134,8 @@ fn pull_over_ssh_ng_checks_signatures_roots_and_retains() {
         sigs_of(&host, &top)
     );
     let dir = gc.join("127.0.0.1");
-    assert_eq!(roots_in(&dir), ["r2", "r3"]);
+    // One closure: the older roots of the same path keep nothing more.
+    assert_eq!(roots_in(&dir), ["r3"]);
     assert_eq!(
         std::fs::read_link(dir.join("r3")).unwrap().to_str(),
         Some(top.as_str())
@@ -284,4 +285,99 @@ fn daemon_pulls_configured_builders_and_refuses_bad_config() {
         Some(top.as_str())
     );
     assert!(host.real_path(&top).exists());
+}
+
+/// The store path each root of `dir` points to, sorted.
+fn root_targets(dir: &Path) -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.sort();
+    targets
+}
+
+#[test]
+fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
+    let builder = TestStore::new();
+    let gen1 = three_path_closure(&builder);
+    let gen2 = builder.build_expr(&larder_tests::shell_derivation(
+        "system-2",
+        "echo generation two > $out",
+    ))[0]
+        .clone();
+    let profiles = builder.root().join("nix/var/nix/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::os::unix::fs::symlink(&gen1, profiles.join("system-1-link")).unwrap();
+    std::os::unix::fs::symlink("system-1-link", profiles.join("system")).unwrap();
+    let sshd = Sshd::start();
+    let uri = sshd.ssh_ng_uri(builder.root());
+    let host = TestStore::new();
+    let setup = SyncSetup::new(&host);
+    let gc = setup.dir.path().join("gcroots");
+    let config = setup.dir.path().join("daemon.toml");
+    let entry = |name: &str, uri: &str| {
+        format!(
+            "[[builder]]\n{name}uri = \"{uri}\"\ninterval_secs = 1\nno_check_sigs = true\nroots = [\"/nix/var/nix/profiles/system\"]\nkeep_last = 2\n"
+        )
+    };
+    let head = format!(
+        "gc_root_dir = \"{}\"\nstore_root = \"{}\"\n",
+        gc.display(),
+        host.root().display()
+    );
+
+    // Two entries whose derived names are equal: refused, naming both.
+    let other = sshd.ssh_ng_uri(host.root());
+    std::fs::write(
+        &config,
+        format!("{head}{}{}", entry("", &uri), entry("", &other)),
+    )
+    .unwrap();
+    let out = setup.output(&["daemon", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&uri) && stderr(&out).contains(&other),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&config, format!("{head}{}", entry("name = \"b1\"\n", &uri))).unwrap();
+    let sshopts = sshd.nix_sshopts();
+    let mut daemon = setup.spawn(
+        &["daemon", "--config", config.to_str().unwrap()],
+        &[("NIX_SSHOPTS", sshopts.as_str())],
+    );
+    let dir = gc.join("b1");
+    let wait = |daemon: &mut larder_tests::sync::SyncProcess, ready: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ready() {
+            daemon.process.assert_alive();
+            assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait(&mut daemon, &|| root_targets(&dir) == [gen1.clone()]);
+    // Deploy generation 2, then leave the profile unchanged for 5 intervals.
+    std::os::unix::fs::symlink(&gen2, profiles.join("system-2-link")).unwrap();
+    std::os::unix::fs::symlink("system-2-link", profiles.join("system.tmp")).unwrap();
+    std::fs::rename(profiles.join("system.tmp"), profiles.join("system")).unwrap();
+    wait(&mut daemon, &|| root_targets(&dir).contains(&gen2));
+    let pulls = daemon.log().matches("daemon: pulled").count();
+    let log = daemon.log_path().to_owned();
+    wait(&mut daemon, &|| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        log.matches("daemon: pulled").count() >= pulls + 5
+    });
+    let mut expected = vec![gen1.clone(), gen2.clone()];
+    expected.sort();
+    assert_eq!(root_targets(&dir), expected, "{}", daemon.log());
+    run(host.nix("nix-store").arg("--gc"));
+    assert!(
+        host.real_path(&gen1).exists(),
+        "the previous generation was collected"
+    );
 }
