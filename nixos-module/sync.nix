@@ -1,32 +1,49 @@
-# services.larder.sync: push what this host builds (a watcher with a
-# durable queue, fed by Nix's post-build-hook too) and pull closures from
-# builders (`larder-sync daemon`). Both talk to the store through
-# nix-daemon (NIX_REMOTE=daemon) as root without any capability, so that
-# the queue file is shared with the post-build-hook, which nix-daemon runs
-# as root.
+# services.larder.sync.watch and .pull: push what this host builds (a
+# watcher with a durable queue, fed by Nix's post-build-hook too) and pull
+# closures from builders (`larder-sync daemon`). Both talk to the store
+# through nix-daemon (NIX_REMOTE=daemon) as root without any capability,
+# so that the queue file is shared with the post-build-hook, which
+# nix-daemon runs as root. (The receiver is in receive.nix.)
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
+  inherit (lib) mkIf mkMerge mkOption types;
   cfg = config.services.larder.sync;
-  server = config.services.larder.server;
+  common = import ./common.nix { inherit lib pkgs; };
   hardening = import ./hardening.nix;
-  args = import ./args.nix;
   toTOML = import ./toml.nix;
   stateDir = "/var/lib/larder-sync";
-  queue = "${stateDir}/queue.sqlite";
-  exe = "${cfg.package}/bin/larder-sync";
-  pullConfig = pkgs.writeText "larder-sync-pull.toml" (toTOML cfg.pull.settings);
+  watchConfig = common.configFile "larder-sync-watch.toml" cfg.watch.settings;
+  pullConfig = common.configFile "larder-sync-pull.toml" cfg.pull.settings;
+  builders = pkgs.writeText "larder-sync-builders.toml" (toTOML cfg.pull.builders);
+  watchExe = "${cfg.watch.package}/bin/larder-sync";
+  # `larder-sync --config FILE enqueue`: the watcher's file names the queue
+  # (its other keys belong to `watch` and are ignored).
   enqueueHook = pkgs.writeShellScript "larder-sync-enqueue"
-    "exec ${lib.escapeShellArgs ([ exe ] ++ args.syncEnqueue { inherit queue; })}";
+    "exec ${lib.escapeShellArgs [ watchExe "--config" "${watchConfig}" "enqueue" ]}";
 
-  # A larder-sync service: `extra` goes into serviceConfig, `env` into the
-  # environment.
-  service = { description, env ? { }, extra }: {
+  # Settings both subcommands share (larder-sync's global flags).
+  globalSettings = {
+    queue = mkOption {
+      type = types.str;
+      default = "${stateDir}/queue.sqlite";
+      description = "The durable queue; the post-build-hook enqueues into it (under /var/lib/larder-sync, the StateDirectory).";
+    };
+    store-root = mkOption {
+      type = types.str;
+      default = "/";
+      description = "Root of the local store (`/` for the host store).";
+    };
+  };
+
+  # A root-without-capabilities larder-sync service: `extra` goes into
+  # serviceConfig, `env` into the environment.
+  service = { description, configFile, env ? { }, extra }: {
     inherit description;
     after = [ "network-online.target" "nix-daemon.service" ];
     wants = [ "network-online.target" ];
     wantedBy = [ "multi-user.target" ];
+    restartTriggers = [ configFile ];
     environment = { NIX_REMOTE = "daemon"; } // env;
     serviceConfig = hardening.common // {
       Type = "exec";
@@ -41,58 +58,79 @@ let
 in
 {
   options.services.larder.sync = {
-    package = mkOption {
-      type = types.package;
-      default = server.package;
-      defaultText = lib.literalExpression "config.services.larder.server.package";
-      description = "The larder package.";
-    };
-
-    watch = {
-      enable = mkEnableOption "larder-sync watch: push every path built here to a cache";
-      to = mkOption {
-        type = types.str;
-        example = "ssh-ng://cache.example.org";
-        description = "Target store URI (ssh-ng://, ssh://, http(s)://, file://, s3://).";
+    watch = common.serviceOptions {
+      what = "larder-sync watch: push every path built here to a cache";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''
+          { to = "ssh-ng://cache.example.org"; skip-upstream = [ "https://cache.nixos.org" ]; }
+        '';
+        options = globalSettings // {
+          to = mkOption {
+            type = types.str;
+            example = "ssh-ng://cache.example.org";
+            description = "Target store URI (ssh-ng://, ssh://, http(s)://, file://, s3://).";
+          };
+          metrics-listen = mkOption {
+            type = types.nullOr types.str;
+            default = "127.0.0.1:9101";
+            description = "Where the watcher serves Prometheus metrics (`null`: nowhere).";
+          };
+        };
       };
-      fromStart = mkOption {
+
+      postBuildHook = mkOption {
         type = types.bool;
         default = false;
-        description = "On the first start, push the whole existing store, not only what is built from then on.";
+        description = "Set Nix's post-build-hook to `larder-sync enqueue` on the watcher's queue: every build's outputs are queued at once (returns in milliseconds, never fails a build).";
       };
-      skipUpstream = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "https://cache.nixos.org" ];
-        description = "Caches whose paths are not pushed again.";
-      };
-      metricsListen = mkOption {
-        type = types.nullOr types.str;
-        default = "127.0.0.1:9101";
-        description = "Where the watcher serves Prometheus metrics (`null`: nowhere).";
-      };
+
       sshKeyFile = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "/run/keys/larder-sync-ssh";
         description = "SSH key for ssh:// and ssh-ng:// targets, handed over with LoadCredential.";
       };
+
       knownHosts = mkOption {
         type = types.lines;
         default = "";
         description = "known_hosts lines for ssh targets.";
       };
+
+      signKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/builder1.sec";
+        description = "Nix secret key to sign each path with before pushing, handed over with LoadCredential and passed as `--sign-key`.";
+      };
     };
 
-    postBuildHook = mkEnableOption "Nix's post-build-hook enqueueing every build's outputs for the watcher (returns in milliseconds, never fails a build)";
+    pull = common.serviceOptions {
+      what = "larder-sync daemon: pull closures from builders into this store";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''{ log = "larder_sync=debug,info"; }'';
+        options = globalSettings // {
+          builders = mkOption {
+            type = types.str;
+            default = "${builders}";
+            defaultText = lib.literalExpression "the file `services.larder.sync.pull.builders` renders";
+            description = "The daemon's builder list (`larder-sync daemon --builders FILE`); set by the module from `builders`.";
+          };
+        };
+      };
 
-    pull = {
-      enable = mkEnableOption "larder-sync daemon: pull closures from builders into this store";
-      settings = mkOption {
+      builders = mkOption {
         description = ''
-          `larder-sync daemon`'s TOML config: `gc_root_dir` and a list of
-          `builder` tables (`uri`, `interval_secs`, `roots`, `paths`,
-          `trusted_keys`, `no_check_sigs`, `keep_last`, `max_age_secs`, `name`).
+          The file `larder-sync daemon --builders` reads: `gc_root_dir` and
+          a list of `builder` tables (`uri`, `interval_secs`, `roots`,
+          `paths`, `trusted_keys`, `no_check_sigs`, `keep_last`,
+          `max_age_secs`, `name`). Its keys are the daemon's own (snake_case).
         '';
         default = { };
         example = lib.literalExpression ''
@@ -120,18 +158,28 @@ in
 
   config = mkMerge [
     (mkIf cfg.watch.enable {
+      assertions = [
+        {
+          assertion = lib.hasPrefix "${stateDir}/" cfg.watch.settings.queue;
+          message = "services.larder.sync.watch.settings.queue must be under ${stateDir}/, the watcher's StateDirectory.";
+        }
+        {
+          assertion = !(cfg.watch.settings ? sign-key);
+          message = "services.larder.sync.watch.settings: no sign-key here (the file is world-readable); set services.larder.sync.watch.signKeyFile.";
+        }
+      ];
       systemd.services.larder-sync-watch = service {
         description = "larder-sync: push new store paths";
+        configFile = watchConfig;
         extra = {
           # It follows the store DB read-only, but SQLite needs to create
           # the DB's -shm file when no Nix process has the DB open.
           ReadWritePaths = [ "/nix/var/nix/db" ];
-          ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncWatch {
-            inherit queue;
-            inherit (cfg.watch) to fromStart skipUpstream metricsListen;
-          });
-        } // lib.optionalAttrs (cfg.watch.sshKeyFile != null) {
-          LoadCredential = [ "ssh-key:${cfg.watch.sshKeyFile}" ];
+          ExecStart = lib.escapeShellArgs ([ watchExe "--config" "${watchConfig}" "watch" ]
+            ++ lib.optionals (cfg.watch.signKeyFile != null) [ "--sign-key" "%d/sign-key" ]);
+          LoadCredential =
+            lib.optional (cfg.watch.sshKeyFile != null) "ssh-key:${cfg.watch.sshKeyFile}"
+            ++ lib.optional (cfg.watch.signKeyFile != null) "sign-key:${cfg.watch.signKeyFile}";
         };
         env = lib.optionalAttrs (cfg.watch.sshKeyFile != null) {
           NIX_SSHOPTS = "-i %d/ssh-key -o UserKnownHostsFile=${pkgs.writeText "larder-sync-known-hosts" cfg.watch.knownHosts}";
@@ -139,7 +187,7 @@ in
       };
     })
 
-    (mkIf cfg.postBuildHook {
+    (mkIf (cfg.watch.enable && cfg.watch.postBuildHook) {
       nix.settings.post-build-hook = enqueueHook;
       systemd.tmpfiles.rules = [ "d ${stateDir} 0700 root root -" ];
     })
@@ -147,8 +195,9 @@ in
     (mkIf cfg.pull.enable {
       systemd.services.larder-sync-pull = service {
         description = "larder-sync: pull closures from builders";
-        extra.ExecStart = "${exe} daemon --config ${pullConfig}";
-      } // { restartTriggers = [ pullConfig ]; };
+        configFile = pullConfig;
+        extra.ExecStart = lib.escapeShellArgs [ "${cfg.pull.package}/bin/larder-sync" "--config" "${pullConfig}" "daemon" ];
+      };
     })
   ];
 }
