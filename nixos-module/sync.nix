@@ -1,9 +1,11 @@
-# services.larder.sync.watch and .pull: push what this host builds (a
-# watcher with a durable queue, fed by Nix's post-build-hook too) and pull
-# closures from builders (`larder-sync daemon`). Both talk to the store
-# through nix-daemon (NIX_REMOTE=daemon) as root without any capability,
-# so that the queue file is shared with the post-build-hook, which
-# nix-daemon runs as root. (The receiver is in receive.nix.)
+# services.larder.sync.watch, .pull and .keep: push what this host builds
+# (a watcher with a durable queue, fed by Nix's post-build-hook too), pull
+# closures from builders (`larder-sync daemon`), and on a cache host root
+# what arrives by `nix copy --to ssh-ng://` (`larder-sync keep`). They talk
+# to the store through nix-daemon (NIX_REMOTE=daemon) as root without any
+# capability, so that the queue file is shared with the post-build-hook,
+# which nix-daemon runs as root, and the roots they make are root's.
+# (The receiver, which faces the network, is in receive.nix.)
 { config, lib, pkgs, ... }:
 
 let
@@ -15,6 +17,8 @@ let
   stateDir = "/var/lib/larder-sync";
   watchConfig = common.configFile "larder-sync-watch.toml" cfg.watch.settings;
   pullConfig = common.configFile "larder-sync-pull.toml" cfg.pull.settings;
+  keepConfig = common.configFile "larder-sync-keep.toml" cfg.keep.settings;
+  gcRoots = "/nix/var/nix/gcroots/larder";
   builders = pkgs.writeText "larder-sync-builders.toml" (toTOML cfg.pull.builders);
   watchExe = "${cfg.watch.package}/bin/larder-sync";
   # `larder-sync --config FILE enqueue`: the watcher's file names the queue
@@ -108,6 +112,34 @@ in
       };
     };
 
+    keep = common.serviceOptions {
+      what = "larder-sync keep: on the cache host, root what arrives by `nix copy --to ssh-ng://`, with retention";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''{ keep-last = 5; policy = [ "ssh=last:20,days:60" ]; }'';
+        options = {
+          store-root = globalSettings.store-root;
+          gc-root-dir = mkOption {
+            type = types.str;
+            default = gcRoots;
+            description = "larder's GC-root directory; arrivals are rooted in its `ssh/` (`source`) subdirectory.";
+          };
+          keep-last = mkOption {
+            type = types.nullOr types.ints.positive;
+            default = 10;
+            description = "Keep the newest N distinct closures pushed over ssh-ng (`null`: no count limit).";
+          };
+          max-age-days = mkOption {
+            type = types.nullOr types.ints.positive;
+            default = 30;
+            description = "Keep every closure pushed over ssh-ng in the last D days (`null`: no age limit).";
+          };
+        };
+      };
+    };
+
     pull = common.serviceOptions {
       what = "larder-sync daemon: pull closures from builders into this store";
       inherit config;
@@ -190,6 +222,24 @@ in
     (mkIf (cfg.watch.enable && cfg.watch.postBuildHook) {
       nix.settings.post-build-hook = enqueueHook;
       systemd.tmpfiles.rules = [ "d ${stateDir} 0700 root root -" ];
+    })
+
+    (mkIf cfg.keep.enable {
+      # receive.nix makes it group-writable for the receiver instead.
+      systemd.tmpfiles.rules = lib.optional
+        (cfg.keep.settings.gc-root-dir != gcRoots || !cfg.receive.enable)
+        "d ${cfg.keep.settings.gc-root-dir} 0755 root root -";
+      systemd.services.larder-sync-keep = service {
+        description = "larder-sync: root paths pushed over ssh-ng, with retention";
+        configFile = keepConfig;
+        extra = {
+          # The store DB read-only (SQLite may create its -shm file), and
+          # larder's own GC-root directory.
+          ReadWritePaths = [ "/nix/var/nix/db" cfg.keep.settings.gc-root-dir ];
+          RestrictAddressFamilies = [ "AF_UNIX" ];
+          ExecStart = lib.escapeShellArgs [ "${cfg.keep.package}/bin/larder-sync" "--config" "${keepConfig}" "keep" ];
+        };
+      };
     })
 
     (mkIf cfg.pull.enable {

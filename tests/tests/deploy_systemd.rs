@@ -16,6 +16,7 @@ const UNITS: &[&str] = &[
     "larder-sync-watch.service",
     "larder-sync-pull.service",
     "larder-sync-receive.service",
+    "larder-sync-keep.service",
 ];
 
 const SHIPPED_BIN_DIR: &str = "/usr/local/bin/";
@@ -83,6 +84,7 @@ fn units_expose_little() {
         ("larder-sync-watch.service", 18),
         ("larder-sync-pull.service", 18),
         ("larder-sync-receive.service", 14),
+        ("larder-sync-keep.service", 18),
     ] {
         if let Err(e) = systemd::security(copy.path(), unit, threshold) {
             panic!("{e}");
@@ -143,6 +145,7 @@ fn sandboxing_is_the_nixos_modules() {
         ("larder-sync-watch.service", "sync"),
         ("larder-sync-pull.service", "sync"),
         ("larder-sync-receive.service", "sync"),
+        ("larder-sync-keep.service", "sync"),
     ] {
         let want: Vec<String> = serde_json::from_value(nix_eval::module_data(
             "hardening.nix",
