@@ -99,7 +99,9 @@ in
     users.groups.${user} = { };
 
     # For `nix copy --no-check-sigs` through nix-daemon (see the top).
-    nix.settings.trusted-users = [ user ];
+    # "root" too: a definition replaces NixOS's default ([ "root" ]), and
+    # root's own services (watch, pull) import through nix-daemon as well.
+    nix.settings.trusted-users = [ "root" user ];
 
     # Root-owned, writable by the receiver's group, sticky: the receiver
     # makes its receive-<pusher> directories beside pull's and keep's

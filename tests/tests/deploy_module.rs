@@ -62,7 +62,7 @@ fn assertions_hold_and_a_bad_config_trips_the_right_one() {
     assert_eq!(module.failed(), Vec::<String>::new());
     assert_eq!(
         module.value["nix"]["settings"]["trusted-users"],
-        json!(["larder-receive"])
+        json!(["root", "larder-receive"])
     );
 
     for (path, value, message) in [
