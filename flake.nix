@@ -23,7 +23,7 @@
       # The module's package defaults to this flake's build.
       nixosModules.default = { pkgs, lib, ... }: {
         imports = [ ./nixos-module ];
-        services.larder.server.package =
+        services.larder.package =
           lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.larder;
       };
 

@@ -3,35 +3,32 @@
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkEnableOption mkIf mkOption mkDefault types;
+  inherit (lib) mkIf mkOption mkDefault types;
   cfg = config.services.larder.server;
   signer = config.services.larder.signer;
+  common = import ./common.nix { inherit lib pkgs; };
   hardening = import ./hardening.nix;
-  toTOML = import ./toml.nix;
-  configFile = pkgs.writeText "larder-server.toml" (toTOML cfg.settings);
+  configFile = common.configFile "larder-server.toml" cfg.settings;
   tls = cfg.tlsCertFile != null;
-  # "127.0.0.1:5000", "[::]:5000" or "5000" -> 5000
-  portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+  exe = "${cfg.package}/bin/larder-server";
+  # %d is the credentials directory: the TLS key is readable by this
+  # service alone.
+  command = "${exe} --config ${configFile}"
+    + lib.optionalString tls " --tls-cert %d/tls-cert --tls-key %d/tls-key";
 in
 {
-  options.services.larder.server = {
-    enable = mkEnableOption "larder-server, a Nix binary cache serving this host's store";
-
-    package = mkOption {
-      type = types.package;
-      default = pkgs.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
-      description = "The larder package (larder-server, larder-signer, larder-sync).";
-    };
-
+  options.services.larder.server = common.serviceOptions {
+    what = "larder-server, a Nix binary cache serving this host's store";
+    inherit config;
+  } // {
     listen = mkOption {
       type = types.str;
       default = "127.0.0.1:5000";
       example = "[::]:5000";
       description = ''
         Address of the socket unit (systemd `ListenStream=`); the server
-        takes its socket from systemd (`bind = "systemd"`). `[::]:PORT`
-        accepts IPv4 and IPv6 alike.
+        takes its socket from systemd (`settings.bind = "systemd"`).
+        `[::]:PORT` accepts IPv4 and IPv6 alike.
       '';
     };
 
@@ -45,7 +42,7 @@ in
       type = types.nullOr types.str;
       default = null;
       example = "/var/lib/acme/cache.example.org/fullchain.pem";
-      description = "PEM certificate chain: serve HTTPS. With `tlsKeyFile`; both handed over by LoadCredential.";
+      description = "PEM certificate chain: serve HTTPS. With `tlsKeyFile`; both handed over by LoadCredential and passed as `--tls-cert`/`--tls-key`.";
     };
 
     tlsKeyFile = mkOption {
@@ -55,43 +52,34 @@ in
       description = "PEM private key for `tlsCertFile`, as a string so it never enters the store.";
     };
 
-    settings = mkOption {
-      description = ''
-        larder-server's TOML config file: the keys are the server's long
-        flags (`larder-server --help`), e.g. `priority`, `compression`,
-        `zstd-level`, `workers`, `keep-alive-secs`, `log`. Unknown keys are
-        refused by the server at startup.
-      '';
-      default = { };
+    settings = common.settingsOption {
+      binary = "larder-server";
       example = lib.literalExpression ''{ priority = 40; compression = "zstd"; zstd-level = 3; }'';
-      type = types.submodule {
-        freeformType = (pkgs.formats.toml { }).type;
-        options = {
-          bind = mkOption {
-            type = types.str;
-            default = "systemd";
-            description = "Always `systemd` here: the socket unit binds `listen`.";
-          };
-          store-root = mkOption {
-            type = types.str;
-            default = "/";
-            description = "Directory under which the store really is (`/` for the host store).";
-          };
-          store-dir = mkOption {
-            type = types.str;
-            default = "/nix/store";
-            description = "The store dir clients see; must equal theirs.";
-          };
-          cache-dir = mkOption {
-            type = types.nullOr types.str;
-            default = "/var/cache/larder-server";
-            description = "Directory of the compressed-NAR cache (systemd's CacheDirectory); `null`: no cache.";
-          };
-          signer-socket = mkOption {
-            type = types.nullOr types.str;
-            default = null;
-            description = "Unix socket of larder-signer; set automatically when `services.larder.signer` is enabled.";
-          };
+      options = {
+        bind = mkOption {
+          type = types.str;
+          default = "systemd";
+          description = "Always `systemd` here: the socket unit binds `listen`.";
+        };
+        store-root = mkOption {
+          type = types.str;
+          default = "/";
+          description = "Directory under which the store really is (`/` for the host store).";
+        };
+        store-dir = mkOption {
+          type = types.str;
+          default = "/nix/store";
+          description = "The store dir clients see; must equal theirs.";
+        };
+        cache-dir = mkOption {
+          type = types.nullOr types.str;
+          default = "/var/cache/larder-server";
+          description = "Directory of the compressed-NAR cache (systemd's CacheDirectory); `null`: no cache.";
+        };
+        signer-socket = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Unix socket of larder-signer; set automatically when `services.larder.signer` is enabled.";
         };
       };
     };
@@ -107,11 +95,15 @@ in
         assertion = (cfg.tlsCertFile == null) == (cfg.tlsKeyFile == null);
         message = "services.larder.server: set both tlsCertFile and tlsKeyFile, or neither.";
       }
+      {
+        assertion = !(cfg.settings ? tls-cert || cfg.settings ? tls-key);
+        message = "services.larder.server.settings: no tls-cert/tls-key here (the file is world-readable); set tlsCertFile and tlsKeyFile.";
+      }
     ];
 
-    services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.socket);
+    services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.settings.socket);
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ (portOf cfg.listen) ];
+    networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && common.tcpPort cfg.listen != null) (common.tcpPort cfg.listen);
 
     systemd.sockets.larder-server = {
       description = "larder binary cache socket";
@@ -132,15 +124,12 @@ in
       restartTriggers = [ configFile ];
       serviceConfig = hardening.common // {
         Type = "notify";
-        # %d is the credentials directory: the TLS key is readable by this
-        # service alone.
-        ExecStart = "${cfg.package}/bin/larder-server --config ${configFile}"
-          + lib.optionalString tls " --tls-cert %d/tls-cert --tls-key %d/tls-key";
+        ExecStart = command;
         # As root, before the sandbox: checks the config and opens the store
         # DB once, creating its WAL index (db.sqlite-shm) if no Nix process
         # holds the DB open; this unprivileged user could not, and SQLite
         # cannot read a WAL DB without it.
-        ExecStartPre = "+${cfg.package}/bin/larder-server --config ${configFile} --check-config";
+        ExecStartPre = "+${command} --check-config";
         LoadCredential = lib.optionals tls [ "tls-cert:${cfg.tlsCertFile}" "tls-key:${cfg.tlsKeyFile}" ];
         Restart = "on-failure";
         RestartSec = 2;
@@ -149,11 +138,11 @@ in
         # The only place it writes: the compressed-NAR cache.
         CacheDirectory = "larder-server";
         CacheDirectoryMode = "0700";
-        SupplementaryGroups = lib.optional signer.enable signer.socketGroup;
+        SupplementaryGroups = lib.optional signer.enable signer.settings.socket-group;
         # The store and its DB are read through ProtectSystem=strict's
-        # read-only view. Its listening socket
-        # comes from the socket unit, so it needs no network of its own:
-        # only unix sockets (the signer, $NOTIFY_SOCKET).
+        # read-only view. Its listening socket comes from the socket unit,
+        # so it needs no network of its own: only unix sockets (the
+        # signer, $NOTIFY_SOCKET).
         PrivateNetwork = true;
         RestrictAddressFamilies = [ "AF_UNIX" ];
         SystemCallFilter = hardening.syscalls.server;

@@ -1,32 +1,53 @@
-# services.larder.sync: push what this host builds (a watcher with a
-# durable queue, fed by Nix's post-build-hook too) and pull closures from
-# builders (`larder-sync daemon`). Both talk to the store through
-# nix-daemon (NIX_REMOTE=daemon) as root without any capability, so that
-# the queue file is shared with the post-build-hook, which nix-daemon runs
-# as root.
+# services.larder.sync.watch, .pull and .keep: push what this host builds
+# (a watcher with a durable queue, fed by Nix's post-build-hook too), pull
+# closures from builders (`larder-sync daemon`), and on a cache host root
+# what arrives by `nix copy --to ssh-ng://` (`larder-sync keep`). They talk
+# to the store through nix-daemon (NIX_REMOTE=daemon) as root without any
+# capability, so that the queue file is shared with the post-build-hook,
+# which nix-daemon runs as root, and the roots they make are root's.
+# (The receiver, which faces the network, is in receive.nix.)
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
+  inherit (lib) mkIf mkMerge mkOption types;
   cfg = config.services.larder.sync;
-  server = config.services.larder.server;
+  common = import ./common.nix { inherit lib pkgs; };
   hardening = import ./hardening.nix;
-  args = import ./args.nix;
   toTOML = import ./toml.nix;
   stateDir = "/var/lib/larder-sync";
-  queue = "${stateDir}/queue.sqlite";
-  exe = "${cfg.package}/bin/larder-sync";
-  pullConfig = pkgs.writeText "larder-sync-pull.toml" (toTOML cfg.pull.settings);
+  watchConfig = common.configFile "larder-sync-watch.toml" cfg.watch.settings;
+  pullConfig = common.configFile "larder-sync-pull.toml" cfg.pull.settings;
+  keepConfig = common.configFile "larder-sync-keep.toml" cfg.keep.settings;
+  gcRoots = "/nix/var/nix/gcroots/larder";
+  builders = pkgs.writeText "larder-sync-builders.toml" (toTOML cfg.pull.builders);
+  watchExe = "${cfg.watch.package}/bin/larder-sync";
+  # `larder-sync --config FILE enqueue`: the watcher's file names the queue
+  # (its other keys belong to `watch` and are ignored).
   enqueueHook = pkgs.writeShellScript "larder-sync-enqueue"
-    "exec ${lib.escapeShellArgs ([ exe ] ++ args.syncEnqueue { inherit queue; })}";
+    "exec ${lib.escapeShellArgs [ watchExe "--config" "${watchConfig}" "enqueue" ]}";
 
-  # A larder-sync service: `extra` goes into serviceConfig, `env` into the
-  # environment.
-  service = { description, env ? { }, extra }: {
+  # Settings both subcommands share (larder-sync's global flags).
+  globalSettings = {
+    queue = mkOption {
+      type = types.str;
+      default = "${stateDir}/queue.sqlite";
+      description = "The durable queue; the post-build-hook enqueues into it (under /var/lib/larder-sync, the StateDirectory).";
+    };
+    store-root = mkOption {
+      type = types.str;
+      default = "/";
+      description = "Root of the local store (`/` for the host store).";
+    };
+  };
+
+  # A root-without-capabilities larder-sync service: `extra` goes into
+  # serviceConfig, `env` into the environment.
+  service = { description, configFile, env ? { }, extra }: {
     inherit description;
     after = [ "network-online.target" "nix-daemon.service" ];
     wants = [ "network-online.target" ];
     wantedBy = [ "multi-user.target" ];
+    restartTriggers = [ configFile ];
     environment = { NIX_REMOTE = "daemon"; } // env;
     serviceConfig = hardening.common // {
       Type = "exec";
@@ -41,87 +62,107 @@ let
 in
 {
   options.services.larder.sync = {
-    package = mkOption {
-      type = types.package;
-      default = server.package;
-      defaultText = lib.literalExpression "config.services.larder.server.package";
-      description = "The larder package.";
-    };
-
-    watch = {
-      enable = mkEnableOption "larder-sync watch: push every path built here to a cache";
-      to = mkOption {
-        type = types.str;
-        example = "ssh-ng://cache.example.org";
-        description = "Target store URI (ssh-ng://, ssh://, http(s)://, file://, s3://).";
+    watch = common.serviceOptions {
+      what = "larder-sync watch: push every path built here to a cache";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''
+          { to = "ssh-ng://cache.example.org"; skip-upstream = [ "https://cache.nixos.org" ]; }
+        '';
+        options = globalSettings // {
+          to = mkOption {
+            type = types.str;
+            example = "ssh-ng://cache.example.org";
+            description = "Target store URI (ssh-ng://, ssh://, http(s)://, file://, s3://).";
+          };
+          metrics-listen = mkOption {
+            type = types.nullOr types.str;
+            default = "127.0.0.1:9101";
+            description = "Where the watcher serves Prometheus metrics (`null`: nowhere).";
+          };
+        };
       };
-      fromStart = mkOption {
+
+      postBuildHook = mkOption {
         type = types.bool;
         default = false;
-        description = "On the first start, push the whole existing store, not only what is built from then on.";
+        description = "Set Nix's post-build-hook to `larder-sync enqueue` on the watcher's queue: every build's outputs are queued at once (returns in milliseconds, never fails a build).";
       };
-      skipUpstream = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "https://cache.nixos.org" ];
-        description = "Caches whose paths are not pushed again.";
-      };
-      metricsListen = mkOption {
-        type = types.nullOr types.str;
-        default = "127.0.0.1:9101";
-        description = "Where the watcher serves Prometheus metrics (`null`: nowhere).";
-      };
+
       sshKeyFile = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "/run/keys/larder-sync-ssh";
         description = "SSH key for ssh:// and ssh-ng:// targets, handed over with LoadCredential.";
       };
+
       knownHosts = mkOption {
         type = types.lines;
         default = "";
         description = "known_hosts lines for ssh targets.";
       };
+
       signKeyFile = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "/run/keys/builder1.sec";
-        description = ''
-          Secret key (`nix key generate-secret`) the watcher signs each path
-          with before pushing, handed over with LoadCredential; the cache
-          host must list its public key in trusted-public-keys.
-        '';
-      };
-      noCheckSigs = mkOption {
-        type = types.bool;
-        default = false;
-        description = "Push unsigned paths (`nix copy --no-check-sigs`); the target must trust this ssh user.";
+        description = "Nix secret key to sign each path with before pushing, handed over with LoadCredential and passed as `--sign-key`.";
       };
     };
 
-    keep = {
-      enable = mkEnableOption "larder-sync keep: on the cache host, root what arrives by `nix copy --to ssh-ng://`, with retention";
-      keepLast = mkOption {
-        type = types.nullOr types.ints.positive;
-        default = 10;
-        description = "Keep the newest N distinct closures pushed over ssh-ng (`null`: no count limit).";
-      };
-      maxAgeDays = mkOption {
-        type = types.nullOr types.ints.positive;
-        default = 30;
-        description = "Keep every closure pushed over ssh-ng in the last D days (`null`: no age limit).";
+    keep = common.serviceOptions {
+      what = "larder-sync keep: on the cache host, root what arrives by `nix copy --to ssh-ng://`, with retention";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''{ keep-last = 5; policy = [ "ssh=last:20,days:60" ]; }'';
+        options = {
+          store-root = globalSettings.store-root;
+          gc-root-dir = mkOption {
+            type = types.str;
+            default = gcRoots;
+            description = "larder's GC-root directory; arrivals are rooted in its `ssh/` (`source`) subdirectory.";
+          };
+          keep-last = mkOption {
+            type = types.nullOr types.ints.positive;
+            default = 10;
+            description = "Keep the newest N distinct closures pushed over ssh-ng (`null`: no count limit).";
+          };
+          max-age-days = mkOption {
+            type = types.nullOr types.ints.positive;
+            default = 30;
+            description = "Keep every closure pushed over ssh-ng in the last D days (`null`: no age limit).";
+          };
+        };
       };
     };
 
-    postBuildHook = mkEnableOption "Nix's post-build-hook enqueueing every build's outputs for the watcher (returns in milliseconds, never fails a build)";
+    pull = common.serviceOptions {
+      what = "larder-sync daemon: pull closures from builders into this store";
+      inherit config;
+    } // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''{ log = "larder_sync=debug,info"; }'';
+        options = globalSettings // {
+          builders = mkOption {
+            type = types.str;
+            default = "${builders}";
+            defaultText = lib.literalExpression "the file `services.larder.sync.pull.builders` renders";
+            description = "The daemon's builder list (`larder-sync daemon --builders FILE`); set by the module from `builders`.";
+          };
+        };
+      };
 
-    pull = {
-      enable = mkEnableOption "larder-sync daemon: pull closures from builders into this store";
-      settings = mkOption {
+      builders = mkOption {
         description = ''
-          `larder-sync daemon`'s TOML config: `gc_root_dir` and a list of
-          `builder` tables (`uri`, `interval_secs`, `roots`, `paths`,
-          `trusted_keys`, `no_check_sigs`, `keep_last`, `max_age_secs`, `name`).
+          The file `larder-sync daemon --builders` reads: `gc_root_dir` and
+          a list of `builder` tables (`uri`, `interval_secs`, `roots`,
+          `paths`, `trusted_keys`, `no_check_sigs`, `keep_last`,
+          `max_age_secs`, `name`). Its keys are the daemon's own (snake_case).
         '';
         default = { };
         example = lib.literalExpression ''
@@ -149,17 +190,25 @@ in
 
   config = mkMerge [
     (mkIf cfg.watch.enable {
+      assertions = [
+        {
+          assertion = lib.hasPrefix "${stateDir}/" cfg.watch.settings.queue;
+          message = "services.larder.sync.watch.settings.queue must be under ${stateDir}/, the watcher's StateDirectory.";
+        }
+        {
+          assertion = !(cfg.watch.settings ? sign-key);
+          message = "services.larder.sync.watch.settings: no sign-key here (the file is world-readable); set services.larder.sync.watch.signKeyFile.";
+        }
+      ];
       systemd.services.larder-sync-watch = service {
         description = "larder-sync: push new store paths";
+        configFile = watchConfig;
         extra = {
           # It follows the store DB read-only, but SQLite needs to create
           # the DB's -shm file when no Nix process has the DB open.
           ReadWritePaths = [ "/nix/var/nix/db" ];
-          ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncWatch {
-            inherit queue;
-            inherit (cfg.watch) to fromStart skipUpstream metricsListen noCheckSigs;
-            signKey = if cfg.watch.signKeyFile == null then null else "%d/sign-key";
-          });
+          ExecStart = lib.escapeShellArgs ([ watchExe "--config" "${watchConfig}" "watch" ]
+            ++ lib.optionals (cfg.watch.signKeyFile != null) [ "--sign-key" "%d/sign-key" ]);
           LoadCredential =
             lib.optional (cfg.watch.sshKeyFile != null) "ssh-key:${cfg.watch.sshKeyFile}"
             ++ lib.optional (cfg.watch.signKeyFile != null) "sign-key:${cfg.watch.signKeyFile}";
@@ -170,22 +219,25 @@ in
       };
     })
 
-    (mkIf cfg.postBuildHook {
+    (mkIf (cfg.watch.enable && cfg.watch.postBuildHook) {
       nix.settings.post-build-hook = enqueueHook;
       systemd.tmpfiles.rules = [ "d ${stateDir} 0700 root root -" ];
     })
 
     (mkIf cfg.keep.enable {
-      systemd.tmpfiles.rules = [ "d /nix/var/nix/gcroots/larder 0755 root root -" ];
+      # receive.nix makes it group-writable for the receiver instead.
+      systemd.tmpfiles.rules = lib.optional
+        (cfg.keep.settings.gc-root-dir != gcRoots || !cfg.receive.enable)
+        "d ${cfg.keep.settings.gc-root-dir} 0755 root root -";
       systemd.services.larder-sync-keep = service {
         description = "larder-sync: root paths pushed over ssh-ng, with retention";
+        configFile = keepConfig;
         extra = {
           # The store DB read-only (SQLite may create its -shm file), and
           # larder's own GC-root directory.
-          ReadWritePaths = [ "/nix/var/nix/db" "/nix/var/nix/gcroots/larder" ];
-          ExecStart = lib.escapeShellArgs ([ exe ] ++ args.syncKeep {
-            inherit (cfg.keep) keepLast maxAgeDays;
-          });
+          ReadWritePaths = [ "/nix/var/nix/db" cfg.keep.settings.gc-root-dir ];
+          RestrictAddressFamilies = [ "AF_UNIX" ];
+          ExecStart = lib.escapeShellArgs [ "${cfg.keep.package}/bin/larder-sync" "--config" "${keepConfig}" "keep" ];
         };
       };
     })
@@ -193,8 +245,9 @@ in
     (mkIf cfg.pull.enable {
       systemd.services.larder-sync-pull = service {
         description = "larder-sync: pull closures from builders";
-        extra.ExecStart = "${exe} daemon --config ${pullConfig}";
-      } // { restartTriggers = [ pullConfig ]; };
+        configFile = pullConfig;
+        extra.ExecStart = lib.escapeShellArgs [ "${cfg.pull.package}/bin/larder-sync" "--config" "${pullConfig}" "daemon" ];
+      };
     })
   ];
 }

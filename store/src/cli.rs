@@ -250,6 +250,10 @@ fn set_defaults(command: Command, settings: &[(String, Vec<String>)]) -> Command
             else {
                 return arg;
             };
+            // clap counts only explicit values towards `required`: a
+            // required flag (`watch --to`) given by the file is no longer
+            // required on the command line.
+            let arg = arg.required(false);
             match arg.get_action() {
                 // A switch's "default" is its state when absent.
                 ArgAction::SetTrue | ArgAction::SetFalse => {
@@ -315,6 +319,10 @@ mod tests {
             #[arg(long)]
             to: Option<String>,
         },
+        Push {
+            #[arg(long)]
+            target: String,
+        },
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -343,6 +351,16 @@ mod tests {
         assert!(matches!(toy.command, Some(Sub::Watch { to: Some(ref t) }) if t == "ssh://x"));
         let toy = parse(&[], None).unwrap();
         assert_eq!((toy.priority, toy.verbose), (30, false));
+    }
+
+    /// A required flag may come from the file (the NixOS module puts
+    /// `to` of `larder-sync watch` there), and is still required without it.
+    #[test]
+    fn a_required_flag_may_come_from_the_file() {
+        let f = file("target = \"ssh://x\"\n");
+        let toy = parse(&["push"], Some(f.path())).unwrap();
+        assert!(matches!(toy.command, Some(Sub::Push { ref target }) if target == "ssh://x"));
+        assert!(matches!(parse(&["push"], None), Err(CliError::Clap(_))));
     }
 
     #[test]

@@ -1,22 +1,27 @@
 //! The NixOS module and the flake: every `.nix` file parses with the real
-//! `nix-instantiate`, and what can be evaluated without nixpkgs is: the
-//! settings-to-TOML renderer's output is accepted by the real larder-server.
+//! `nix-instantiate`, and the settings-to-TOML renderer's output is
+//! accepted by the real larder-server. (The whole module is evaluated in
+//! deploy_module.rs.)
 
 use std::process::Command;
 
 use larder_tests::deploy::{
     Logged, files_with_suffix, free_port, nix_eval, require_tool, workspace_root,
 };
-use larder_tests::fixtures::{export_file_cache, file_uri};
-use larder_tests::process::{binary, wait_until};
-use larder_tests::{NIX_CONFIG, TestStore, require_nix, run_stdout};
+use larder_tests::process::binary;
+use larder_tests::{TestStore, require_nix};
 use serde_json::json;
 
 #[test]
 fn every_nix_file_parses() {
     require_nix();
     let root = workspace_root();
-    let files = files_with_suffix(&root, ".nix");
+    // The vendored nixpkgs lib is nixpkgs' own, evaluated by deploy_module.
+    let vendored = root.join("nixos-module/tests/nixpkgs-lib");
+    let files: Vec<_> = files_with_suffix(&root, ".nix")
+        .into_iter()
+        .filter(|f| !f.starts_with(&vendored))
+        .collect();
     for expected in [
         "flake.nix",
         "nixos-module/default.nix",
@@ -24,7 +29,10 @@ fn every_nix_file_parses() {
         "nixos-module/signer.nix",
         "nixos-module/sync.nix",
         "nixos-module/toml.nix",
-        "nixos-module/args.nix",
+        "nixos-module/common.nix",
+        "nixos-module/receive.nix",
+        "nixos-module/tests/eval.nix",
+        "nixos-module/tests/nixos.nix",
         "nixos-module/hardening.nix",
         "nixos-module/package.nix",
     ] {
@@ -142,85 +150,4 @@ fn server_refuses_a_rendered_unknown_key_naming_it() {
         err.contains("priorty") && err.contains("larder-server.toml"),
         "{err}"
     );
-}
-
-/// larder-signer on the command line `nixos-module/args.nix` builds for
-/// the module's unit.
-#[test]
-fn signer_runs_on_the_modules_command_line() {
-    let store = TestStore::new();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("deploy-test-1.sec");
-    let public = run_stdout(
-        Command::new(binary("larder-signer"))
-            .args(["generate-key", "--name", "deploy-test-1", "--out"])
-            .arg(&key),
-    );
-    let socket = dir.path().join("signer.sock");
-    let args = nix_eval::args(
-        "signer",
-        &json!({
-            "socket": socket,
-            "socketGroup": "root",
-            "storeRoot": store.root(),
-            "keyFiles": [key],
-        }),
-    );
-    let mut signer = Logged::spawn(
-        "larder-signer",
-        Command::new(binary("larder-signer")).args(&args),
-        dir.path(),
-    );
-    wait_until(&mut signer.process, || socket.exists());
-    let reply = run_stdout(
-        Command::new(binary("larder-signer"))
-            .arg("request")
-            .arg("--socket")
-            .arg(&socket),
-    );
-    assert!(reply.contains(public.trim()), "{reply}");
-}
-
-/// `larder-sync daemon` on a pull config rendered by `toml.nix` (an array
-/// of `[[builder]]` tables) pulls from a file:// builder and roots it.
-#[test]
-fn sync_daemon_pulls_with_the_rendered_config() {
-    let builder = TestStore::new();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("pulled.txt");
-    std::fs::write(&file, "pulled\n").unwrap();
-    let path = builder.add([&file]).remove(0);
-    let cache = dir.path().join("cache");
-    export_file_cache(&builder, &path, &cache, "none");
-
-    let local = TestStore::new();
-    let gc_roots = dir.path().join("gcroots");
-    let toml = nix_eval::render_toml(&json!({
-        "gc_root_dir": gc_roots,
-        "store_root": local.root(),
-        "builder": [{
-            "name": "builder1",
-            "uri": file_uri(&cache),
-            "interval_secs": 3600,
-            "paths": [path],
-            "no_check_sigs": true,
-            "keep_last": 2,
-        }],
-    }))
-    .unwrap();
-    let config = dir.path().join("sync-pull.toml");
-    std::fs::write(&config, &toml).unwrap();
-    let mut daemon = Logged::spawn(
-        "larder-sync",
-        Command::new(binary("larder-sync"))
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .env("NIX_CONFIG", NIX_CONFIG),
-        dir.path(),
-    );
-    let roots = gc_roots.join("builder1");
-    wait_until(&mut daemon.process, || {
-        std::fs::read_dir(&roots).is_ok_and(|mut d| d.next().is_some())
-    });
-    assert!(local.real_path(&path).exists(), "{toml}");
 }

@@ -1,7 +1,7 @@
-//! A real Prometheus scrapes larder as the NixOS module runs it (the
-//! server on its rendered config file, the signer and the sync watcher on
-//! the module's command lines; the signer's metrics reach Prometheus
-//! through the server's /metrics) while Nix clients use the cache, and
+//! A real Prometheus scrapes larder (the server on a config file rendered
+//! as the NixOS module renders it, the signer and the sync watcher with
+//! their flags; the signer's metrics reach Prometheus through the server's
+//! /metrics) while Nix clients use the cache, and
 //! every PromQL
 //! expression of `grafana/larder.json` returns data through Prometheus's
 //! HTTP API. A metric the dashboard names but nobody exports fails the test.
@@ -48,20 +48,24 @@ fn fill(store: &TestStore, dir: &Path) -> Contents {
     }
 }
 
-/// The signer on the module's command line; returns it and its socket.
+/// The signer, with the flags the module's config file holds; returns it
+/// and its socket. (deploy_module checks the module's own command lines.)
 fn start_signer(store: &TestStore, dir: &Path) -> (Logged, PathBuf) {
     let key = dir.join("deploy-test-1.sec");
     run(Command::new(binary("larder-signer"))
         .args(["generate-key", "--name", "deploy-test-1", "--out"])
         .arg(&key));
     let socket = dir.join("signer.sock");
-    let args = nix_eval::args(
-        "signer",
-        &json!({ "socket": socket, "storeRoot": store.root(), "keyFiles": [key] }),
-    );
     let mut signer = Logged::spawn(
         "larder-signer",
-        Command::new(binary("larder-signer")).args(args),
+        Command::new(binary("larder-signer"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--store-root")
+            .arg(store.root())
+            .arg("--key-file")
+            .arg(&key),
         dir,
     );
     wait_until(&mut signer.process, || socket.exists());
@@ -97,23 +101,18 @@ fn start_server(store: &TestStore, dir: &Path, signer: &Path) -> (Logged, String
     (server, format!("127.0.0.1:{port}"))
 }
 
-/// The watcher on the module's command line, pushing to a file:// cache.
+/// The watcher, pushing to a file:// cache.
 fn start_watcher(store: &TestStore, dir: &Path) -> (Logged, String) {
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = nix_eval::args(
-        "syncWatch",
-        &json!({
-            "queue": dir.join("queue.sqlite"),
-            "storeRoot": store.root(),
-            "to": format!("file://{}", dir.join("pushed").display()),
-            "fromStart": true,
-            "metricsListen": listen,
-        }),
-    );
     let mut watcher = Logged::spawn(
         "larder-sync",
         Command::new(binary("larder-sync"))
-            .args(args)
+            .arg("--queue")
+            .arg(dir.join("queue.sqlite"))
+            .arg("--store-root")
+            .arg(store.root())
+            .args(["watch", "--from-start", "--metrics-listen", &listen, "--to"])
+            .arg(format!("file://{}", dir.join("pushed").display()))
             .env("NIX_CONFIG", NIX_CONFIG),
         dir,
     );

@@ -4,6 +4,7 @@
 //! Prometheus). A missing tool fails the test with the Debian package to
 //! install (`scripts/setup.sh --test` installs them all).
 
+pub mod module;
 pub mod nix_eval;
 pub mod prometheus;
 pub mod promql;

@@ -1,5 +1,6 @@
-//! `nix-instantiate` on the NixOS module's pure parts (builtins only: no
-//! nixpkgs exists offline), with values passed in as JSON.
+//! The NixOS module evaluated with the real Nix: its builtins-only parts
+//! with `nix-instantiate`, the whole module with the vendored nixpkgs lib's
+//! `evalModules` ([`module`]), values passed in as JSON.
 
 use std::path::Path;
 
@@ -63,9 +64,50 @@ pub fn module_data(file: &str, attr: &str) -> Value {
     eval(&fun, &Value::Null).unwrap_or_else(|e| panic!("evaluating {file} {attr}: {e}"))
 }
 
-/// A command line from `nixos-module/args.nix`: `args.<which> input`.
-pub fn args(which: &str, input: &Value) -> Vec<String> {
-    let fun = format!("(import (root + \"/nixos-module/args.nix\")).{which}");
-    let value = eval(&fun, input).unwrap_or_else(|e| panic!("args.nix {which}: {e}"));
-    serde_json::from_value(value).expect("args.nix returns a list of strings")
+/// The NixOS module evaluated with the real module system
+/// (`nixos-module/tests/eval.nix`: the vendored nixpkgs lib, a declaration
+/// of the NixOS options it sets, a stub `pkgs`) under `config`, a module
+/// as JSON (`{"services": {"larder": {...}}}`). Returns `failed` (the
+/// failed assertions' messages), `packagePath` (the fake package's store
+/// path), `systemd`, `users`, `networking`, `nix`.
+///
+/// Runs `nix eval --impure` rather than `nix-instantiate --eval`: the
+/// latter is read-only, so the config files the module writes
+/// (`builtins.toFile` in the stub) would have a path but no contents, and
+/// the tests hand those very files to the binaries.
+pub fn module(config: &Value) -> Result<Value, String> {
+    module_attr(config, "")
+}
+
+/// One attribute of [`module`]'s result (`failed`), evaluating only what
+/// it needs: a config that trips an assertion may not evaluate in full.
+pub fn module_attr(config: &Value, attr: &str) -> Result<Value, String> {
+    require_nix();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("config.json");
+    std::fs::write(&input, config.to_string()).expect("write config");
+    let eval = workspace_root().join("nixos-module/tests/eval.nix");
+    let select = if attr.is_empty() {
+        String::new()
+    } else {
+        format!(".{attr}")
+    };
+    let expr = format!(
+        "(import {} {{ config = builtins.fromJSON (builtins.readFile {}); }}){select}",
+        nix_string(&eval),
+        nix_string(&input)
+    );
+    let out = nix_command("nix")
+        .args(["eval", "--impure", "--json", "--expr", &expr])
+        .output()
+        .expect("run nix eval");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("nix eval printed non-JSON: {e}"))
+}
+
+/// `path` as a Nix string literal (JSON string syntax is Nix's for these).
+fn nix_string(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).expect("a string")
 }

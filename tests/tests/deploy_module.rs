@@ -1,0 +1,527 @@
+//! The NixOS module evaluated for real (`nixos-module/tests/eval.nix`: the
+//! vendored nixpkgs lib's `evalModules`): its assertions hold and trip, its
+//! units' command lines are contrib/systemd's, and the real binaries run on
+//! the command lines and `--config` files it generates.
+//!
+//! larder-server follows the `--config` convention on this branch's base.
+//! The tests marked `#[ignore]` need larder-signer and larder-sync to
+//! follow it too (and `larder-sync daemon --builders`, `receive`): remove
+//! the mark when they do.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use larder_tests::deploy::module::ModuleEval;
+use larder_tests::deploy::{Logged, free_port, require_tool, systemd, workspace_root};
+use larder_tests::fixtures::{export_file_cache, file_uri};
+use larder_tests::process::wait_until;
+use larder_tests::{NIX_CONFIG, TestStore, hash_part, run_stdout};
+use serde_json::{Value, json};
+
+/// Every service enabled, with the values the contrib/ examples use.
+fn contrib_config() -> Value {
+    json!({ "services": { "larder": {
+        "server": { "enable": true },
+        "signer": { "enable": true, "keyFiles": ["/etc/larder/signing-key.sec"] },
+        "sync": {
+            "watch": {
+                "enable": true,
+                "settings": { "to": "ssh-ng://cache.example.org" },
+                "sshKeyFile": "/etc/larder/sync-ssh-key",
+                "postBuildHook": true,
+            },
+            "pull": {
+                "enable": true,
+                "builders": { "builder": [{
+                    "uri": "ssh-ng://builder1",
+                    "interval_secs": 300,
+                    "roots": ["/nix/var/nix/profiles/system"],
+                    "keep_last": 5,
+                }] },
+            },
+            "receive": { "enable": true, "tokensFile": "/etc/larder/sync-receive-tokens" },
+            "keep": { "enable": true },
+        },
+    } } })
+}
+
+/// `config` with `value` set at the dotted `path` under services.larder.
+fn with(mut config: Value, path: &str, value: Value) -> Value {
+    let mut at = &mut config["services"]["larder"];
+    for key in path.split('.') {
+        at = &mut at[key];
+    }
+    *at = value;
+    config
+}
+
+#[test]
+fn assertions_hold_and_a_bad_config_trips_the_right_one() {
+    let module = ModuleEval::new(&contrib_config());
+    assert_eq!(module.failed(), Vec::<String>::new());
+    assert_eq!(
+        module.value["nix"]["settings"]["trusted-users"],
+        json!(["root", "larder-receive"])
+    );
+
+    for (path, value, message) in [
+        (
+            "server.settings.bind",
+            json!("0.0.0.0:80"),
+            "settings.bind must stay \"systemd\"",
+        ),
+        (
+            "server.tlsCertFile",
+            json!("/etc/cert.pem"),
+            "set both tlsCertFile and tlsKeyFile",
+        ),
+        (
+            "server.settings.tls-key",
+            json!("/k"),
+            "no tls-cert/tls-key here",
+        ),
+        (
+            "signer.keyFiles",
+            json!([]),
+            "give at least one secret key file",
+        ),
+        (
+            "signer.settings.socket",
+            json!("/tmp/s.sock"),
+            "must be under /run/larder/",
+        ),
+        ("signer.settings.key-file", json!("/k"), "no key-file here"),
+        (
+            "sync.watch.settings.queue",
+            json!("/tmp/q.sqlite"),
+            "must be under /var/lib/larder-sync/",
+        ),
+        (
+            "sync.watch.settings.sign-key",
+            json!("/k"),
+            "no sign-key here",
+        ),
+        (
+            "sync.receive.settings.tokens",
+            json!("/t"),
+            "no tokens here",
+        ),
+        (
+            "sync.receive.settings.staging-dir",
+            json!("/tmp/st"),
+            "staging-dir must be under",
+        ),
+        (
+            "sync.receive.settings.gc-root-dir",
+            json!("/tmp/r"),
+            "gc-root-dir must stay",
+        ),
+    ] {
+        let config = with(contrib_config(), path, value);
+        let failed = larder_tests::deploy::nix_eval::module_attr(&config, "failed")
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let failed: Vec<String> = serde_json::from_value(failed).unwrap();
+        assert_eq!(failed.len(), 1, "{path}: {failed:?}");
+        assert!(failed[0].contains(message), "{path}: {failed:?}");
+    }
+}
+
+/// Without its required value (the watcher's target), the module does not
+/// evaluate, and Nix names the option.
+#[test]
+fn a_missing_target_is_named() {
+    let config = with(contrib_config(), "sync.watch.settings", json!({}));
+    let err = larder_tests::deploy::nix_eval::module(&config).unwrap_err();
+    assert!(
+        err.contains("services.larder.sync.watch.settings.to"),
+        "{err}"
+    );
+}
+
+/// Store paths the module wrote (`/nix/store/<hash>-larder-X.toml`) as the
+/// files contrib/ installs (`/etc/larder/X.toml`).
+fn as_etc(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("/nix/store/") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "/nix/store/".len()..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        match name.get(33..).and_then(|n| n.strip_prefix("larder-")) {
+            Some(file) if file.ends_with(".toml") => out.push_str(&format!("/etc/larder/{file}")),
+            _ => out.push_str(&format!("/nix/store/{name}")),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Each unit's ExecStart/ExecStartPre and credentials are contrib's (the
+/// package's bin dir is /usr/local/bin, the config files are under
+/// /etc/larder), and the config files it writes are contrib/etc/larder's.
+#[test]
+fn contrib_units_and_files_are_the_modules() {
+    let module = ModuleEval::new(&contrib_config());
+    let contrib = workspace_root().join("contrib");
+    let bin = format!("{}/bin/", module.package());
+    for unit in [
+        "larder-server",
+        "larder-signer",
+        "larder-sync-watch",
+        "larder-sync-pull",
+        "larder-sync-receive",
+    ] {
+        let file = contrib.join(format!("systemd/{unit}.service"));
+        for key in ["ExecStart", "ExecStartPre", "LoadCredential"] {
+            let want: Vec<String> = match &module.service(unit)["serviceConfig"][key] {
+                Value::Null => vec![],
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+                other => panic!("{unit} {key}: {other}"),
+            };
+            let want: Vec<String> = want
+                .iter()
+                .map(|line| as_etc(&line.replace(&bin, "/usr/local/bin/")))
+                .collect();
+            assert_eq!(systemd::values(&file, key), want, "{unit} {key}");
+        }
+        // The config files, and the files they name.
+        let exec = module.exec(unit, "ExecStart");
+        let mut pending: Vec<String> = exec
+            .split_whitespace()
+            .filter(|w| w.ends_with(".toml"))
+            .map(str::to_owned)
+            .collect();
+        while let Some(path) = pending.pop() {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            pending.extend(
+                text.split('"')
+                    .filter(|w| w.starts_with("/nix/store/") && w.ends_with(".toml"))
+                    .map(str::to_owned),
+            );
+            let etc = as_etc(&path);
+            let shipped = contrib.join(etc.trim_start_matches('/'));
+            let shipped = std::fs::read_to_string(&shipped)
+                .unwrap_or_else(|e| panic!("{unit}: {} ({e})", shipped.display()));
+            assert_eq!(without_comments(&shipped), as_etc(&text), "{etc}");
+        }
+    }
+    let tmpfiles = std::fs::read_to_string(contrib.join("tmpfiles.d/larder.conf")).unwrap();
+    assert!(
+        without_comments(&tmpfiles)
+            .lines()
+            .all(|l| module.value["systemd"]["tmpfiles"]["rules"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(l))),
+        "{tmpfiles}"
+    );
+    // The post-build-hook enqueues on the watcher's queue.
+    let hook = module.value["nix"]["settings"]["post-build-hook"]
+        .as_str()
+        .unwrap();
+    let hook = as_etc(
+        &std::fs::read_to_string(hook)
+            .unwrap()
+            .replace(&bin, "/usr/local/bin/"),
+    );
+    assert!(
+        hook.contains(
+            "exec /usr/local/bin/larder-sync --config /etc/larder/sync-watch.toml enqueue"
+        ),
+        "{hook}"
+    );
+}
+
+/// A credentials directory with `files` (name, contents), mode 0400 as
+/// systemd makes them.
+fn credentials(dir: &Path, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let creds = dir.join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    for (name, text) in files {
+        let path = creds.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    }
+    creds
+}
+
+/// The module's server unit, with a test store: ExecStartPre (the check)
+/// passes, and ExecStart serves under the real `systemd-socket-activate`
+/// (the module's `bind = "systemd"`).
+#[test]
+fn server_runs_on_the_modules_units() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello\n").unwrap();
+    let path = store.add([&file]).remove(0);
+    let config = json!({ "services": { "larder": { "server": {
+        "enable": true,
+        "settings": {
+            "store-root": store.root(),
+            "cache-dir": null,
+            "priority": 41,
+            "compression": "zstd",
+        },
+    } } } });
+    let module = ModuleEval::new(&config);
+    assert_eq!(module.failed(), Vec::<String>::new());
+    let creds = credentials(dir.path(), &[]);
+    let out = module
+        .command("larder-server", "ExecStartPre", &creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    require_tool("systemd-socket-activate", "systemd");
+    let port = free_port();
+    let server_cmd = module.command("larder-server", "ExecStart", &creds);
+    let mut server = Logged::spawn(
+        "larder-server",
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(server_cmd.get_program())
+            .args(server_cmd.get_args()),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    server.await_http(&format!("{url}/health"));
+    let info = ureq::get(&format!("{url}/nix-cache-info")).call().unwrap();
+    assert!(info.into_string().unwrap().contains("Priority: 41\n"));
+    let narinfo = ureq::get(&format!("{url}/{}.narinfo", hash_part(&path)))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(narinfo.contains("Compression: zstd\n"), "{narinfo}");
+}
+
+/// The module's signer unit: `check` (ExecStartPre) passes and `serve`
+/// signs with the key handed over as a credential. The socket is given on
+/// the command line after the unit's (a flag beats the file), since the
+/// module keeps it under /run/larder.
+#[test]
+#[ignore = "needs larder-signer --config (on main since b4ef1d7: drop this mark when merging)"]
+fn signer_runs_on_the_modules_units() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("deploy-test-1.sec");
+    let public = run_stdout(
+        Command::new(larder_tests::process::binary("larder-signer"))
+            .args(["generate-key", "--name", "deploy-test-1", "--out"])
+            .arg(&key),
+    );
+    let config = json!({ "services": { "larder": { "signer": {
+        "enable": true,
+        "keyFiles": [key],
+        "settings": { "store-root": store.root(), "socket-group": "root" },
+    } } } });
+    let module = ModuleEval::new(&config);
+    assert_eq!(
+        module.service("larder-signer")["serviceConfig"]["LoadCredential"],
+        json!([format!("key-0:{}", key.display())])
+    );
+    let creds = credentials(
+        dir.path(),
+        &[("key-0", &std::fs::read_to_string(&key).unwrap())],
+    );
+    let socket = dir.path().join("signer.sock");
+    let out = module
+        .command("larder-signer", "ExecStartPre", &creds)
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut signer = Logged::spawn(
+        "larder-signer",
+        module
+            .command("larder-signer", "ExecStart", &creds)
+            .arg("--socket")
+            .arg(&socket),
+        dir.path(),
+    );
+    wait_until(&mut signer.process, || socket.exists());
+    let reply = run_stdout(
+        Command::new(larder_tests::process::binary("larder-signer"))
+            .arg("request")
+            .arg("--socket")
+            .arg(&socket),
+    );
+    assert!(reply.contains(public.trim()), "{reply}");
+}
+
+/// The module's watcher and post-build-hook: a path enqueued by the hook's
+/// command line is pushed by the unit's to a file:// cache.
+#[test]
+#[ignore = "needs larder-sync --config (the lead's convention change)"]
+fn watcher_and_hook_run_on_the_modules_config() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let config = json!({ "services": { "larder": { "sync": { "watch": {
+        "enable": true,
+        "postBuildHook": true,
+        "settings": {
+            "to": file_uri(&cache),
+            "queue": dir.path().join("queue.sqlite"),
+            "store-root": store.root(),
+            "metrics-listen": null,
+            "poll-interval-ms": 100,
+        },
+    } } } } });
+    let module = ModuleEval::new(&config);
+    let creds = credentials(dir.path(), &[]);
+    let mut watcher = Logged::spawn(
+        "larder-sync-watch",
+        module
+            .command("larder-sync-watch", "ExecStart", &creds)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NIX_REMOTE"),
+        dir.path(),
+    );
+    let file = dir.path().join("built.txt");
+    std::fs::write(&file, "built\n").unwrap();
+    let path = store.add([&file]).remove(0);
+    let hook = module.value["nix"]["settings"]["post-build-hook"]
+        .as_str()
+        .unwrap();
+    let exec = std::fs::read_to_string(hook).unwrap();
+    let line = exec
+        .lines()
+        .find_map(|l| l.strip_prefix("exec "))
+        .expect("exec line");
+    let words = module.words(line);
+    let out = Command::new(&words[0])
+        .args(&words[1..])
+        .env("OUT_PATHS", &path)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let narinfo = cache.join(format!("{}.narinfo", hash_part(&path)));
+    wait_until(&mut watcher.process, || narinfo.exists());
+}
+
+/// The module's pull unit (`larder-sync --config F daemon`, F naming the
+/// builder list as `builders`) pulls from a file:// builder and roots it.
+#[test]
+#[ignore = "needs larder-sync --config and `daemon --builders` (the lead's convention change)"]
+fn pull_daemon_runs_on_the_modules_config() {
+    let builder = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pulled.txt");
+    std::fs::write(&file, "pulled\n").unwrap();
+    let path = builder.add([&file]).remove(0);
+    let cache = dir.path().join("cache");
+    export_file_cache(&builder, &path, &cache, "none");
+    let local = TestStore::new();
+    let gc_roots = dir.path().join("gcroots");
+    let config = json!({ "services": { "larder": { "sync": { "pull": {
+        "enable": true,
+        "settings": { "store-root": local.root(), "queue": dir.path().join("queue.sqlite") },
+        "builders": {
+            "gc_root_dir": gc_roots,
+            "store_root": local.root(),
+            "builder": [{
+                "name": "builder1",
+                "uri": file_uri(&cache),
+                "interval_secs": 3600,
+                "paths": [path],
+                "no_check_sigs": true,
+                "keep_last": 2,
+            }],
+        },
+    } } } } });
+    let module = ModuleEval::new(&config);
+    let creds = credentials(dir.path(), &[]);
+    let mut daemon = Logged::spawn(
+        "larder-sync-pull",
+        module
+            .command("larder-sync-pull", "ExecStart", &creds)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NIX_REMOTE"),
+        dir.path(),
+    );
+    let roots = gc_roots.join("builder1");
+    wait_until(&mut daemon.process, || {
+        std::fs::read_dir(&roots).is_ok_and(|mut d| d.next().is_some())
+    });
+    assert!(local.real_path(&path).exists());
+}
+
+/// The module's receiver: ExecStartPre (`roots`, as root) passes, and
+/// ExecStart answers a token holder and refuses anyone else.
+#[test]
+#[ignore = "needs larder-sync --config and `receive` (wip-C; `roots` is on main)"]
+fn receiver_runs_on_the_modules_units() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = json!({ "services": { "larder": { "sync": { "receive": {
+        "enable": true,
+        "tokensFile": "/etc/larder/sync-receive-tokens",
+        "settings": {
+            "listen": format!("127.0.0.1:{port}"),
+            "store-root": store.root(),
+            "staging-dir": dir.path().join("staging"),
+            "gc-root-dir": dir.path().join("gcroots"),
+        },
+    } } } } });
+    let module = ModuleEval::new(&config);
+    let creds = credentials(dir.path(), &[("tokens", "ci tok-ci\n")]);
+    let out = module
+        .command("larder-sync-receive", "ExecStartPre", &creds)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut receiver = Logged::spawn(
+        "larder-sync-receive",
+        module
+            .command("larder-sync-receive", "ExecStart", &creds)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NIX_REMOTE")
+            .env("HOME", dir.path()),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{port}/nix-cache-info");
+    wait_until(&mut receiver.process, || {
+        ureq::get(&url)
+            .set("Authorization", "Bearer tok-ci")
+            .call()
+            .is_ok()
+    });
+    let refused = ureq::get(&url).call().unwrap_err();
+    assert!(matches!(refused, ureq::Error::Status(401, _)), "{refused}");
+}
