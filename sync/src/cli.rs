@@ -1,9 +1,19 @@
-//! Command-line flags. Every flag of the push side also reads an
-//! environment variable (named in `--help`).
+//! Command-line flags, parsed under larder's convention
+//! ([`larder_store::cli`]): every setting flag also reads
+//! `LARDER_SYNC_<FLAG>` (named in `--help`) and a key of the `--config`
+//! file.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use larder_store::cli::Convention;
+
+/// larder-sync's name and environment prefix. Actions are flags only.
+pub const CONVENTION: Convention = Convention {
+    binary: "larder-sync",
+    env_prefix: "LARDER_SYNC",
+    actions: &["once", "prune"],
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,21 +25,15 @@ pub struct Cli {
     /// The durable queue (SQLite). `enqueue`, `watch` and `status` must agree on it.
     #[arg(
         long,
-        env = "LARDER_SYNC_QUEUE",
         default_value = "/var/lib/larder-sync/queue.sqlite",
         global = true
     )]
     pub queue: PathBuf,
     /// Root of the local store: `/` for the host store, or a chroot store's root (`nix --store ROOT`).
-    #[arg(
-        long,
-        env = "LARDER_SYNC_STORE_ROOT",
-        default_value = "/",
-        global = true
-    )]
+    #[arg(long, default_value = "/", global = true)]
     pub store_root: PathBuf,
-    /// Log filter (tracing-subscriber syntax).
-    #[arg(long, env = "LARDER_SYNC_LOG", default_value = "info", global = true)]
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `larder_sync=debug,info`.
+    #[arg(long, default_value = "info", global = true)]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
@@ -60,10 +64,11 @@ pub enum Command {
     },
     /// Copy closures from a builder into the local store and root them.
     Pull(PullArgs),
-    /// Pull each builder of a config file at its interval.
+    /// Pull each builder of a builders file (TOML, `[[builder]]` tables) at its interval.
     Daemon {
+        /// The builders file (`sync/src/daemon.rs` documents its format).
         #[arg(long)]
-        config: PathBuf,
+        builders: PathBuf,
     },
     /// List the GC roots larder keeps on this (cache) host: per source, what,
     /// since when and until when; `--prune` removes those outside retention.
@@ -79,7 +84,7 @@ pub enum Command {
 pub struct RetentionArgs {
     /// Larder's GC-root directory, one subdirectory per source
     /// [default: <store-root>/nix/var/nix/gcroots/larder].
-    #[arg(long, env = "LARDER_SYNC_GC_ROOT_DIR")]
+    #[arg(long)]
     pub gc_root_dir: Option<PathBuf>,
     /// Keep the newest N distinct closures of each source.
     #[arg(long)]
@@ -133,7 +138,7 @@ pub struct KeepArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Target store URI (file://, http(s)://, ssh://, ssh-ng://, s3://).
-    #[arg(long, env = "LARDER_SYNC_TO")]
+    #[arg(long)]
     pub to: String,
     /// Push the existing store too (re-scan from the first row).
     #[arg(long)]
@@ -145,23 +150,23 @@ pub struct WatchArgs {
     #[arg(long)]
     pub skip_upstream: Vec<String>,
     /// How often the store DB is polled.
-    #[arg(long, env = "LARDER_SYNC_POLL_MS", default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000)]
     pub poll_interval_ms: u64,
     /// Paths per `nix copy`.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// First retry delay after a failed push; doubles per attempt.
-    #[arg(long, env = "LARDER_SYNC_RETRY_BASE_MS", default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000)]
     pub retry_base_ms: u64,
     /// Longest retry delay.
-    #[arg(long, env = "LARDER_SYNC_RETRY_MAX_SECS", default_value_t = 60)]
+    #[arg(long, default_value_t = 60)]
     pub retry_max_secs: u64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
-    #[arg(long, env = "LARDER_SYNC_METRICS_LISTEN")]
+    #[arg(long)]
     pub metrics_listen: Option<String>,
     /// Sign each path with this secret key file (`nix key generate-secret`)
     /// before pushing; the target must trust its public key.
-    #[arg(long, env = "LARDER_SYNC_SIGN_KEY")]
+    #[arg(long)]
     pub sign_key: Option<PathBuf>,
     /// `nix copy --no-check-sigs`: the target accepts unsigned paths from a
     /// trusted user (e.g. `trusted-users` on an ssh-ng cache host).

@@ -1,4 +1,4 @@
-//! `larder-sync daemon --config FILE`: pull each configured builder at its
+//! `larder-sync daemon --builders FILE`: pull each configured builder at its
 //! interval. The whole file is checked at startup (URIs, keys, names); a
 //! failing pull is logged and retried at the next interval.
 //!

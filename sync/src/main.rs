@@ -3,12 +3,10 @@
 mod cli;
 mod roots;
 
-use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use larder_store::StoreLocation;
 use larder_sync::daemon::{self, DaemonConfig};
 use larder_sync::gcroots::Retention;
@@ -18,7 +16,6 @@ use larder_sync::queue::{Backoff, Queue, now_ms};
 use larder_sync::uri::{StoreUri, parse_keys, sanitize, store_path_arg};
 use larder_sync::watch::{WatchConfig, Watcher};
 use larder_sync::{Result, SyncError, lease, pull};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, PullArgs, WatchArgs};
 
@@ -26,13 +23,8 @@ use crate::cli::{Cli, Command, PullArgs, WatchArgs};
 const EXIT_NOT_DRAINED: u8 = 75;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let cli: Cli = larder_store::cli::parse(&cli::CONVENTION);
+    larder_store::cli::init_logging(&cli::CONVENTION, &cli.log);
     let result = match cli.command {
         Command::Enqueue { ref paths } => return enqueue(&cli, paths),
         Command::Watch(ref args) => watch_config(&cli, args).and_then(Watcher::start).map(|w| {
@@ -52,7 +44,7 @@ fn main() -> ExitCode {
         ),
         Command::Status { limit } => status(&cli, limit),
         Command::Pull(ref args) => pull_once(&cli, args),
-        Command::Daemon { ref config } => DaemonConfig::load(config).map(|c| daemon::run(&c)),
+        Command::Daemon { ref builders } => DaemonConfig::load(builders).map(|c| daemon::run(&c)),
         Command::Roots(ref args) => roots::list(&cli, args),
         Command::Keep(ref args) => roots::keep(&cli, args),
     };

@@ -3,10 +3,8 @@
 //! units' command lines are contrib/systemd's, and the real binaries run on
 //! the command lines and `--config` files it generates.
 //!
-//! larder-server follows the `--config` convention on this branch's base.
-//! The tests marked `#[ignore]` need larder-signer and larder-sync to
-//! follow it too (and `larder-sync daemon --builders`, `receive`): remove
-//! the mark when they do.
+//! All three binaries follow the `--config` convention
+//! (`larder_store::cli`), so the module's rendered files are run for real.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -318,7 +316,6 @@ fn server_runs_on_the_modules_units() {
 /// the command line after the unit's (a flag beats the file), since the
 /// module keeps it under /run/larder.
 #[test]
-#[ignore = "needs larder-signer --config (on main since b4ef1d7: drop this mark when merging)"]
 fn signer_runs_on_the_modules_units() {
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();
@@ -375,7 +372,6 @@ fn signer_runs_on_the_modules_units() {
 /// The module's watcher and post-build-hook: a path enqueued by the hook's
 /// command line is pushed by the unit's to a file:// cache.
 #[test]
-#[ignore = "needs larder-sync --config (the lead's convention change)"]
 fn watcher_and_hook_run_on_the_modules_config() {
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();
@@ -431,7 +427,6 @@ fn watcher_and_hook_run_on_the_modules_config() {
 /// The module's pull unit (`larder-sync --config F daemon`, F naming the
 /// builder list as `builders`) pulls from a file:// builder and roots it.
 #[test]
-#[ignore = "needs larder-sync --config and `daemon --builders` (the lead's convention change)"]
 fn pull_daemon_runs_on_the_modules_config() {
     let builder = TestStore::new();
     let dir = tempfile::tempdir().unwrap();

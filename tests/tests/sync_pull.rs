@@ -257,7 +257,7 @@ fn daemon_pulls_configured_builders_and_refuses_bad_config() {
         .unwrap();
     };
     write("colour = \"blue\"\n");
-    let out = setup.output(&["daemon", "--config", config.to_str().unwrap()]);
+    let out = setup.output(&["daemon", "--builders", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(config.to_str().unwrap()) && stderr(&out).contains("colour"),
@@ -266,7 +266,7 @@ fn daemon_pulls_configured_builders_and_refuses_bad_config() {
     );
 
     write("");
-    let mut cmd = setup.command(&["daemon", "--config", config.to_str().unwrap()]);
+    let mut cmd = setup.command(&["daemon", "--builders", config.to_str().unwrap()]);
     let mut daemon = larder_tests::process::Running::spawn("larder-sync daemon", &mut cmd);
     larder_tests::process::wait_until(&mut daemon, || {
         gc.join("web")
@@ -337,7 +337,7 @@ fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
         format!("{head}{}{}", entry("", &uri), entry("", &other)),
     )
     .unwrap();
-    let out = setup.output(&["daemon", "--config", config.to_str().unwrap()]);
+    let out = setup.output(&["daemon", "--builders", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&uri) && stderr(&out).contains(&other),
@@ -348,7 +348,7 @@ fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
     std::fs::write(&config, format!("{head}{}", entry("name = \"b1\"\n", &uri))).unwrap();
     let sshopts = sshd.nix_sshopts();
     let mut daemon = setup.spawn(
-        &["daemon", "--config", config.to_str().unwrap()],
+        &["daemon", "--builders", config.to_str().unwrap()],
         &[("NIX_SSHOPTS", sshopts.as_str())],
     );
     let dir = gc.join("b1");
