@@ -67,8 +67,31 @@ pub fn binary_for_any_user(name: &str) -> PathBuf {
             .into_temp_path()
             .persist(&copy)
             .expect("publish the binary copy");
+        forget_old_copies(&dir, name, &copy);
     }
     copy
+}
+
+/// Remove copies of `name` other than `current` made over an hour ago:
+/// every rebuild makes a new one, and a test run lasts minutes.
+fn forget_old_copies(dir: &Path, name: &str, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        let ours = entry.file_name().to_string_lossy().starts_with(&prefix);
+        if ours && old && path != current {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A running child process, killed (SIGKILL) and reaped on drop.
