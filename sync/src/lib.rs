@@ -29,6 +29,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod queue;
+pub mod receive;
 pub mod uri;
 pub mod watch;
 

@@ -19,7 +19,7 @@ use larder_sync::watch::{WatchConfig, Watcher};
 use larder_sync::{Result, SyncError, pull};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, PullArgs, WatchArgs};
+use crate::cli::{Cli, Command, PullArgs, ReceiveArgs, WatchArgs};
 
 /// `watch-exec`'s exit status when the queue did not drain in time (EX_TEMPFAIL).
 const EXIT_NOT_DRAINED: u8 = 75;
@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Status => status(&cli),
         Command::Pull(ref args) => pull_once(&cli, args),
         Command::Daemon { ref config } => DaemonConfig::load(config).map(|c| daemon::run(&c)),
+        Command::Receive(ref args) => receive(&cli, args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("larder-sync: {e}");
@@ -209,4 +210,25 @@ fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
         println!("removed {}", root.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
+    let config = larder_sync::receive::ReceiveConfig {
+        listen: args.listen.parse().map_err(SyncError::Usage)?,
+        store_root: cli.store_root.clone(),
+        tokens_file: args.tokens.clone(),
+        staging_dir: args.staging_dir.clone(),
+        gc_root_dir: args.gc_root_dir.clone().unwrap_or_else(|| {
+            StoreLocation::new(&cli.store_root)
+                .state_dir()
+                .join("gcroots/larder")
+        }),
+        max_nar_size: args.max_nar_size_mib.saturating_mul(1 << 20),
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        upload_timeout: Duration::from_secs(args.upload_timeout_secs),
+        priority: args.priority,
+        metrics_listen: args.metrics_listen.clone(),
+        require_sigs_from: args.require_sigs_from.clone(),
+    };
+    larder_sync::receive::run(config).map(|()| ExitCode::SUCCESS)
 }

@@ -1,0 +1,138 @@
+//! The router: every request is authenticated first, then dispatched by
+//! method and path to one handler module. Anything else is 404 (unknown
+//! path) or 405 (known path, other method).
+//!
+//! | route | methods | handler |
+//! |---|---|---|
+//! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
+//! | `/<hash>.narinfo` | GET, HEAD (from the store DB), PUT (import) | [`narinfo`] |
+//! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD, GET (404 unless staged), PUT | [`nar`] |
+//! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
+//! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
+//! | `/realisations/…` | any: refused, CA derivations are not supported | |
+
+mod cache_info;
+mod listing;
+mod log;
+mod nar;
+mod narinfo;
+
+use actix_web::http::Method;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+
+use super::auth::Pusher;
+use super::error::{ReceiveError, ReceiveResult};
+use super::state::ReceiveState;
+
+/// The one handler actix calls (as its default service).
+pub async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ReceiveState>,
+) -> HttpResponse {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    match route(&req, body, &state).await {
+        Ok(resp) => {
+            tracing::debug!(%method, path, status = resp.status().as_u16(), "answered");
+            resp
+        }
+        Err(e) => {
+            state
+                .metrics
+                .rejections
+                .with_label_values(&[e.reason()])
+                .inc();
+            let level_info = !matches!(e, ReceiveError::NotFound);
+            if level_info {
+                tracing::info!(%method, path, status = e.status_code().as_u16(), "refused: {e}");
+            } else {
+                tracing::debug!(%method, path, "not found");
+            }
+            e.error_response()
+        }
+    }
+}
+
+async fn route(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &web::Data<ReceiveState>,
+) -> ReceiveResult<HttpResponse> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let pusher: Pusher = state
+        .tokens
+        .authenticate(header)
+        .ok_or(ReceiveError::Unauthorized)?
+        .clone();
+    let path = req.path();
+    let method = req.method();
+    let read = method == Method::GET || method == Method::HEAD;
+    tracing::debug!(pusher = pusher.name, %method, path, "request");
+    if path == "/nix-cache-info" {
+        return match read {
+            true => Ok(cache_info::get(state)),
+            false => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/nar/") {
+        return match *method {
+            Method::HEAD | Method::GET => nar::head(state, name),
+            Method::PUT => nar::put(state, name, body).await,
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(drv) = path.strip_prefix("/log/") {
+        return match *method {
+            Method::PUT => log::put(req, state, drv, body).await,
+            Method::HEAD | Method::GET => Err(ReceiveError::NotFound),
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if path.starts_with("/realisations/") {
+        return match read {
+            true => Err(ReceiveError::NotFound),
+            false => Err(ReceiveError::NotSupported(
+                "realisations (content-addressed derivations) are not supported by this cache"
+                    .into(),
+            )),
+        };
+    }
+    let file = path.strip_prefix('/').unwrap_or(path);
+    if let Some(hash) = file.strip_suffix(".narinfo") {
+        return match *method {
+            Method::HEAD | Method::GET => narinfo::get(state, hash).await,
+            Method::PUT => narinfo::put(state, &pusher, hash, body).await,
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(hash) = file.strip_suffix(".ls") {
+        return match *method {
+            Method::PUT => listing::put(hash, body).await,
+            Method::HEAD | Method::GET => Err(ReceiveError::NotFound),
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    Err(ReceiveError::NotFound)
+}
+
+/// Read a whole (small) body, refusing more than `limit` bytes.
+async fn read_bounded(mut body: web::Payload, limit: usize, what: &str) -> ReceiveResult<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ReceiveError::BadRequest(format!("{what} upload interrupted: {e}")))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ReceiveError::TooLarge(format!(
+                "{what} larger than {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
