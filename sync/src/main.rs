@@ -226,6 +226,7 @@ fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
         max_nar_size: args.max_nar_size_mib.saturating_mul(1 << 20),
         max_concurrent_uploads: args.max_concurrent_uploads,
         upload_timeout: Duration::from_secs(args.upload_timeout_secs),
+        idle_timeout: Duration::from_secs(args.upload_idle_timeout_secs.max(1)),
         priority: args.priority,
         metrics_listen: args.metrics_listen.clone(),
         require_sigs_from: args.require_sigs_from.clone(),

@@ -37,7 +37,7 @@ pub enum ReceiveError {
     NotFound,
     #[error("method not allowed here")]
     MethodNotAllowed,
-    #[error("the upload took longer than --upload-timeout-secs")]
+    #[error("the upload took longer than --upload-timeout-secs, or stalled")]
     Timeout,
     /// A failure on our side; the detail is logged, the client sees this text.
     #[error("{0}")]

@@ -82,6 +82,8 @@ pub struct ReceiveConfig {
     pub max_nar_size: u64,
     pub max_concurrent_uploads: usize,
     pub upload_timeout: Duration,
+    /// Longest pause between two chunks of an upload's body.
+    pub idle_timeout: Duration,
     pub priority: u32,
     pub metrics_listen: Option<String>,
     /// `PUSHER=keyname:base64`, repeatable.
@@ -123,6 +125,7 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         limits: Limits {
             max_nar_size: config.max_nar_size,
             upload_timeout: config.upload_timeout,
+            idle_timeout: config.idle_timeout,
         },
         uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
         priority: config.priority,

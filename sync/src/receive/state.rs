@@ -21,6 +21,11 @@ pub struct Limits {
     pub max_nar_size: u64,
     /// Longest one NAR upload may take, queueing for a slot included.
     pub upload_timeout: Duration,
+    /// Longest wait for the next body chunk. Nix 2.8 retries a PUT whose
+    /// connection broke by sending the headers again without the body
+    /// (seen in the kill -9 test): such a request is cut off here, with
+    /// 408, instead of holding an upload slot for --upload-timeout-secs.
+    pub idle_timeout: Duration,
 }
 
 pub struct ReceiveState {

@@ -68,7 +68,11 @@ pub async fn put(
         tokio::task::spawn_blocking(move || staging::receive(upload, compression, limit, rx));
     let metrics = &state.metrics;
     let streamed = tokio::time::timeout_at(deadline, async {
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(state.limits.idle_timeout, body.next())
+                .await
+                .map_err(|_| ReceiveError::Timeout)?;
+            let Some(chunk) = next else { break };
             let chunk = chunk
                 .map_err(|e| ReceiveError::BadRequest(format!("NAR upload interrupted: {e}")))?;
             metrics.bytes_received.inc_by(chunk.len() as u64);
