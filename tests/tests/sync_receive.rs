@@ -311,3 +311,38 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
     );
     eprintln!("{hits} kills hit a push in {rounds} rounds");
 }
+
+#[test]
+fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let path = ci.build_expr(&shell_derivation("signed", "echo s > $out")).remove(0);
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("ci.sec");
+    let out = run(larder_tests::nix_command("nix").args(["key", "generate-secret", "--key-name", "ci-key"]));
+    fs::write(&secret, &out.stdout).unwrap();
+    let public = run_stdout(
+        larder_tests::nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(fs::File::open(&secret).unwrap()),
+    );
+    let flag = format!("{PUSHER}={}", public.trim());
+    let receiver = TestReceiver::start(&host, &["--require-sigs-from", &flag]);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+
+    let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&path));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not signed by this pusher's key (ci-key)"), "{stderr}");
+    assert_eq!(all_paths(&host), "");
+    assert!(receiver.staging_entries().is_empty());
+
+    run(ci
+        .nix("nix")
+        .args(["store", "sign", "--key-file"])
+        .arg(&secret)
+        .arg(&path));
+    let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(valid_count(&host, std::slice::from_ref(&path)), 1);
+}
