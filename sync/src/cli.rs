@@ -156,7 +156,11 @@ pub struct ReceiveArgs {
     #[arg(long, env = "LARDER_SYNC_UPLOAD_TIMEOUT_SECS", default_value_t = 600)]
     pub upload_timeout_secs: u64,
     /// Longest pause between two chunks of an upload's body (408 beyond).
-    #[arg(long, env = "LARDER_SYNC_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "LARDER_SYNC_UPLOAD_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
     pub upload_idle_timeout_secs: u64,
     /// `Priority:` in /nix-cache-info.
     #[arg(long, env = "LARDER_SYNC_PRIORITY", default_value_t = 50)]

@@ -105,7 +105,10 @@ impl TestReceiver {
 
     /// A netrc file giving `login`/`token` for 127.0.0.1.
     pub fn netrc(&self, login: &str, token: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("netrc-{login}-{}", token.len()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("netrc-{login}-{}", token.len()));
         fs::write(
             &path,
             format!("machine 127.0.0.1 login {login} password {token}\n"),

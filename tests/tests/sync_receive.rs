@@ -63,11 +63,19 @@ fn ci_push_lands_rooted_and_is_served_signed() {
     );
     assert_eq!(valid_count(&host, &paths), paths.len());
     assert_rooted(&receiver, &paths);
-    assert!(receiver.staging_entries().is_empty(), "{:?}", receiver.staging_entries());
+    assert!(
+        receiver.staging_entries().is_empty(),
+        "{:?}",
+        receiver.staging_entries()
+    );
     // The receiver's narinfo now says "already there": a second push is a no-op.
     let again = receiver.request("GET", &narinfo_url(&top)).call().unwrap();
     assert_eq!(again.status(), 200);
-    assert!(push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top)).status.success());
+    assert!(
+        push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top))
+            .status
+            .success()
+    );
 
     // A fresh client substitutes the closure from larder-server + larder-signer,
     // trusting only the signer's key.
@@ -86,7 +94,9 @@ fn ci_push_lands_rooted_and_is_served_signed() {
 fn wrong_or_missing_token_is_401_and_imports_nothing() {
     let ci = TestStore::new();
     let host = TestStore::new();
-    let path = ci.build_expr(&shell_derivation("secret-less", "echo x > $out")).remove(0);
+    let path = ci
+        .build_expr(&shell_derivation("secret-less", "echo x > $out"))
+        .remove(0);
     let receiver = TestReceiver::start(&host, &[]);
 
     for netrc in [
@@ -113,12 +123,20 @@ fn wrong_or_missing_token_is_401_and_imports_nothing() {
     let nar_put = ureq::put(&format!("{}/nar/x.nar", receiver.url()))
         .set("Authorization", "Bearer wrong")
         .send_bytes(b"nope");
-    assert!(matches!(nar_put, Err(ureq::Error::Status(401, _))), "{nar_put:?}");
+    assert!(
+        matches!(nar_put, Err(ureq::Error::Status(401, _))),
+        "{nar_put:?}"
+    );
     let bearer = ureq::get(&url)
         .set("Authorization", &format!("Bearer {TOKEN}"))
         .call()
         .unwrap();
-    assert!(bearer.into_string().unwrap().contains("StoreDir: /nix/store"));
+    assert!(
+        bearer
+            .into_string()
+            .unwrap()
+            .contains("StoreDir: /nix/store")
+    );
     assert_eq!(all_paths(&host), "");
     assert!(receiver.staging_entries().is_empty());
 }
@@ -136,7 +154,9 @@ fn send(req: ureq::Request, body: &[u8]) -> (u16, String) {
 fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let ci = TestStore::new();
     let host = TestStore::new();
-    let dep = ci.build_expr(&shell_derivation("dep", "echo dep > $out")).remove(0);
+    let dep = ci
+        .build_expr(&shell_derivation("dep", "echo dep > $out"))
+        .remove(0);
     let user = ci
         .build_expr(&format!(
             r#"derivation {{ name = "user"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; dep = {}; args = ["-c" "echo $dep > $out"]; }}"#,
@@ -159,7 +179,8 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .unwrap()
     };
     let (dep_info, user_info) = (info_of(&dep), info_of(&user));
-    let nar_of = |info: &larder_store::narinfo::NarInfo| fs::read(cache.path().join(&info.url)).unwrap();
+    let nar_of =
+        |info: &larder_store::narinfo::NarInfo| fs::read(cache.path().join(&info.url)).unwrap();
     let receiver = TestReceiver::start(&host, &["--max-nar-size-mib", "1"]);
     let put = |path: &str| receiver.request("PUT", path);
     let check_clean = |what: &str| {
@@ -226,7 +247,10 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let br = dep_info.url.replace(".nar", ".nar.br");
     let (code, body) = send(put(&format!("/{br}")), b"whatever");
     assert_eq!(code, 415, "{body}");
-    let (code, body) = send(put("/not-a-store-path-hash.narinfo"), user_info.to_string().as_bytes());
+    let (code, body) = send(
+        put("/not-a-store-path-hash.narinfo"),
+        user_info.to_string().as_bytes(),
+    );
     assert_eq!(code, 400, "{body}");
     let bad_name = dep_info
         .to_string()
@@ -242,7 +266,11 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     // After all that, the real push still works.
     let netrc = receiver.netrc(PUSHER, TOKEN);
     let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&user));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(valid_count(&host, &[dep.clone(), user.clone()]), 2);
     let metrics_ok = receiver.log().contains("imported /nix/store/");
     assert!(metrics_ok);
@@ -263,7 +291,10 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
     let deadline = Instant::now() + Duration::from_secs(240);
     while hits < 20 {
         rounds += 1;
-        assert!(Instant::now() < deadline, "only {hits} kills hit a push in {rounds} rounds");
+        assert!(
+            Instant::now() < deadline,
+            "only {hits} kills hit a push in {rounds} rounds"
+        );
         let mut copy = larder_tests::nix_command("nix")
             .args(["copy", "--store"])
             .arg(ci.root())
@@ -295,7 +326,10 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
     // The pusher's retry completes.
     let mut done = false;
     for _ in 0..5 {
-        if push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top)).status.success() {
+        if push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top))
+            .status
+            .success()
+        {
             done = true;
             break;
         }
@@ -316,10 +350,17 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
 fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
     let ci = TestStore::new();
     let host = TestStore::new();
-    let path = ci.build_expr(&shell_derivation("signed", "echo s > $out")).remove(0);
+    let path = ci
+        .build_expr(&shell_derivation("signed", "echo s > $out"))
+        .remove(0);
     let keys = tempfile::tempdir().unwrap();
     let secret = keys.path().join("ci.sec");
-    let out = run(larder_tests::nix_command("nix").args(["key", "generate-secret", "--key-name", "ci-key"]));
+    let out = run(larder_tests::nix_command("nix").args([
+        "key",
+        "generate-secret",
+        "--key-name",
+        "ci-key",
+    ]));
     fs::write(&secret, &out.stdout).unwrap();
     let public = run_stdout(
         larder_tests::nix_command("nix")
@@ -333,7 +374,10 @@ fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
     let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&path));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not signed by this pusher's key (ci-key)"), "{stderr}");
+    assert!(
+        stderr.contains("not signed by this pusher's key (ci-key)"),
+        "{stderr}"
+    );
     assert_eq!(all_paths(&host), "");
     assert!(receiver.staging_entries().is_empty());
 
@@ -343,6 +387,10 @@ fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
         .arg(&secret)
         .arg(&path));
     let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&path));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(valid_count(&host, std::slice::from_ref(&path)), 1);
 }
