@@ -394,3 +394,123 @@ fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
     );
     assert_eq!(valid_count(&host, std::slice::from_ref(&path)), 1);
 }
+
+#[test]
+fn concurrent_pushes_build_logs_and_metrics() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let paths = larder_tests::sync::build_many(&ci, "twice", 8);
+    let logged = ci
+        .build_expr(&shell_derivation(
+            "logged",
+            "echo building-logged; echo x > $out",
+        ))
+        .remove(0);
+    let metrics_port = larder_tests::process::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let receiver = TestReceiver::start(&host, &["--metrics-listen", &metrics_addr]);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+
+    // Two runners push the same paths at once: both succeed. Each has its
+    // own ~/.cache/nix, as two runners would (two Nix 2.8 processes
+    // registering one cache URL at once in a shared binary-cache-v6.sqlite
+    // fail with "constraint failed", a client-side race).
+    let caches: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let pushes: Vec<_> = caches
+        .iter()
+        .map(|cache| {
+            let cache = cache.path().to_owned();
+            let (ci_root, url, netrc, paths) = (
+                ci.root().to_owned(),
+                receiver.url(),
+                netrc.clone(),
+                paths.clone(),
+            );
+            std::thread::spawn(move || {
+                larder_tests::nix_command("nix")
+                    .env("XDG_CACHE_HOME", cache)
+                    .args(["copy", "--store"])
+                    .arg(ci_root)
+                    .args(["--to", &url, "--option", "netrc-file"])
+                    .arg(netrc)
+                    .args(NO_NARINFO_CACHE)
+                    .args(&paths)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for p in pushes {
+        // The receiver imports every path of both pushes (the second
+        // import is a no-op). The *client* may not finish: a Nix 2.8 that
+        // finds a path valid that it was about to upload can stop with
+        // "coroutine has finished"; its re-run then has nothing to do.
+        let out = p.join().unwrap();
+        if !out.status.success() {
+            let again = push(&ci, &receiver.url(), &netrc, &paths);
+            assert!(
+                again.status.success(),
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&again.stderr)
+            );
+        }
+    }
+    assert_eq!(valid_count(&host, &paths), paths.len());
+    assert_rooted(&receiver, &paths);
+    assert!(receiver.staging_entries().is_empty());
+
+    // `nix store copy-log` lands where Nix keeps logs, bzip2-compressed.
+    let drv = run_stdout(ci.nix("nix-store").args(["-qd", &logged]));
+    let drv = drv.trim();
+    let out = larder_tests::nix_command("nix")
+        .args(["store", "copy-log", "--store"])
+        .arg(ci.root())
+        .args(["--to", &receiver.url(), "--option", "netrc-file"])
+        .arg(&netrc)
+        .arg(drv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = drv.trim_start_matches("/nix/store/");
+    let log_file = host
+        .root()
+        .join("nix/var/log/nix/drvs")
+        .join(&base[..2])
+        .join(format!("{}.bz2", &base[2..]));
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut bzip2::read::BzDecoder::new(fs::File::open(&log_file).unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    assert!(text.contains("building-logged"), "{text:?}");
+
+    // A refusal, then the metrics.
+    let bad = receiver.request("PUT", "/nar/x.nar.lz4").send_bytes(b"x");
+    assert!(matches!(bad, Err(ureq::Error::Status(415, _))), "{bad:?}");
+    let metrics = ureq::get(&format!("http://{metrics_addr}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
+    };
+    // Imports run, not paths: two pushes of one path may both import it.
+    assert!(value("larder_receive_uploads_total{pusher=\"ci\"}") >= paths.len() as f64);
+    assert_eq!(
+        value("larder_receive_rejections_total{reason=\"unsupported_compression\"}"),
+        1.0
+    );
+    assert!(value("larder_receive_bytes_total") > 0.0);
+    assert!(value("larder_receive_import_duration_seconds_count") >= paths.len() as f64);
+    assert_eq!(value("larder_receive_staging_bytes"), 0.0);
+}

@@ -8,7 +8,7 @@ use prometheus::{
 /// Every series the receiver exports.
 pub struct ReceiveMetrics {
     registry: Registry,
-    /// Paths imported, by pusher.
+    /// Imports run, by pusher.
     pub uploads: IntCounterVec,
     /// Request body bytes received (compressed NARs, narinfos, logs).
     pub bytes_received: IntCounter,
@@ -26,7 +26,7 @@ impl ReceiveMetrics {
         let uploads = IntCounterVec::new(
             Opts::new(
                 "larder_receive_uploads_total",
-                "Store paths imported from pushes",
+                "Imports of pushed paths run (a path pushed twice at once may count twice)",
             ),
             &["pusher"],
         )
