@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
 //! | `/<hash>.narinfo` | GET, HEAD (from the store DB), PUT (import) | [`narinfo`] |
-//! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD, GET (404 unless staged), PUT | [`nar`] |
+//! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD (404 unless staged), PUT; GET is always 404 | [`nar`] |
 //! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
 //! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
 //! | `/realisations/…` | any: refused, CA derivations are not supported | |
@@ -82,7 +82,10 @@ async fn route(
     }
     if let Some(name) = path.strip_prefix("/nar/") {
         return match *method {
-            Method::HEAD | Method::GET => nar::head(state, name),
+            Method::HEAD => nar::head(state, name),
+            // The receiver serves no NAR bodies (larder-server does): a GET
+            // answered 200 without the NAR would be a hard client failure.
+            Method::GET => Err(ReceiveError::NotFound),
             Method::PUT => nar::put(state, name, body).await,
             _ => Err(ReceiveError::MethodNotAllowed),
         };
