@@ -399,7 +399,11 @@ fn a_pusher_that_must_sign_is_refused_unsigned_paths() {
 fn concurrent_pushes_build_logs_and_metrics() {
     let ci = TestStore::new();
     let host = TestStore::new();
-    let paths = larder_tests::sync::build_many(&ci, "twice", 8);
+    let mut paths = larder_tests::sync::build_many(&ci, "twice", 8);
+    // Two paths with identical contents: one NAR, one NAR URL, two narinfos.
+    for name in ["same-a", "same-b"] {
+        paths.extend(ci.build_expr(&shell_derivation(name, "echo same > $out")));
+    }
     let logged = ci
         .build_expr(&shell_derivation(
             "logged",
