@@ -77,6 +77,8 @@ pub enum Command {
     /// ssh-ng://` (which roots nothing) under `<gc-root-dir>/ssh/`, and
     /// apply retention.
     Keep(KeepArgs),
+    /// Accept `nix copy --to http(s)://…` uploads from token holders into the store at --store-root.
+    Receive(ReceiveArgs),
 }
 
 /// Where larder's GC roots live and how long they are kept.
@@ -209,4 +211,41 @@ pub struct PullArgs {
     pub max_age_secs: Option<u64>,
     /// Store paths on the builder.
     pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Where to listen: ADDR:PORT, or unix:PATH behind a reverse proxy.
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    pub listen: String,
+    /// Pushers, one `NAME TOKEN` (or `NAME sha256:<hex of the token>`) per line; mode 0600.
+    #[arg(long)]
+    pub tokens: PathBuf,
+    /// Uploads in progress and NARs waiting for their narinfo (emptied at startup).
+    #[arg(long, default_value = "/var/lib/larder-sync/staging")]
+    pub staging_dir: PathBuf,
+    /// Where arrivals are rooted, `<dir>/receive-<pusher>/<path>` [default: <store-root>/nix/var/nix/gcroots/larder].
+    #[arg(long)]
+    pub gc_root_dir: Option<PathBuf>,
+    /// Largest NAR accepted, decompressed (refused with 413 beyond).
+    #[arg(long, default_value_t = 4096)]
+    pub max_nar_size_mib: u64,
+    /// NAR uploads received at once; more wait for a slot.
+    #[arg(long, default_value_t = 8)]
+    pub max_concurrent_uploads: usize,
+    /// Longest one NAR upload may take, waiting for a slot included (408 beyond).
+    #[arg(long, default_value_t = 600)]
+    pub upload_timeout_secs: u64,
+    /// Longest pause between two chunks of an upload's body (408 beyond).
+    #[arg(long, default_value_t = 60)]
+    pub upload_idle_timeout_secs: u64,
+    /// `Priority:` in /nix-cache-info.
+    #[arg(long, default_value_t = 50)]
+    pub priority: u32,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9102).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// PUSHER=keyname:base64: that pusher's uploads must carry a signature by this key (repeatable).
+    #[arg(long, value_delimiter = ' ')]
+    pub require_sigs_from: Vec<String>,
 }

@@ -31,6 +31,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod queue;
+pub mod receive;
 pub mod retention;
 pub mod target;
 pub mod uri;

@@ -17,7 +17,7 @@ use larder_sync::uri::{StoreUri, parse_keys, sanitize, store_path_arg};
 use larder_sync::watch::{WatchConfig, Watcher};
 use larder_sync::{Result, SyncError, lease, pull};
 
-use crate::cli::{Cli, Command, PullArgs, WatchArgs};
+use crate::cli::{Cli, Command, PullArgs, ReceiveArgs, WatchArgs};
 
 /// `watch-exec`'s exit status when the queue did not drain in time (EX_TEMPFAIL).
 const EXIT_NOT_DRAINED: u8 = 75;
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::Daemon { ref builders } => DaemonConfig::load(builders).map(|c| daemon::run(&c)),
         Command::Roots(ref args) => roots::list(&cli, args),
         Command::Keep(ref args) => roots::keep(&cli, args),
+        Command::Receive(ref args) => receive(&cli, args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("larder-sync: {e}");
@@ -246,4 +247,26 @@ fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
         println!("removed {}", root.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
+    let config = larder_sync::receive::ReceiveConfig {
+        listen: args.listen.parse().map_err(SyncError::Usage)?,
+        store_root: cli.store_root.clone(),
+        tokens_file: args.tokens.clone(),
+        staging_dir: args.staging_dir.clone(),
+        gc_root_dir: args.gc_root_dir.clone().unwrap_or_else(|| {
+            StoreLocation::new(&cli.store_root)
+                .state_dir()
+                .join("gcroots/larder")
+        }),
+        max_nar_size: args.max_nar_size_mib.saturating_mul(1 << 20),
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        upload_timeout: Duration::from_secs(args.upload_timeout_secs),
+        idle_timeout: Duration::from_secs(args.upload_idle_timeout_secs.max(1)),
+        priority: args.priority,
+        metrics_listen: args.metrics_listen.clone(),
+        require_sigs_from: args.require_sigs_from.clone(),
+    };
+    larder_sync::receive::run(config).map(|()| ExitCode::SUCCESS)
 }

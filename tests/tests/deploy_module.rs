@@ -473,7 +473,7 @@ fn pull_daemon_runs_on_the_modules_config() {
 /// The module's receiver: ExecStartPre (`roots`, as root) passes, and
 /// ExecStart answers a token holder and refuses anyone else.
 #[test]
-#[ignore = "needs larder-sync --config and `receive` (wip-C; `roots` is on main)"]
+
 fn receiver_runs_on_the_modules_units() {
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();

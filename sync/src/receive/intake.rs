@@ -1,0 +1,134 @@
+//! Checking an uploaded narinfo before anything is imported: it parses
+//! strictly, names the store path its URL names, matches the NAR that was
+//! really received, and every reference is already in the host's store.
+//! Each failure is one line naming the field and what was expected.
+
+use larder_store::db::StoreDb;
+use larder_store::narinfo::NarInfo;
+use larder_store::{StorePath, StorePathHash};
+
+use super::error::{ReceiveError, ReceiveResult};
+use super::staging::{Compression, StagedNar};
+
+/// Largest narinfo body accepted (Nix's are well under 4 KiB; a path with
+/// thousands of references stays under this).
+pub const MAX_NARINFO_BYTES: usize = 1 << 20;
+
+/// The 32-character hash part of a `/<hash>.narinfo` URL.
+pub fn url_hash(hash: &str) -> ReceiveResult<StorePathHash> {
+    hash.parse().map_err(|e| {
+        ReceiveError::NotStorePath(format!(
+            "{:?} is not a store path hash ({e})",
+            truncate(hash)
+        ))
+    })
+}
+
+/// Parse a narinfo PUT to `/<hash>.narinfo` of a store with `store_dir`.
+pub fn parse(hash: &StorePathHash, body: &[u8], store_dir: &str) -> ReceiveResult<NarInfo> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ReceiveError::BadRequest("narinfo is not UTF-8 text".into()))?;
+    let info: NarInfo = text
+        .parse()
+        .map_err(|e| ReceiveError::BadRequest(format!("malformed narinfo: {e}")))?;
+    if info.store_dir != store_dir {
+        return Err(ReceiveError::NotStorePath(format!(
+            "narinfo StorePath is under {}, this cache's store is {store_dir}",
+            truncate(&info.store_dir)
+        )));
+    }
+    if info.store_path.hash() != hash {
+        return Err(ReceiveError::NotStorePath(format!(
+            "narinfo StorePath {} does not match the URL's hash {hash}",
+            info.store_path
+        )));
+    }
+    Ok(info)
+}
+
+/// The staging key of the narinfo's `URL` (`nar/<filehash>.nar[.ext]`),
+/// checked to agree with its `Compression`.
+pub fn nar_url(info: &NarInfo) -> ReceiveResult<String> {
+    let name = info.url.strip_prefix("nar/").ok_or_else(|| {
+        ReceiveError::BadRequest(format!(
+            "narinfo URL {:?} is not nar/<filehash>.nar[.xz|.zst|.bz2]",
+            truncate(&info.url)
+        ))
+    })?;
+    let (_, compression) = Compression::from_file_name(name).map_err(|ext| {
+        ReceiveError::UnsupportedCompression(format!("unsupported NAR extension .{ext}"))
+    })?;
+    if compression.narinfo_name() != info.compression {
+        return Err(ReceiveError::BadRequest(format!(
+            "narinfo says Compression: {} but its URL is a {} NAR",
+            truncate(&info.compression),
+            compression.narinfo_name()
+        )));
+    }
+    Ok(info.url.clone())
+}
+
+/// The narinfo's hashes and sizes equal what was computed on upload.
+pub fn matches_staged(info: &NarInfo, staged: &StagedNar) -> ReceiveResult<()> {
+    let d = &staged.digests;
+    if info.nar_size != d.nar_size {
+        return Err(ReceiveError::SizeMismatch(format!(
+            "NarSize {} but the uploaded NAR has {} bytes",
+            info.nar_size, d.nar_size
+        )));
+    }
+    if info.nar_hash != d.nar_hash {
+        return Err(ReceiveError::HashMismatch(format!(
+            "NarHash {} but the uploaded NAR hashes to {}",
+            info.nar_hash, d.nar_hash
+        )));
+    }
+    if info.file_hash.is_some_and(|h| h != d.file_hash) {
+        return Err(ReceiveError::HashMismatch(
+            "FileHash does not match the uploaded file".into(),
+        ));
+    }
+    if info.file_size.is_some_and(|s| s != d.file_size) {
+        return Err(ReceiveError::SizeMismatch(format!(
+            "FileSize does not match the uploaded file ({} bytes)",
+            d.file_size
+        )));
+    }
+    Ok(())
+}
+
+/// Every reference is valid in the host store (or is the path itself).
+/// Nix uploads references before referrers, so a gap is a client error.
+/// Blocking (SQLite).
+pub fn references_present(db: &StoreDb, info: &NarInfo) -> ReceiveResult<()> {
+    for r in info.references.iter().filter(|r| **r != info.store_path) {
+        if !db.query_valid_blocking(r).map_err(internal)? {
+            return Err(ReceiveError::MissingReference(format!(
+                "reference {}/{r} is not in the cache's store; push it first",
+                info.store_dir
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The host's record of `path`, if valid. Blocking (SQLite).
+pub fn valid_nar_hash(
+    db: &StoreDb,
+    path: &StorePath,
+) -> ReceiveResult<Option<larder_store::Sha256Hash>> {
+    Ok(db
+        .path_info_by_path_blocking(path)
+        .map_err(internal)?
+        .map(|i| i.nar_hash))
+}
+
+fn internal(e: impl std::fmt::Display) -> ReceiveError {
+    tracing::error!("store DB: {e}");
+    ReceiveError::Internal("cannot read the cache's store DB".into())
+}
+
+/// At most 80 characters of client input in a message.
+pub fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}

@@ -1,0 +1,206 @@
+//! `larder-sync receive`: the upload half of Nix's HTTP binary-cache
+//! protocol, so a plain `nix copy --to http(s)://cache/` (Nix 2.8's
+//! HttpBinaryCacheStore, no custom client) lands paths in the cache host's
+//! store, rooted so its GC keeps them.
+//!
+//! What Nix 2.8 sends, and what happens to it:
+//! 1. `GET /nix-cache-info`, then `GET /<hash>.narinfo` per path, answered
+//!    from the host store's DB ([`routes`]): 200 means "already there".
+//! 2. `HEAD` then `PUT /nar/<filehash>.nar.xz`: the body streams through a
+//!    decompressor into [`staging`], hashed on the way; the compressed
+//!    bytes must hash to `<filehash>`, the NAR must stay under the limit.
+//! 3. `PUT /<hash>.narinfo`, last: [`intake`] checks it against the staged
+//!    NAR and the store (every reference already valid), [`trust`] checks
+//!    required signatures, [`root`] roots the path, [`import`] runs the
+//!    real `nix copy` from a one-path `file://` cache in staging.
+//!
+//! Every request needs a pusher's token ([`auth`]); refusals are one-line
+//! 4xx bodies ([`error`]) counted in [`metrics`]. Reads (`nix-cache-info`,
+//! narinfo) need it too: Nix sends its netrc credentials on every
+//! request, and an open receiver would tell anyone what the store holds.
+//!
+//! Async (actix-web) for the connections; SQLite, decompression and
+//! `nix copy` run on blocking threads.
+
+pub mod auth;
+pub mod error;
+pub mod import;
+pub mod intake;
+pub mod metrics;
+pub mod root;
+mod routes;
+pub mod staging;
+pub mod state;
+pub mod trust;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use larder_store::StoreLocation;
+use larder_store::db::StoreDb;
+
+use crate::error::{Result, SyncError};
+use crate::nix::LocalStore;
+use auth::Tokens;
+use metrics::ReceiveMetrics;
+use staging::Staging;
+use state::{Limits, ReceiveState};
+use trust::SigPolicy;
+
+/// Where the receiver listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `ADDR:PORT`.
+    Tcp(String),
+    /// `unix:PATH` (for a reverse proxy on the same host).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Listen, String> {
+        match s.strip_prefix("unix:") {
+            Some("") => Err("unix: needs a socket path".into()),
+            Some(path) => Ok(Listen::Unix(path.into())),
+            None if s.contains(':') => Ok(Listen::Tcp(s.to_owned())),
+            None => Err(format!("{s:?} is neither ADDR:PORT nor unix:PATH")),
+        }
+    }
+}
+
+/// Everything `receive` is started with (flags, see `larder-sync receive --help`).
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    pub listen: Listen,
+    /// `/` for the host store, or a chroot store's root.
+    pub store_root: PathBuf,
+    pub tokens_file: PathBuf,
+    pub staging_dir: PathBuf,
+    pub gc_root_dir: PathBuf,
+    /// Largest NAR accepted, decompressed, in bytes.
+    pub max_nar_size: u64,
+    pub max_concurrent_uploads: usize,
+    pub upload_timeout: Duration,
+    /// Longest pause between two chunks of an upload's body.
+    pub idle_timeout: Duration,
+    pub priority: u32,
+    pub metrics_listen: Option<String>,
+    /// `PUSHER=keyname:base64`, repeatable.
+    pub require_sigs_from: Vec<String>,
+}
+
+/// How often staged NARs whose narinfo never came are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Check the configuration, clean the staging dir, and serve until killed.
+pub fn run(config: ReceiveConfig) -> Result<()> {
+    let tokens = Tokens::load(&config.tokens_file)?;
+    let sigs = SigPolicy::parse(&config.require_sigs_from, tokens.names())?;
+    if config.max_concurrent_uploads == 0 || config.max_nar_size == 0 {
+        return Err(SyncError::Usage(
+            "--max-concurrent-uploads and --max-nar-size-mib must be at least 1".into(),
+        ));
+    }
+    let location = StoreLocation::new(&config.store_root);
+    let db = StoreDb::open(&location)?;
+    let staging = Staging::open(&config.staging_dir).map_err(|e| {
+        SyncError::Usage(format!(
+            "staging dir {}: {e} (set --staging-dir)",
+            config.staging_dir.display()
+        ))
+    })?;
+    std::fs::create_dir_all(&config.gc_root_dir).map_err(|source| SyncError::GcRoot {
+        path: config.gc_root_dir.clone(),
+        source,
+    })?;
+    let state = web::Data::new(ReceiveState {
+        tokens,
+        sigs,
+        staging,
+        db,
+        local: LocalStore::new(&config.store_root),
+        location,
+        gc_root_dir: config.gc_root_dir.clone(),
+        limits: Limits {
+            max_nar_size: config.max_nar_size,
+            upload_timeout: config.upload_timeout,
+            idle_timeout: config.idle_timeout,
+        },
+        uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
+        priority: config.priority,
+        metrics: ReceiveMetrics::new(),
+    });
+    actix_web::rt::System::new().block_on(serve(config, state))
+}
+
+async fn serve(config: ReceiveConfig, state: web::Data<ReceiveState>) -> Result<()> {
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .default_service(web::to(routes::dispatch))
+    });
+    let listen_err = |e: std::io::Error| {
+        SyncError::Usage(format!(
+            "cannot listen on {:?}: {e} (set --listen)",
+            config.listen
+        ))
+    };
+    let server = match &config.listen {
+        Listen::Tcp(addr) => server.bind(addr.as_str()),
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            server.bind_uds(path)
+        }
+    }
+    .map_err(listen_err)?
+    .run();
+    let metrics = match &config.metrics_listen {
+        Some(addr) => {
+            let m = state.clone();
+            Some(
+                HttpServer::new(move || {
+                    App::new().app_data(m.clone()).route(
+                        "/metrics",
+                        web::get().to(|s: web::Data<ReceiveState>| async move {
+                            s.update_staging_gauge();
+                            HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                                .body(s.metrics.render())
+                        }),
+                    )
+                })
+                .workers(1)
+                .bind(addr.as_str())
+                .map_err(|source| SyncError::Metrics {
+                    addr: addr.clone(),
+                    source,
+                })?
+                .run(),
+            )
+        }
+        None => None,
+    };
+    let sweeper = state.clone();
+    let max_age = config.upload_timeout * 2;
+    actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(SWEEP_INTERVAL).await;
+            sweeper.staging.sweep(max_age);
+            sweeper.update_staging_gauge();
+        }
+    });
+    tracing::info!(
+        "receiving pushes on {:?} into the store at {} (staging {}, GC roots {})",
+        config.listen,
+        config.store_root.display(),
+        config.staging_dir.display(),
+        config.gc_root_dir.display()
+    );
+    let result = match metrics {
+        Some(m) => futures_util::future::try_join(server, m).await.map(drop),
+        None => server.await,
+    };
+    result.map_err(|e| SyncError::Usage(format!("receiver stopped: {e}")))
+}

@@ -1,0 +1,125 @@
+//! The router: every request is authenticated first, then dispatched by
+//! method and path to one handler module. Anything else is 404 (unknown
+//! path) or 405 (known path, other method).
+//!
+//! | route | methods | handler |
+//! |---|---|---|
+//! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
+//! | `/<hash>.narinfo` | GET, HEAD (from the store DB), PUT (import) | [`narinfo`] |
+//! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD (404 unless staged), PUT; GET is always 404 | [`nar`] |
+//! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
+//! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
+//! | `/realisations/…` | any: refused, CA derivations are not supported | |
+
+mod body;
+mod cache_info;
+mod listing;
+mod log;
+mod nar;
+mod narinfo;
+
+use actix_web::http::Method;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use super::auth::Pusher;
+use super::error::{ReceiveError, ReceiveResult};
+use super::state::ReceiveState;
+
+/// The one handler actix calls (as its default service).
+pub async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ReceiveState>,
+) -> HttpResponse {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    match route(&req, body, &state).await {
+        Ok(resp) => {
+            tracing::debug!(%method, path, status = resp.status().as_u16(), "answered");
+            resp
+        }
+        Err(e) => {
+            state
+                .metrics
+                .rejections
+                .with_label_values(&[e.reason()])
+                .inc();
+            let level_info = !matches!(e, ReceiveError::NotFound);
+            if level_info {
+                tracing::info!(%method, path, status = e.status_code().as_u16(), "refused: {e}");
+            } else {
+                tracing::debug!(%method, path, "not found");
+            }
+            e.error_response()
+        }
+    }
+}
+
+async fn route(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &web::Data<ReceiveState>,
+) -> ReceiveResult<HttpResponse> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let pusher: Pusher = state
+        .tokens
+        .authenticate(header)
+        .ok_or(ReceiveError::Unauthorized)?
+        .clone();
+    let path = req.path();
+    let method = req.method();
+    let read = method == Method::GET || method == Method::HEAD;
+    tracing::debug!(pusher = pusher.name, %method, path, "request");
+    if path == "/nix-cache-info" {
+        return match read {
+            true => Ok(cache_info::get(state)),
+            false => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/nar/") {
+        return match *method {
+            Method::HEAD => nar::head(state, name),
+            // The receiver serves no NAR bodies (larder-server does): a GET
+            // answered 200 without the NAR would be a hard client failure.
+            Method::GET => Err(ReceiveError::NotFound),
+            Method::PUT => nar::put(state, name, body).await,
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(drv) = path.strip_prefix("/log/") {
+        return match *method {
+            Method::PUT => log::put(req, state, drv, body).await,
+            Method::HEAD | Method::GET => Err(ReceiveError::NotFound),
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if path.starts_with("/realisations/") {
+        return match read {
+            true => Err(ReceiveError::NotFound),
+            false => Err(ReceiveError::NotSupported(
+                "realisations (content-addressed derivations) are not supported by this cache"
+                    .into(),
+            )),
+        };
+    }
+    let file = path.strip_prefix('/').unwrap_or(path);
+    if let Some(hash) = file.strip_suffix(".narinfo") {
+        return match *method {
+            Method::HEAD | Method::GET => narinfo::get(state, hash).await,
+            Method::PUT => narinfo::put(state, &pusher, hash, body).await,
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    if let Some(hash) = file.strip_suffix(".ls") {
+        return match *method {
+            Method::PUT => listing::put(hash, body).await,
+            Method::HEAD | Method::GET => Err(ReceiveError::NotFound),
+            _ => Err(ReceiveError::MethodNotAllowed),
+        };
+    }
+    Err(ReceiveError::NotFound)
+}

@@ -1,0 +1,126 @@
+//! `PUT /nar/<filehash>.nar[.xz|.zst|.bz2]`: one compressed NAR, streamed
+//! to the staging area through the decompressor (see `staging`), checked
+//! against the file hash its URL names. `HEAD` says whether it is staged.
+
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
+use larder_store::{Sha256Hash, nixbase32};
+use tokio::time::Instant;
+
+use crate::receive::error::{ReceiveError, ReceiveResult};
+use crate::receive::intake::truncate;
+use crate::receive::staging::{self, Compression, StageError};
+use crate::receive::state::ReceiveState;
+
+/// Body chunks in flight between the connection and the decompressor.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// 200 when a NAR is staged under this URL (Nix then skips its PUT, and
+/// one more narinfo is expected for it), else 404. The receiver serves no
+/// NAR bodies: larder-server does.
+pub fn head(state: &web::Data<ReceiveState>, name: &str) -> ReceiveResult<HttpResponse> {
+    if state.staging.claim(&format!("nar/{name}")) {
+        Ok(HttpResponse::Ok().finish())
+    } else {
+        Err(ReceiveError::NotFound)
+    }
+}
+
+fn parse_name(name: &str) -> ReceiveResult<(Sha256Hash, Compression)> {
+    let (hash, compression) = Compression::from_file_name(name).map_err(|ext| {
+        ReceiveError::UnsupportedCompression(format!(
+            "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
+            truncate(&ext)
+        ))
+    })?;
+    let bytes = nixbase32::decode(hash)
+        .ok()
+        .filter(|b| b.len() == 32 && hash.len() == 52)
+        .ok_or_else(|| {
+            ReceiveError::BadRequest(format!(
+                "NAR URL nar/{} does not start with a nix32 SHA-256",
+                truncate(name)
+            ))
+        })?;
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&bytes);
+    Ok((Sha256Hash(digest), compression))
+}
+
+pub async fn put(
+    state: &web::Data<ReceiveState>,
+    name: &str,
+    mut body: web::Payload,
+) -> ReceiveResult<HttpResponse> {
+    let (file_hash, compression) = parse_name(name)?;
+    let deadline = Instant::now() + state.limits.upload_timeout;
+    let _permit = tokio::time::timeout_at(deadline, state.uploads.acquire())
+        .await
+        .map_err(|_| ReceiveError::Timeout)?
+        .map_err(|_| ReceiveError::Internal("shutting down".into()))?;
+    let upload = state.staging.new_upload().map_err(|e| {
+        tracing::error!("staging dir {}: {e}", state.staging.dir().display());
+        ReceiveError::Internal("cannot write to the staging dir".into())
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let limit = state.limits.max_nar_size;
+    let task =
+        tokio::task::spawn_blocking(move || staging::receive(upload, compression, limit, rx));
+    let metrics = &state.metrics;
+    let streamed = tokio::time::timeout_at(deadline, async {
+        loop {
+            let next = tokio::time::timeout(state.limits.idle_timeout, body.next())
+                .await
+                .map_err(|_| ReceiveError::Timeout)?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk
+                .map_err(|e| ReceiveError::BadRequest(format!("NAR upload interrupted: {e}")))?;
+            metrics.bytes_received.inc_by(chunk.len() as u64);
+            if tx.send(chunk).await.is_err() {
+                break; // the decompressor stopped: its error says why
+            }
+        }
+        Ok::<(), ReceiveError>(())
+    })
+    .await;
+    drop(tx);
+    let received = task
+        .await
+        .map_err(|e| ReceiveError::Internal(format!("upload worker failed: {e}")))?;
+    streamed.map_err(|_| ReceiveError::Timeout)??;
+    let (upload, digests) = received.map_err(|e| match e {
+        StageError::TooLarge { limit } => ReceiveError::TooLarge(format!(
+            "NAR larger than --max-nar-size-mib ({} MiB) once decompressed",
+            limit >> 20
+        )),
+        StageError::Corrupt(detail) => ReceiveError::BadRequest(format!(
+            "the {} stream cannot be decompressed: {detail}",
+            compression.narinfo_name()
+        )),
+        StageError::Io(e) => {
+            tracing::error!("staging dir {}: {e}", state.staging.dir().display());
+            ReceiveError::Internal("cannot write to the staging dir".into())
+        }
+    })?;
+    if digests.file_hash != file_hash {
+        return Err(ReceiveError::HashMismatch(format!(
+            "the uploaded bytes hash to {}, not to the URL's {file_hash}",
+            digests.file_hash
+        )));
+    }
+    state
+        .staging
+        .stage(&format!("nar/{name}"), upload, digests)
+        .map_err(|e| {
+            tracing::error!("staging dir {}: {e}", state.staging.dir().display());
+            ReceiveError::Internal("cannot write to the staging dir".into())
+        })?;
+    state.update_staging_gauge();
+    tracing::debug!(
+        name,
+        nar_size = digests.nar_size,
+        file_size = digests.file_size,
+        "staged"
+    );
+    Ok(HttpResponse::Ok().finish())
+}

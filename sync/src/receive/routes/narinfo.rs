@@ -1,0 +1,164 @@
+//! `/<hash>.narinfo`: GET/HEAD answer from the host store's DB (Nix asks
+//! before uploading: 200 means "already there"); PUT is the last step of
+//! an upload: check it (see `intake`), root the path, import it.
+
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use larder_store::narinfo::NarInfo;
+
+use super::body::read_bounded;
+use crate::receive::auth::Pusher;
+use crate::receive::error::{ReceiveError, ReceiveResult};
+use crate::receive::import::import;
+use crate::receive::intake::{self, MAX_NARINFO_BYTES};
+use crate::receive::root::root_arrival;
+use crate::receive::state::ReceiveState;
+use crate::receive::trust::check_signatures;
+
+pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<HttpResponse> {
+    let hash = intake::url_hash(hash).map_err(|_| ReceiveError::NotFound)?;
+    let info = state
+        .db
+        .path_info(&hash)
+        .await
+        .map_err(|e| {
+            tracing::error!("store DB: {e}");
+            ReceiveError::Internal("cannot read the cache's store DB".into())
+        })?
+        .ok_or(ReceiveError::NotFound)?;
+    let narinfo = NarInfo {
+        store_dir: state.location.store_dir().to_owned(),
+        store_path: info.path.clone(),
+        url: format!("nar/{}.nar", info.nar_hash.to_nix32()),
+        compression: "none".into(),
+        file_hash: None,
+        file_size: None,
+        nar_hash: info.nar_hash,
+        nar_size: info.nar_size,
+        references: info.references,
+        deriver: info.deriver,
+        sigs: info.sigs,
+        ca: info.ca,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-nix-narinfo")
+        .body(narinfo.to_string()))
+}
+
+pub async fn put(
+    state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
+    hash: &str,
+    body: web::Payload,
+) -> ReceiveResult<HttpResponse> {
+    let hash = intake::url_hash(hash)?;
+    let body = read_bounded(body, MAX_NARINFO_BYTES, "narinfo").await?;
+    let info = intake::parse(&hash, &body, state.location.store_dir())?;
+    let state2 = state.clone();
+    let pusher = pusher.clone();
+    let outcome = web::block(move || accept(&state2, &pusher, &info))
+        .await
+        .map_err(|e| ReceiveError::Internal(format!("import worker failed: {e}")))?;
+    state.update_staging_gauge();
+    outcome?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Check, root and import one narinfo; the staged NAR it names loses its
+/// claim whatever happens. Blocking (SQLite, `nix copy`).
+fn accept(state: &ReceiveState, pusher: &Pusher, info: &NarInfo) -> ReceiveResult<()> {
+    let url = match intake::nar_url(info) {
+        Ok(url) => url,
+        Err(e) => {
+            state.staging.release(&info.url);
+            return Err(e);
+        }
+    };
+    let result = check_signatures(state.sigs.keys_for(&pusher.name), info)
+        .and_then(|()| accept_checked(state, pusher, info, &url));
+    state.staging.release(&url);
+    result
+}
+
+fn accept_checked(
+    state: &ReceiveState,
+    pusher: &Pusher,
+    info: &NarInfo,
+    url: &str,
+) -> ReceiveResult<()> {
+    let store_dir = state.location.store_dir();
+    let root = || {
+        root_arrival(
+            &state.gc_root_dir,
+            &pusher.name,
+            store_dir,
+            &info.store_path,
+        )
+        .map_err(|e| {
+            tracing::error!("GC root under {}: {e}", state.gc_root_dir.display());
+            ReceiveError::Internal("cannot create the GC root".into())
+        })
+    };
+    if already_valid(state, info)? {
+        root()?;
+        return Ok(());
+    }
+    let staged = state.staging.get(url).ok_or_else(|| {
+        ReceiveError::NotStaged(format!(
+            "narinfo URL {} names no uploaded NAR; upload it first",
+            intake::truncate(url)
+        ))
+    })?;
+    intake::matches_staged(info, &staged)?;
+    intake::references_present(&state.db, info)?;
+    let arrival = root()?;
+    let started = Instant::now();
+    match import(&state.local, &state.staging, info, url) {
+        Ok(true) => {
+            state
+                .metrics
+                .import_duration
+                .observe(started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .uploads
+                .with_label_values(&[&pusher.name])
+                .inc();
+            tracing::info!(
+                pusher = pusher.name,
+                "imported {store_dir}/{}",
+                info.store_path
+            );
+            Ok(())
+        }
+        Ok(false) => {
+            arrival.undo();
+            // A concurrent push of the same NAR imported it meanwhile.
+            if already_valid(state, info)? {
+                root()?;
+                return Ok(());
+            }
+            Err(ReceiveError::NotStaged(format!(
+                "narinfo URL {} names no uploaded NAR; upload it first",
+                intake::truncate(url)
+            )))
+        }
+        Err(e) => {
+            arrival.undo();
+            Err(e)
+        }
+    }
+}
+
+/// The path is valid in the host store already (with this NAR hash).
+fn already_valid(state: &ReceiveState, info: &NarInfo) -> ReceiveResult<bool> {
+    match intake::valid_nar_hash(&state.db, &info.store_path)? {
+        None => Ok(false),
+        Some(h) if h == info.nar_hash => Ok(true),
+        Some(h) => Err(ReceiveError::HashMismatch(format!(
+            "{} is already in the cache with NarHash {h}, not {}",
+            info.store_path, info.nar_hash
+        ))),
+    }
+}
