@@ -1,13 +1,14 @@
-# Evaluate larder's NixOS module with the real module system (the vendored
-# nixpkgs lib) and Nix alone, offline: `nixos.nix` declares the NixOS
+# Evaluate larder's NixOS module with the real module system (nixpkgs'
+# lib, from `../shared/nixpkgs-lib` beside the checkout: `nixpkgsLib`) and
+# Nix alone, offline: `nixos.nix` declares the NixOS
 # options the module sets, `pkgs` is a stub with just what the module
 # calls. `config` is a module (e.g. from JSON) enabling services. Returns
 # the failed assertions' messages and the parts of the system the module
 # defines; `tests/tests/deploy_module.rs` runs the real binaries on them.
-{ config ? { } }:
+{ config ? { }, nixpkgsLib }:
 
 let
-  lib = import ./nixpkgs-lib/lib;
+  lib = import (nixpkgsLib + "/lib");
 
   # The module's packages are this fake derivation: its outPath is
   # replaced by the built binaries' directory in the tests.

@@ -2,7 +2,7 @@
 //! with `nix-instantiate`, the whole module with the vendored nixpkgs lib's
 //! `evalModules` ([`module`]), values passed in as JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ pub fn module_data(file: &str, attr: &str) -> Value {
 }
 
 /// The NixOS module evaluated with the real module system
-/// (`nixos-module/tests/eval.nix`: the vendored nixpkgs lib, a declaration
+/// (`nixos-module/tests/eval.nix`: nixpkgs' lib from [`nixpkgs_lib`], a declaration
 /// of the NixOS options it sets, a stub `pkgs`) under `config`, a module
 /// as JSON (`{"services": {"larder": {...}}}`). Returns `failed` (the
 /// failed assertions' messages), `packagePath` (the fake package's store
@@ -93,9 +93,10 @@ pub fn module_attr(config: &Value, attr: &str) -> Result<Value, String> {
         format!(".{attr}")
     };
     let expr = format!(
-        "(import {} {{ config = builtins.fromJSON (builtins.readFile {}); }}){select}",
+        "(import {} {{ config = builtins.fromJSON (builtins.readFile {}); nixpkgsLib = {}; }}){select}",
         nix_string(&eval),
-        nix_string(&input)
+        nix_string(&input),
+        nix_string(&nixpkgs_lib()),
     );
     let out = nix_command("nix")
         .args(["eval", "--impure", "--json", "--expr", &expr])
@@ -105,6 +106,21 @@ pub fn module_attr(config: &Value, attr: &str) -> Result<Value, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("nix eval printed non-JSON: {e}"))
+}
+
+/// nixpkgs' `lib` for evaluating the module: `$LARDER_NIXPKGS_LIB`, or the
+/// project's shared copy `../shared/nixpkgs-lib` beside the checkout (where
+/// CI puts it). Never vendored into the project.
+pub fn nixpkgs_lib() -> PathBuf {
+    let dir = std::env::var_os("LARDER_NIXPKGS_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/nixpkgs-lib"));
+    assert!(
+        dir.join("lib/default.nix").is_file(),
+        "nixpkgs lib not found at {}: put the project's shared/ beside the checkout (as CI does) or set LARDER_NIXPKGS_LIB to a nixpkgs lib checkout",
+        dir.display()
+    );
+    dir
 }
 
 /// `path` as a Nix string literal (JSON string syntax is Nix's for these).
