@@ -77,3 +77,18 @@ pub fn copy_with_sigs(uri: &str, path: &str, trusted_key: &str) -> Output {
         .output()
         .unwrap()
 }
+
+/// A fresh Nix signing key made by the real `nix key generate-secret`,
+/// written to `dir/name`: (secret key file, public key).
+pub fn keypair(name: &str, dir: &Path) -> (PathBuf, String) {
+    let secret = dir.join(name);
+    let key =
+        crate::run_stdout(nix_command("nix").args(["key", "generate-secret", "--key-name", name]));
+    std::fs::write(&secret, &key).unwrap();
+    let public = crate::run_stdout(
+        nix_command("nix")
+            .args(["key", "convert-secret-to-public"])
+            .stdin(std::fs::File::open(&secret).unwrap()),
+    );
+    (secret, public.trim().to_owned())
+}

@@ -369,6 +369,19 @@ fn signer_runs_on_the_modules_units() {
     assert!(reply.contains(public.trim()), "{reply}");
 }
 
+/// A larder-sync unit's `ExecStart` running on the test's chroot stores
+/// (the test's Nix configuration; no nix-daemon here).
+fn spawn_sync_unit(module: &ModuleEval, unit: &str, creds: &Path, dir: &Path) -> Logged {
+    Logged::spawn(
+        unit,
+        module
+            .command(unit, "ExecStart", creds)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NIX_REMOTE"),
+        dir,
+    )
+}
+
 /// The module's watcher and post-build-hook: a path enqueued by the hook's
 /// command line is pushed by the unit's to a file:// cache.
 #[test]
@@ -389,14 +402,7 @@ fn watcher_and_hook_run_on_the_modules_config() {
     } } } } });
     let module = ModuleEval::new(&config);
     let creds = credentials(dir.path(), &[]);
-    let mut watcher = Logged::spawn(
-        "larder-sync-watch",
-        module
-            .command("larder-sync-watch", "ExecStart", &creds)
-            .env("NIX_CONFIG", NIX_CONFIG)
-            .env_remove("NIX_REMOTE"),
-        dir.path(),
-    );
+    let mut watcher = spawn_sync_unit(&module, "larder-sync-watch", &creds, dir.path());
     let file = dir.path().join("built.txt");
     std::fs::write(&file, "built\n").unwrap();
     let path = store.add([&file]).remove(0);
@@ -455,14 +461,7 @@ fn pull_daemon_runs_on_the_modules_config() {
     } } } } });
     let module = ModuleEval::new(&config);
     let creds = credentials(dir.path(), &[]);
-    let mut daemon = Logged::spawn(
-        "larder-sync-pull",
-        module
-            .command("larder-sync-pull", "ExecStart", &creds)
-            .env("NIX_CONFIG", NIX_CONFIG)
-            .env_remove("NIX_REMOTE"),
-        dir.path(),
-    );
+    let mut daemon = spawn_sync_unit(&module, "larder-sync-pull", &creds, dir.path());
     let roots = gc_roots.join("builder1");
     wait_until(&mut daemon.process, || {
         std::fs::read_dir(&roots).is_ok_and(|mut d| d.next().is_some())

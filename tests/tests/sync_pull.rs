@@ -7,29 +7,12 @@
 use std::path::Path;
 use std::process::Output;
 
+use larder_tests::fixtures::keypair;
 use larder_tests::fixtures::three_path_closure;
 use larder_tests::server::LarderServer;
 use larder_tests::sshd::Sshd;
 use larder_tests::sync::SyncSetup;
 use larder_tests::{TestStore, run, run_stdout};
-
-/// A fresh signing key: (secret key file, public key).
-fn keypair(name: &str, dir: &Path) -> (std::path::PathBuf, String) {
-    let secret = dir.join(name);
-    let key = run_stdout(larder_tests::nix_command("nix").args([
-        "key",
-        "generate-secret",
-        "--key-name",
-        name,
-    ]));
-    std::fs::write(&secret, &key).unwrap();
-    let public = run_stdout(
-        larder_tests::nix_command("nix")
-            .args(["key", "convert-secret-to-public"])
-            .stdin(std::fs::File::open(&secret).unwrap()),
-    );
-    (secret, public.trim().to_owned())
-}
 
 /// A builder store holding a three-path closure signed by `builder-1`;
 /// returns (store, top path, public key, key dir).

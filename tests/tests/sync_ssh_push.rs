@@ -6,31 +6,13 @@
 //! host's `nix-store --gc` keeps it while inside retention and frees it
 //! after.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use larder_tests::fixtures::keypair;
 use larder_tests::fixtures::three_path_closure;
 use larder_tests::sshd::Sshd;
 use larder_tests::sync::{SyncProcess, SyncSetup, build_many};
 use larder_tests::{TestStore, run, run_stdout};
-
-/// A fresh signing key: (secret key file, public key).
-fn keypair(name: &str, dir: &Path) -> (std::path::PathBuf, String) {
-    let secret = dir.join(name);
-    let key = run_stdout(larder_tests::nix_command("nix").args([
-        "key",
-        "generate-secret",
-        "--key-name",
-        name,
-    ]));
-    std::fs::write(&secret, &key).unwrap();
-    let public = run_stdout(
-        larder_tests::nix_command("nix")
-            .args(["key", "convert-secret-to-public"])
-            .stdin(std::fs::File::open(&secret).unwrap()),
-    );
-    (secret, public.trim().to_owned())
-}
 
 fn wait_for(what: &str, process: &mut SyncProcess, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
