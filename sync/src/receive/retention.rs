@@ -77,3 +77,27 @@ impl ReceiveRetention {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_must_name_a_pusher_and_none_means_inactive() {
+        let pushers = ["ci", "nightly"];
+        let mut keep = ReceiveRetention::default();
+        assert!(!keep.is_active());
+        keep.policies.add_spec("receive-nightly=last:3").unwrap();
+        assert!(keep.is_active());
+        keep.check_sources(pushers.iter().copied()).unwrap();
+        for bad in ["ci=last:1", "receive-other=days:2", "ssh=last:1"] {
+            let mut k = ReceiveRetention::default();
+            k.policies.add_spec(bad).unwrap();
+            let err = k
+                .check_sources(pushers.iter().copied())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("pushers: ci, nightly"), "{err}");
+        }
+    }
+}
