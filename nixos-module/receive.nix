@@ -11,6 +11,11 @@
 # user, and it owns roots under /nix/var/nix/gcroots/larder across
 # restarts, which a changing dynamic UID would orphan. Not root: it faces
 # the network.
+#
+# Retention: the receiver prunes its own receive-<pusher> roots
+# (`settings` keep-last, max-age-days, policy; see `larder-sync receive
+# --help`). It made those directories as its user, so no root timer is
+# needed; ExecStartPre's `roots` lists them with the same policies.
 { config, lib, pkgs, ... }:
 
 let
@@ -49,7 +54,7 @@ in
 
     settings = common.settingsOption {
       binary = "larder-sync";
-      example = lib.literalExpression ''{ listen = "[::]:5001"; max-nar-size-mib = 8192; }'';
+      example = lib.literalExpression ''{ listen = "[::]:5001"; max-nar-size-mib = 8192; keep-last = 20; max-age-days = 30; }'';
       options = {
         listen = mkOption {
           type = types.str;

@@ -224,9 +224,18 @@ pub struct ReceiveArgs {
     /// Uploads in progress and NARs waiting for their narinfo (emptied at startup).
     #[arg(long, default_value = "/var/lib/larder-sync/staging")]
     pub staging_dir: PathBuf,
-    /// Where arrivals are rooted, `<dir>/receive-<pusher>/<path>` [default: <store-root>/nix/var/nix/gcroots/larder].
-    #[arg(long)]
-    pub gc_root_dir: Option<PathBuf>,
+    /// Where arrivals are rooted (`<gc-root-dir>/receive-<pusher>/<path>`)
+    /// and how long: retention of the `receive-<pusher>` sources, applied by
+    /// the receiver itself (`--policy receive-<pusher>=last:N,days:D`).
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Apply retention this often (and once at startup).
+    #[arg(long, default_value_t = 60)]
+    pub prune_interval_secs: u64,
+    /// A root counts for retention (and may be removed) once it is this
+    /// old: a push in progress is not yet one closure.
+    #[arg(long, default_value_t = 3600)]
+    pub settle_secs: u64,
     /// Largest NAR accepted, decompressed (refused with 413 beyond).
     #[arg(long, default_value_t = 4096)]
     pub max_nar_size_mib: u64,

@@ -250,16 +250,16 @@ fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
 }
 
 fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
+    let (gc_root_dir, policies) = roots::policies(cli, &args.retention)?;
     let config = larder_sync::receive::ReceiveConfig {
         listen: args.listen.parse().map_err(SyncError::Usage)?,
         store_root: cli.store_root.clone(),
         tokens_file: args.tokens.clone(),
         staging_dir: args.staging_dir.clone(),
-        gc_root_dir: args.gc_root_dir.clone().unwrap_or_else(|| {
-            StoreLocation::new(&cli.store_root)
-                .state_dir()
-                .join("gcroots/larder")
-        }),
+        gc_root_dir,
+        policies,
+        prune_interval: Duration::from_secs(args.prune_interval_secs.max(1)),
+        settle: Duration::from_secs(args.settle_secs),
         max_nar_size: args.max_nar_size_mib.saturating_mul(1 << 20),
         max_concurrent_uploads: args.max_concurrent_uploads,
         upload_timeout: Duration::from_secs(args.upload_timeout_secs),

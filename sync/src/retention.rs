@@ -245,7 +245,16 @@ pub fn plan_source(
     retention: Retention,
     now: SystemTime,
 ) -> Result<Vec<Decision>> {
-    let roots = roots_of(gc_root_dir, source)?;
+    plan_roots(closures, roots_of(gc_root_dir, source)?, retention, now)
+}
+
+/// What `retention` decides for `roots` (all of one source), in their order.
+pub fn plan_roots(
+    closures: &mut Closures,
+    roots: Vec<Root>,
+    retention: Retention,
+    now: SystemTime,
+) -> Result<Vec<Decision>> {
     let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, root) in roots.iter().enumerate() {
         by_target.entry(root.target.as_str()).or_default().push(i);
@@ -345,7 +354,28 @@ pub fn prune_source(
     source: &str,
     retention: Retention,
 ) -> Result<Vec<PathBuf>> {
-    let plan = plan_source(closures, gc_root_dir, source, retention, SystemTime::now())?;
+    prune_settled(closures, gc_root_dir, source, retention, Duration::ZERO)
+}
+
+/// [`prune_source`], counting only roots that arrived at least `settle`
+/// ago: younger ones are neither ranked nor removed. For a source rooted
+/// path by path (`receive`), a push in progress is not yet one closure:
+/// its references arrive first, each looking like a closure of its own,
+/// and would push older closures out of `keep_last` (or lose their own
+/// roots) before the top path arrives and joins them into one.
+pub fn prune_settled(
+    closures: &mut Closures,
+    gc_root_dir: &Path,
+    source: &str,
+    retention: Retention,
+    settle: Duration,
+) -> Result<Vec<PathBuf>> {
+    let now = SystemTime::now();
+    let settled: Vec<Root> = roots_of(gc_root_dir, source)?
+        .into_iter()
+        .filter(|r| r.arrived + settle <= now)
+        .collect();
+    let plan = plan_roots(closures, settled, retention, now)?;
     let mut removed = Vec::new();
     for d in plan.into_iter().filter(|d| d.kept.is_none()) {
         match std::fs::remove_file(&d.root.link) {

@@ -15,7 +15,7 @@ use larder_sync::{Result, SyncError};
 use crate::cli::{Cli, KeepArgs, RetentionArgs, RootsArgs};
 
 /// The GC-root directory and the policies the flags give.
-fn policies(cli: &Cli, args: &RetentionArgs) -> Result<(PathBuf, Policies)> {
+pub fn policies(cli: &Cli, args: &RetentionArgs) -> Result<(PathBuf, Policies)> {
     let location = StoreLocation::new(&cli.store_root);
     let dir = args
         .gc_root_dir

@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod fixtures;
 pub mod nar_stream;
 pub mod process;
+pub mod proxy;
 pub mod receive;
 pub mod server;
 pub mod signer;

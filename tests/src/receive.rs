@@ -187,16 +187,21 @@ pub fn base64_basic(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
-/// A closure of `n` paths plus a top: `<tag>-i` refers to `<tag>-(i-1)`,
-/// and the top refers to all of them. Returns every path, the top last.
-pub fn chain_closure(store: &TestStore, tag: &str, n: usize) -> Vec<String> {
-    let expr = format!(
+/// A Nix expression for a closure of `n` paths plus a top: `<tag>-i`
+/// refers to `<tag>-(i-1)`, and the top (the expression's value) refers to
+/// all of them.
+pub fn chain_expr(tag: &str, n: usize) -> String {
+    format!(
         r#"let
           mk = i: prev: derivation {{ name = "{tag}-${{toString i}}"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; inherit prev; args = ["-c" "echo {tag} ${{toString i}} $prev > $out"]; }};
           chain = builtins.foldl' (acc: i: acc ++ [ (mk i (if acc == [] then "" else builtins.elemAt acc (i - 1))) ]) [] (builtins.genList (x: x) {n});
         in derivation {{ name = "{tag}-top"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; deps = chain; args = ["-c" "echo $deps > $out"]; }}"#
-    );
-    let top = store.build_expr(&expr).remove(0);
+    )
+}
+
+/// Build [`chain_expr`] in `store`. Returns every path, the top last.
+pub fn chain_closure(store: &TestStore, tag: &str, n: usize) -> Vec<String> {
+    let top = store.build_expr(&chain_expr(tag, n)).remove(0);
     let out = crate::run_stdout(store.nix("nix-store").args(["-qR", &top]));
     let mut paths: Vec<String> = out.lines().map(str::to_owned).collect();
     paths.retain(|p| p != &top);

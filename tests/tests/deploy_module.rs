@@ -470,7 +470,8 @@ fn pull_daemon_runs_on_the_modules_config() {
 }
 
 /// The module's receiver: ExecStartPre (`roots`, as root) passes, and
-/// ExecStart answers a token holder and refuses anyone else.
+/// ExecStart answers a token holder and refuses anyone else; retention
+/// settings reach both.
 #[test]
 
 fn receiver_runs_on_the_modules_units() {
@@ -485,6 +486,10 @@ fn receiver_runs_on_the_modules_units() {
             "store-root": store.root(),
             "staging-dir": dir.path().join("staging"),
             "gc-root-dir": dir.path().join("gcroots"),
+            // Retention: flags of `receive` and of ExecStartPre's `roots`.
+            "keep-last": 20,
+            "max-age-days": 30,
+            "policy": ["receive-ci=last:5,days:7"],
         },
     } } } } });
     let module = ModuleEval::new(&config);

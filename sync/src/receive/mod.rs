@@ -27,6 +27,7 @@ pub mod error;
 pub mod import;
 pub mod intake;
 pub mod metrics;
+pub mod retention;
 pub mod root;
 mod routes;
 pub mod staging;
@@ -44,6 +45,7 @@ use crate::error::{Result, SyncError};
 use crate::nix::LocalStore;
 use auth::Tokens;
 use metrics::ReceiveMetrics;
+use retention::ReceiveRetention;
 use staging::Staging;
 use state::{Limits, ReceiveState};
 use trust::SigPolicy;
@@ -78,6 +80,12 @@ pub struct ReceiveConfig {
     pub tokens_file: PathBuf,
     pub staging_dir: PathBuf,
     pub gc_root_dir: PathBuf,
+    /// Retention of the `receive-<pusher>` sources (`--keep-last`, …).
+    pub policies: crate::retention::Policies,
+    /// How often retention runs.
+    pub prune_interval: Duration,
+    /// Roots younger than this are not counted or removed.
+    pub settle: Duration,
     /// Largest NAR accepted, decompressed, in bytes.
     pub max_nar_size: u64,
     pub max_concurrent_uploads: usize,
@@ -97,6 +105,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub fn run(config: ReceiveConfig) -> Result<()> {
     let tokens = Tokens::load(&config.tokens_file)?;
     let sigs = SigPolicy::parse(&config.require_sigs_from, tokens.names())?;
+    let keep = ReceiveRetention {
+        policies: config.policies.clone(),
+        interval: config.prune_interval,
+        settle: config.settle,
+    };
+    keep.check_sources(tokens.names())?;
     if config.max_concurrent_uploads == 0 || config.max_nar_size == 0 {
         return Err(SyncError::Usage(
             "--max-concurrent-uploads and --max-nar-size-mib must be at least 1".into(),
@@ -131,10 +145,14 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         priority: config.priority,
         metrics: ReceiveMetrics::new(),
     });
-    actix_web::rt::System::new().block_on(serve(config, state))
+    actix_web::rt::System::new().block_on(serve(config, state, keep))
 }
 
-async fn serve(config: ReceiveConfig, state: web::Data<ReceiveState>) -> Result<()> {
+async fn serve(
+    config: ReceiveConfig,
+    state: web::Data<ReceiveState>,
+    keep: ReceiveRetention,
+) -> Result<()> {
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -191,6 +209,24 @@ async fn serve(config: ReceiveConfig, state: web::Data<ReceiveState>) -> Result<
             sweeper.update_staging_gauge();
         }
     });
+    if keep.is_active() {
+        let pruner = state.clone();
+        let keep = std::sync::Arc::new(keep);
+        actix_web::rt::spawn(async move {
+            loop {
+                let (s, k) = (pruner.clone(), keep.clone());
+                let pass =
+                    actix_web::rt::task::spawn_blocking(move || k.prune(&s.db, &s.gc_root_dir))
+                        .await;
+                match pass {
+                    Ok(Ok(removed)) => tracing::debug!(removed, "retention pass"),
+                    Ok(Err(e)) => tracing::error!("retention pass failed, retrying: {e}"),
+                    Err(e) => tracing::error!("retention pass panicked: {e}"),
+                }
+                actix_web::rt::time::sleep(keep.interval).await;
+            }
+        });
+    }
     tracing::info!(
         "receiving pushes on {:?} into the store at {} (staging {}, GC roots {})",
         config.listen,

@@ -1,0 +1,176 @@
+//! The reverse-proxy recipes of `contrib/` (nginx, Caddy) run for real in
+//! front of a test's larder-server and receiver: the recipe file is used as
+//! is, except for mechanical substitutions (the public listen address and
+//! TLS lines become a loopback port, the two upstream ports the test's),
+//! wrapped in what a test needs around it (prefix, pid, temp paths, no
+//! admin endpoint). Killed on drop; its log is printed when a test fails.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{Running, free_port, wait_until};
+
+/// The recipe's upstream addresses, as written in `contrib/`.
+pub const RECIPE_SERVER: &str = "127.0.0.1:5000";
+pub const RECIPE_RECEIVE: &str = "127.0.0.1:5001";
+
+pub struct TestProxy {
+    process: Running,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The workspace's `contrib/<path>`.
+pub fn contrib(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../contrib")
+        .join(path)
+}
+
+/// `text` with every `from` replaced, which must occur.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the recipe no longer holds {from:?}");
+    text.replace(from, to)
+}
+
+impl TestProxy {
+    /// nginx with `contrib/nginx/larder.conf` included in its `http {}`,
+    /// proxying to larder-server on `server` and the receiver on `receive`
+    /// (both `127.0.0.1:PORT`).
+    pub fn nginx(server: &str, receive: &str) -> TestProxy {
+        let dir = tempfile::Builder::new()
+            .prefix("larder-nginx-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let recipe = fs::read_to_string(contrib("nginx/larder.conf")).expect("nginx recipe");
+        let mut site = substitute(
+            &recipe,
+            "listen 443 ssl;",
+            &format!("listen 127.0.0.1:{port};"),
+        );
+        for line in [
+            "listen [::]:443 ssl;",
+            "ssl_certificate ",
+            "ssl_certificate_key ",
+        ] {
+            site = site
+                .lines()
+                .filter(|l| !l.trim_start().starts_with(line))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        site = substitute(
+            &site,
+            &format!("server {RECIPE_SERVER};"),
+            &format!("server {server};"),
+        );
+        site = substitute(
+            &site,
+            &format!("server {RECIPE_RECEIVE};"),
+            &format!("server {receive};"),
+        );
+        fs::write(dir.path().join("larder.conf"), site).unwrap();
+        let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+            .iter()
+            .map(|t| format!("  {t}_temp_path {};\n", dir.path().join(t).display()))
+            .collect();
+        let log = dir.path().join("error.log");
+        let config = format!(
+            "daemon off;\n# One process, so that killing it stops it all.\nmaster_process off;\npid {pid};\n\
+             error_log {log} info;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  access_log {access};\n{temps}  include {site};\n}}\n",
+            pid = dir.path().join("nginx.pid").display(),
+            log = log.display(),
+            access = dir.path().join("access.log").display(),
+            site = dir.path().join("larder.conf").display(),
+        );
+        let conf = dir.path().join("nginx.conf");
+        fs::write(&conf, config).unwrap();
+        let mut cmd = Command::new("nginx");
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", log.to_str().unwrap()]);
+        TestProxy::spawn("nginx", &mut cmd, port, log, dir)
+    }
+
+    /// Caddy with `contrib/caddy/Caddyfile`, its site address made
+    /// `http://127.0.0.1:PORT` (no certificate), proxying as
+    /// [`TestProxy::nginx`] does.
+    pub fn caddy(server: &str, receive: &str) -> TestProxy {
+        let dir = tempfile::Builder::new()
+            .prefix("larder-caddy-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let recipe = fs::read_to_string(contrib("caddy/Caddyfile")).expect("Caddyfile");
+        let mut site = substitute(
+            &recipe,
+            "cache.example.org {",
+            &format!("http://127.0.0.1:{port} {{"),
+        );
+        site = substitute(
+            &site,
+            &format!("reverse_proxy {RECIPE_SERVER}"),
+            &format!("reverse_proxy {server}"),
+        );
+        site = substitute(
+            &site,
+            &format!("reverse_proxy {RECIPE_RECEIVE}"),
+            &format!("reverse_proxy {receive}"),
+        );
+        let log = dir.path().join("caddy.log");
+        let config = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{site}");
+        let file = dir.path().join("Caddyfile");
+        fs::write(&file, config).unwrap();
+        let mut cmd = Command::new("caddy");
+        cmd.args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(&log).unwrap());
+        TestProxy::spawn("caddy", &mut cmd, port, log, dir)
+    }
+
+    fn spawn(
+        name: &str,
+        cmd: &mut Command,
+        port: u16,
+        log: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> TestProxy {
+        let mut process = Running::spawn(name, cmd);
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(&mut process, || std::net::TcpStream::connect(&addr).is_ok());
+        TestProxy {
+            process,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the "one public URL".
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.process.kill();
+        if std::thread::panicking() {
+            eprintln!("--- proxy log ---\n{}", self.log());
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! One public URL for pushes and reads: the reverse-proxy recipes of
+//! `contrib/` (nginx, Caddy), run for real in front of larder-server (with
+//! larder-signer) and `larder-sync receive` on one cache-host store. A CI
+//! runner pushes a closure through the proxy with a plain `nix copy --to
+//! http://PROXY` and a netrc token; every path lands valid and rooted; a
+//! fresh store then substitutes the closure through the same URL with
+//! `require-sigs = true`, trusting only the signer's key.
+
+use std::path::Path;
+
+use larder_store::db::StoreDb;
+use larder_tests::proxy::TestProxy;
+use larder_tests::receive::{NO_NARINFO_CACHE, PUSHER, TOKEN, TestReceiver, chain_closure, push};
+use larder_tests::server::LarderServer;
+use larder_tests::signer::TestSigner;
+use larder_tests::{TestStore, nix_command, run_stdout};
+
+/// `127.0.0.1:PORT` of an `http://127.0.0.1:PORT` URL.
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Push a 21-path closure through the proxy `make` starts, then substitute
+/// it through the proxy into a fresh store that requires signatures.
+fn push_and_substitute_through(make: impl FnOnce(&str, &str) -> TestProxy) {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let paths = chain_closure(&ci, "proxied", 20);
+    assert!(paths.len() >= 21, "{paths:?}");
+    let top = paths.last().unwrap().clone();
+    let signer = TestSigner::start(&host, &[]);
+    // The push below disables Nix's narinfo cache (test ports are reused),
+    // so Nix asks for each reference's narinfo again right after uploading
+    // it; that read goes to larder-server, whose memo would still answer
+    // the miss it saw a moment before (up to --path-info-ttl-ms). With
+    // Nix's default settings it remembers its own uploads and never asks
+    // (checked by hand with the default 1 s memo), so this is a test
+    // setting, not part of the recipe.
+    let server = LarderServer::start(
+        &host,
+        &[
+            "--signer-socket",
+            signer.socket.to_str().unwrap(),
+            "--path-info-ttl-ms",
+            "0",
+        ],
+    );
+    let receiver = TestReceiver::start(&host, &[]);
+    let proxy = make(&addr(server.url()), &addr(&receiver.url()));
+
+    // Anonymous reads reach larder-server (GET and HEAD); a PUT without a
+    // token reaches the receiver, which refuses it.
+    let info = ureq::get(&format!("{}/nix-cache-info", proxy.url()))
+        .call()
+        .expect("nix-cache-info through the proxy");
+    assert!(info.into_string().unwrap().contains("StoreDir: /nix/store"));
+    let head = ureq::head(&format!("{}/nix-cache-info", proxy.url())).call();
+    assert!(head.is_ok(), "{head:?}");
+    let put = ureq::put(&format!("{}/nix-cache-info", proxy.url())).send_string("x");
+    assert!(matches!(put, Err(ureq::Error::Status(401, _))), "{put:?}");
+
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let out = push(&ci, &proxy.url(), &netrc, std::slice::from_ref(&top));
+    assert!(
+        out.status.success(),
+        "push through the proxy failed:\n{}\n--- receiver ---\n{}\n--- proxy ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        receiver.log(),
+        proxy.log()
+    );
+    let db = StoreDb::open(&host.location()).unwrap();
+    for p in &paths {
+        let sp = host.location().parse_path(p).unwrap();
+        assert!(
+            db.query_valid_blocking(&sp).unwrap(),
+            "{p} not valid on the host"
+        );
+        let link = receiver
+            .pusher_roots()
+            .join(p.trim_start_matches("/nix/store/"));
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(p));
+    }
+    assert!(receiver.staging_entries().is_empty());
+
+    // A fresh client through the same URL. Nix's narinfo cache is bypassed:
+    // the push remembered the receiver's own narinfo (without the signer's
+    // signature) for this very URL.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = nix_command("nix")
+        .args(["copy", "--from", &proxy.url(), "--to"])
+        .arg(fresh.path())
+        .args(["--option", "require-sigs", "true"])
+        .args(["--option", "trusted-public-keys", &signer.public_key])
+        .args(NO_NARINFO_CACHE)
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "substitution through the proxy failed:\n{}\n--- server ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let copied = run_stdout(
+        nix_command("nix-store")
+            .arg("--store")
+            .arg(fresh.path())
+            .args(["-qR", &top]),
+    );
+    assert_eq!(copied.lines().count(), paths.len());
+}
+
+#[test]
+fn nginx_recipe_routes_pushes_to_the_receiver_and_reads_to_the_server() {
+    push_and_substitute_through(TestProxy::nginx);
+}
+
+#[test]
+fn caddy_recipe_routes_pushes_to_the_receiver_and_reads_to_the_server() {
+    push_and_substitute_through(TestProxy::caddy);
+}

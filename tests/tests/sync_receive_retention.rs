@@ -1,0 +1,172 @@
+//! Retention of what `larder-sync receive` roots, applied by the receiver
+//! itself: closures pushed over http with a plain `nix copy --to http://…`
+//! survive the host's `nix-store --gc` while inside retention and are
+//! collected once outside it. Age is simulated by backdating the roots'
+//! mtimes (`touch -h -d`), which is what retention reads.
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use larder_store::db::StoreDb;
+use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, chain_closure, push};
+use larder_tests::{TestStore, run};
+
+/// Push a fresh 5-path closure tagged `tag`; returns its paths, top last.
+fn push_closure(ci: &TestStore, receiver: &TestReceiver, tag: &str) -> Vec<String> {
+    let paths = chain_closure(ci, tag, 4);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let out = push(ci, &receiver.url(), &netrc, &paths[paths.len() - 1..]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    paths
+}
+
+/// Give every root of `paths` the mtime `ago` in the past.
+fn backdate(receiver: &TestReceiver, paths: &[String], ago: Duration) {
+    let when = SystemTime::now() - ago;
+    let secs = when.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for p in paths {
+        let link = receiver
+            .pusher_roots()
+            .join(p.trim_start_matches("/nix/store/"));
+        run(Command::new("touch")
+            .args(["-h", "-d", &format!("@{secs}")])
+            .arg(&link));
+    }
+}
+
+/// Wait until the receiver has finished two retention passes more than
+/// now (so one started after this call).
+fn wait_for_passes(receiver: &TestReceiver) {
+    let count = |log: &str| log.matches("retention pass").count();
+    let before = count(&receiver.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&receiver.log()) < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no retention pass:\n{}",
+            receiver.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gc(host: &TestStore) {
+    run(host.nix("nix-store").arg("--gc"));
+}
+
+/// How many of `paths` are valid in `host`.
+fn valid(host: &TestStore, paths: &[String]) -> usize {
+    let db = StoreDb::open(&host.location()).unwrap();
+    paths
+        .iter()
+        .filter(|p| {
+            let sp = host.location().parse_path(p).unwrap();
+            db.query_valid_blocking(&sp).unwrap()
+        })
+        .count()
+}
+
+fn rooted(receiver: &TestReceiver, paths: &[String]) -> usize {
+    paths
+        .iter()
+        .filter(|p| {
+            let link = receiver
+                .pusher_roots()
+                .join(p.trim_start_matches("/nix/store/"));
+            std::fs::symlink_metadata(link).is_ok()
+        })
+        .count()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn pushed_closures_survive_gc_inside_max_age_and_go_after_it() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let receiver = TestReceiver::start(
+        &host,
+        &[
+            "--keep-last",
+            "1",
+            "--max-age-days",
+            "1",
+            "--prune-interval-secs",
+            "1",
+        ],
+    );
+    let a = push_closure(&ci, &receiver, "aged-a");
+    backdate(&receiver, &a, 3 * HOUR);
+    let b = push_closure(&ci, &receiver, "aged-b");
+    backdate(&receiver, &b, 2 * HOUR);
+
+    // A is no longer among the last 1 closures, but arrived within a day.
+    wait_for_passes(&receiver);
+    gc(&host);
+    assert_eq!(rooted(&receiver, &a), a.len(), "{}", receiver.log());
+    assert_eq!(valid(&host, &a), a.len());
+    assert_eq!(valid(&host, &b), b.len());
+
+    // Two days old: outside both rules; B stays as the newest closure.
+    backdate(&receiver, &a, 48 * HOUR);
+    wait_for_passes(&receiver);
+    assert_eq!(rooted(&receiver, &a), 0, "{}", receiver.log());
+    assert_eq!(rooted(&receiver, &b), b.len());
+    gc(&host);
+    assert_eq!(valid(&host, &a), 0);
+    assert_eq!(valid(&host, &b), b.len());
+}
+
+#[test]
+fn keep_last_counts_settled_distinct_closures_per_pusher() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let receiver = TestReceiver::start(
+        &host,
+        &[
+            "--policy",
+            "receive-ci=last:2",
+            "--prune-interval-secs",
+            "1",
+        ],
+    );
+    let a = push_closure(&ci, &receiver, "last-a");
+    let b = push_closure(&ci, &receiver, "last-b");
+    let c = push_closure(&ci, &receiver, "last-c");
+    backdate(&receiver, &a, 4 * HOUR);
+    backdate(&receiver, &b, 3 * HOUR);
+    backdate(&receiver, &c, 2 * HOUR);
+    // D just arrived: not settled (--settle-secs, an hour), so it neither
+    // counts among the last 2 nor can lose its roots.
+    let d = push_closure(&ci, &receiver, "last-d");
+
+    wait_for_passes(&receiver);
+    assert_eq!(rooted(&receiver, &a), 0, "{}", receiver.log());
+    for kept in [&b, &c, &d] {
+        assert_eq!(rooted(&receiver, kept), kept.len(), "{}", receiver.log());
+    }
+    gc(&host);
+    assert_eq!(valid(&host, &a), 0);
+    for kept in [&b, &c, &d] {
+        assert_eq!(valid(&host, kept), kept.len());
+    }
+
+    // A policy for a source the receiver does not own is refused at startup.
+    let out = receiver
+        .command()
+        .args(["--policy", "receive-nobody=last:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("receive-nobody") && err.contains("pushers: ci"),
+        "{err}"
+    );
+}
