@@ -147,8 +147,8 @@ pub struct Settings {
     /// Milliseconds to wait for larder-signer before treating it as down (then requests fail fast until a probe, one a second, gets an answer).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub signer_timeout_ms: u64,
-    /// While the signer is down: `unavailable` answers narinfo with 503 and Retry-After; `unsigned` serves without its signature.
-    #[arg(long, value_enum, default_value_t = SignerDown::Unavailable)]
+    /// While the signer is down: `absent` answers narinfo with 404 (clients build locally or use another cache; they remember the miss for an hour); `unavailable` with 503 and Retry-After (Nix 2.8 then fails the build, even with --fallback); `unsigned` serves the store's own signatures only (clients that require signatures build locally, but remember the unsigned narinfo for a month).
+    #[arg(long, value_enum, default_value_t = SignerDown::Absent)]
     pub signer_down: SignerDown,
     /// Retry-After seconds sent with a 503 while the signer is down.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -189,11 +189,25 @@ pub struct Config {
 }
 
 /// What to do with narinfo requests while larder-signer cannot be reached.
+/// Seen with the real Nix 2.8 (`tests/tests/server_signer_down.rs`): a 503
+/// fails the client's build after its retries (and `--fallback` aborts
+/// it), a 404 lets it build locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SignerDown {
-    /// 503 with Retry-After: clients retry, then use their next substituter.
+    /// 404, as for a path the cache lacks: clients build locally or use
+    /// their next substituter, and cache the miss for
+    /// `narinfo-cache-negative-ttl` (1 h). The default: with larder as the
+    /// only substituter, builds go on.
+    Absent,
+    /// 503 with Retry-After: no client caches anything, but Nix 2.8 retries,
+    /// then fails the build (with `--fallback` it aborts). For clients that
+    /// would rather fail than rebuild.
     Unavailable,
-    /// Serve the narinfo with only the store's own signatures.
+    /// Serve the narinfo with only the store's own signatures: clients that
+    /// require signatures ignore it and build locally, and cache it for
+    /// `narinfo-cache-positive-ttl` (30 days), so they keep building
+    /// locally after the signer is back; clients that do not require
+    /// signatures get the path.
     Unsigned,
 }
 

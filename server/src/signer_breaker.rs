@@ -1,7 +1,10 @@
 //! The circuit breaker in front of larder-signer. A hung signer (SIGSTOP,
 //! a stuck disk) would otherwise cost every uncached narinfo the whole
-//! `--signer-timeout-ms` before its 503. After one failure the breaker is
-//! *open*: requests fail at once, without touching the socket. Every
+//! `--signer-timeout-ms` before its 503. After one *slow* failure (one that
+//! took at least half the timeout: a timeout, in practice) the breaker is
+//! *open*: requests fail at once, without touching the socket. Fast failures
+//! (connection refused: the signer is not running) cost requests nothing,
+//! so they leave it closed, and a restarted signer is used at once. Every
 //! [`PROBE_INTERVAL`] one request is let through as a probe (*half-open*);
 //! its success closes the breaker, its failure keeps it open. So at most one
 //! request at a time waits for a hung signer.
@@ -33,11 +36,10 @@ impl SignerState {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed,
+    /// Requests go through; `up` is false after a fast failure.
+    Closed { up: bool },
     /// Failing since the last failure at this instant.
-    Open {
-        since: Instant,
-    },
+    Open { since: Instant },
     /// One probe is in flight; everyone else is turned away.
     HalfOpen,
 }
@@ -60,7 +62,7 @@ pub struct Breaker {
 impl Default for Breaker {
     fn default() -> Self {
         Breaker {
-            state: Mutex::new(State::Closed),
+            state: Mutex::new(State::Closed { up: true }),
         }
     }
 }
@@ -75,7 +77,7 @@ impl Breaker {
     pub fn admit(&self) -> Admission {
         let mut state = self.lock();
         match *state {
-            State::Closed => Admission::Go,
+            State::Closed { .. } => Admission::Go,
             State::Open { since } if since.elapsed() >= PROBE_INTERVAL => {
                 *state = State::HalfOpen;
                 Admission::Go
@@ -86,21 +88,26 @@ impl Breaker {
 
     /// The signer answered (even with a refusal): close.
     pub fn succeeded(&self) {
-        *self.lock() = State::Closed;
+        *self.lock() = State::Closed { up: true };
     }
 
-    /// The signer did not answer: open (again) from now.
-    pub fn failed(&self) {
-        *self.lock() = State::Open {
-            since: Instant::now(),
+    /// The signer did not answer. A `slow` failure opens the breaker (again)
+    /// from now; a fast one only marks the signer down (and ends a probe).
+    pub fn failed(&self, slow: bool) {
+        *self.lock() = if slow {
+            State::Open {
+                since: Instant::now(),
+            }
+        } else {
+            State::Closed { up: false }
         };
     }
 
     /// [`SignerState::Up`] unless the breaker is open or probing.
     pub fn state(&self) -> SignerState {
         match *self.lock() {
-            State::Closed => SignerState::Up,
-            State::Open { .. } | State::HalfOpen => SignerState::Down,
+            State::Closed { up: true } => SignerState::Up,
+            State::Closed { up: false } | State::Open { .. } | State::HalfOpen => SignerState::Down,
         }
     }
 }
@@ -113,7 +120,10 @@ mod tests {
     fn one_failure_opens_one_probe_closes() {
         let b = Breaker::default();
         assert_eq!(b.admit(), Admission::Go);
-        b.failed();
+        b.failed(false);
+        assert_eq!(b.state(), SignerState::Down);
+        assert_eq!(b.admit(), Admission::Go, "fast failures cost nothing");
+        b.failed(true);
         assert_eq!(b.state(), SignerState::Down);
         assert_eq!(b.admit(), Admission::Reject);
         *b.lock() = State::Open {
@@ -121,7 +131,7 @@ mod tests {
         };
         assert_eq!(b.admit(), Admission::Go, "the probe");
         assert_eq!(b.admit(), Admission::Reject, "only one probe at a time");
-        b.failed();
+        b.failed(true);
         assert_eq!(b.admit(), Admission::Reject);
         *b.lock() = State::Open {
             since: Instant::now() - PROBE_INTERVAL,

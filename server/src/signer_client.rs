@@ -265,16 +265,17 @@ impl SignerClient {
         // The breaker learns the outcome in the blocking task itself: a
         // request whose client went away must still close or re-open it.
         let result = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let result = this.call_blocking(&request);
             match &result {
                 Ok(_) => this.breaker.succeeded(),
-                Err(_) => this.breaker.failed(),
+                Err(_) => this.breaker.failed(started.elapsed() >= this.timeout / 2),
             }
             result
         })
         .await
         .unwrap_or_else(|e| {
-            self.breaker.failed();
+            self.breaker.failed(true);
             Err(self.unavailable(format!("blocking task failed: {e}")))
         });
         self.metrics.duration.observe(start.elapsed().as_secs_f64());
