@@ -110,6 +110,22 @@ fn sighup_makes_the_signer_reload_its_keys_and_servers_follow() {
             .arg(&signer.socket),
     );
     assert!(reply.contains(&new_public), "{reply}");
+
+    // A key file that does not load (readable by others) is not taken: the
+    // signer keeps signing with the keys it has.
+    std::fs::set_permissions(
+        &signer.key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    signer.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = run_stdout(
+        std::process::Command::new(larder_tests::process::binary("larder-signer"))
+            .args(["request", "--socket"])
+            .arg(&signer.socket),
+    );
+    assert!(reply.contains(&new_public), "{reply}");
 }
 
 #[test]
