@@ -181,3 +181,51 @@ fn absurd_numbers_are_refused_with_the_valid_range() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("0..=1024"), "{text}");
 }
+
+#[test]
+fn a_cache_dir_the_servers_user_cannot_create_is_refused() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: (u32, u32) = (65534, 65534);
+    let store = store_with_a_path();
+    std::fs::set_permissions(store.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As root first: creates the DB's WAL index an unprivileged reader needs.
+    let (code, text) = server(&store, &["--check-config"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |cache: &Path| {
+        Command::new(larder_tests::process::binary_for_any_user("larder-server"))
+            .arg("--check-config")
+            .arg("--store-root")
+            .arg(store.root())
+            .arg("--cache-dir")
+            .arg(cache)
+            .uid(NOBODY.0)
+            .gid(NOBODY.1)
+            .output()
+            .unwrap()
+    };
+    // Missing, under root's 0755 directory: nobody cannot create it.
+    let out = as_nobody(&dir.path().join("cache"));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cannot be created"), "{text}");
+    // Present but root's: nobody cannot write it.
+    let present = dir.path().join("present");
+    std::fs::create_dir(&present).unwrap();
+    let out = as_nobody(&present);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("not writable"),
+        "{text}"
+    );
+    // Given to nobody: fine.
+    std::os::unix::fs::chown(&present, Some(NOBODY.0), Some(NOBODY.1)).unwrap();
+    let out = as_nobody(&present);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
