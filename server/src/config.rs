@@ -4,7 +4,9 @@
 //! (`LARDER_SERVER_<FLAG>`, named in `--help`) and a TOML file (`--config`,
 //! keys = long flags, unknown keys refused), merged by
 //! [`larder_store::cli`] in that order of precedence. The defaults live in
-//! the clap declarations below and nowhere else, so `--help` shows them.
+//! the clap declarations below and nowhere else, so `--help` shows them;
+//! so do the valid ranges of numbers (`value_parser` ranges), which clap
+//! checks for flags, environment and file alike, naming the range.
 //! [`Settings::resolve`] checks every value into a [`Config`], naming the
 //! setting and the fix when one is wrong.
 //! `server/larder-server.example.toml` lists every key with its default
@@ -12,6 +14,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
 use larder_store::cli::Convention;
 use thiserror::Error;
@@ -103,34 +106,34 @@ pub struct Settings {
     #[arg(long, value_enum, default_value_t = Compression::None)]
     pub compression: Compression,
     /// zstd level for both kinds of compression, 1 (fastest) to 19.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
     /// zstd worker threads for one large NAR; 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
     pub zstd_threads: u32,
     /// HTTP worker threads; 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub workers: usize,
     /// Maximum concurrent connections per worker.
-    #[arg(long, default_value_t = 25_000)]
+    #[arg(long, default_value_t = 25_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections: usize,
-    /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, default_value_t = 75)]
+    /// Seconds an idle keep-alive connection stays open; 0 = no keep-alive.
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub keep_alive_secs: u64,
     /// Seconds a client has to send its request headers.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
-    /// Seconds running downloads get to finish on shutdown.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds running downloads get to finish on SIGTERM/SIGINT (0 = none: cut them).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shutdown_timeout_secs: u64,
     /// Directory of the compressed-NAR cache (zstd NARs kept for the next download); none if unset.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Size limit of the compressed-NAR cache in MiB; least recently used files go first.
-    #[arg(long, default_value_t = 10_240)]
+    #[arg(long, default_value_t = 10_240, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub cache_size_mib: u64,
     /// Milliseconds a narinfo lookup (hit or miss) is remembered; 0 = always ask the DB.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub path_info_ttl_ms: u64,
     /// TLS certificate chain (PEM); serve HTTPS with --tls-key.
     #[arg(long)]
@@ -141,18 +144,21 @@ pub struct Settings {
     /// Unix socket of larder-signer; narinfo then carries its signatures too. None if unset.
     #[arg(long)]
     pub signer_socket: Option<PathBuf>,
-    /// Milliseconds to wait for larder-signer before treating it as down.
-    #[arg(long, default_value_t = 2000)]
+    /// Milliseconds to wait for larder-signer before treating it as down (then requests fail fast until a probe, one a second, gets an answer).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub signer_timeout_ms: u64,
-    /// While the signer is down: `unavailable` answers narinfo with 503 and Retry-After; `unsigned` serves without its signature.
-    #[arg(long, value_enum, default_value_t = SignerDown::Unavailable)]
+    /// While the signer is down: `absent` answers narinfo with 404 (clients build locally or use another cache; they remember the miss for an hour); `unavailable` with 503 and Retry-After (Nix 2.8 then fails the build, even with --fallback); `unsigned` serves the store's own signatures only (clients that require signatures build locally, but remember the unsigned narinfo for a month).
+    #[arg(long, value_enum, default_value_t = SignerDown::Absent)]
     pub signer_down: SignerDown,
     /// Retry-After seconds sent with a 503 while the signer is down.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub signer_retry_after_secs: u64,
     /// Signatures remembered per fingerprint (least recently used go first).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
     pub signature_cache_entries: usize,
+    /// Seconds between checks of the signer's public keys: when they changed (rotation), cached signatures are dropped and the landing page shows the new keys.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub signer_key_check_secs: u64,
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `larder_server=debug,info`.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -183,11 +189,25 @@ pub struct Config {
 }
 
 /// What to do with narinfo requests while larder-signer cannot be reached.
+/// Seen with the real Nix 2.8 (`tests/tests/server_signer_down.rs`): a 503
+/// fails the client's build after its retries (and `--fallback` aborts
+/// it), a 404 lets it build locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SignerDown {
-    /// 503 with Retry-After: clients retry, then use their next substituter.
+    /// 404, as for a path the cache lacks: clients build locally or use
+    /// their next substituter, and cache the miss for
+    /// `narinfo-cache-negative-ttl` (1 h). The default: with larder as the
+    /// only substituter, builds go on.
+    Absent,
+    /// 503 with Retry-After: no client caches anything, but Nix 2.8 retries,
+    /// then fails the build (with `--fallback` it aborts). For clients that
+    /// would rather fail than rebuild.
     Unavailable,
-    /// Serve the narinfo with only the store's own signatures.
+    /// Serve the narinfo with only the store's own signatures: clients that
+    /// require signatures ignore it and build locally, and cache it for
+    /// `narinfo-cache-positive-ttl` (30 days), so they keep building
+    /// locally after the signer is back; clients that do not require
+    /// signatures get the path.
     Unsigned,
 }
 
@@ -195,6 +215,7 @@ pub enum SignerDown {
 pub struct SignerConfig {
     pub socket: PathBuf,
     pub timeout_ms: u64,
+    pub key_check_secs: u64,
     pub when_down: SignerDown,
     pub retry_after_secs: u64,
     pub cache_entries: std::num::NonZeroUsize,
@@ -203,13 +224,6 @@ pub struct SignerConfig {
 impl Settings {
     /// Check every value; the resolved [`Config`].
     pub fn resolve(self) -> Result<Config, ConfigError> {
-        if !(1..=19).contains(&self.zstd_level) {
-            return Err(invalid(
-                "zstd-level",
-                self.zstd_level,
-                "use a level from 1 to 19",
-            ));
-        }
         let store_dir = self.store_dir;
         if !store_dir.starts_with('/') || store_dir.len() < 2 {
             return Err(invalid(
@@ -228,7 +242,8 @@ impl Settings {
             None => None,
             Some(socket) => Some(SignerConfig {
                 socket,
-                timeout_ms: self.signer_timeout_ms.max(1),
+                timeout_ms: self.signer_timeout_ms,
+                key_check_secs: self.signer_key_check_secs,
                 when_down: self.signer_down,
                 retry_after_secs: self.signer_retry_after_secs,
                 cache_entries: std::num::NonZeroUsize::new(self.signature_cache_entries)
@@ -341,5 +356,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("signature-cache-entries"), "{err}");
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_the_range_from_flags_env_and_file() {
+        let err = settings(&["--workers", "3000000000"], None).unwrap_err();
+        assert!(
+            err.contains("--workers") && err.contains("0..=1024"),
+            "{err}"
+        );
+        let err = settings(&["--request-timeout-secs", "0"], None).unwrap_err();
+        assert!(err.contains("1..=3600"), "{err}");
+        let err = settings(&["--signer-timeout-ms", "0"], None).unwrap_err();
+        assert!(err.contains("signer-timeout-ms"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, "max-connections = 99999999999\n").unwrap();
+        let err = settings(&[], Some(&file)).unwrap_err();
+        assert!(err.contains("max-connections"), "{err}");
     }
 }

@@ -79,6 +79,7 @@ pub mod path_info_memo;
 pub mod request_metrics;
 pub mod routes;
 pub mod server;
+pub mod signer_breaker;
 pub mod signer_client;
 pub mod signing;
 pub mod startup;

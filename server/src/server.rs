@@ -12,9 +12,13 @@ use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
 
-/// Open the store, bind, and serve until SIGINT/SIGTERM.
+/// Open the store, bind, and serve until SIGINT/SIGTERM, which let running
+/// downloads finish within `--shutdown-timeout-secs` (actix's graceful
+/// shutdown: listeners close at once, connections drain). SIGHUP is logged
+/// and ignored (see [`ignore_hangups`]).
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = web::Data::new(app_state(&config)?);
+    ignore_hangups();
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -61,4 +65,24 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let running = server.run();
     systemd::notify_ready();
     running.await.map_err(StartupError::Server)
+}
+
+/// SIGHUP's default action would kill the server (exit 129, no log line).
+/// The configuration is read once at start, so a hangup is logged and
+/// ignored: restart to apply new settings. Key rotation needs neither: the
+/// server follows the signer's keys by itself (`--signer-key-check-secs`).
+fn ignore_hangups() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            actix_web::rt::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP ignored: larder-server reads its configuration only at start; restart it to apply changes (signing keys are followed without a restart)"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; it will stop the server"),
+    }
 }

@@ -3,6 +3,13 @@
 //! fingerprint in a bounded cache (a narinfo for the same path content is
 //! asked for again and again, and the answer never changes).
 //!
+//! Key rotation reaches the server without a restart: every
+//! `--signer-key-check-secs` the next request asks the signer for its public
+//! keys first, and when they changed (a signer restarted with another key
+//! set, or reloaded on SIGHUP) the signature cache is flushed and the
+//! landing page shows the new keys. A hung signer costs one timeout, not one
+//! per request: see [`crate::signer_breaker`].
+//!
 //! Socket I/O is blocking std I/O on the blocking pool: connections can then
 //! be shared by all actix workers (each worker is its own runtime, and a
 //! tokio socket belongs to one), and a hung signer costs a blocking thread
@@ -12,6 +19,7 @@ use std::io::Write;
 use std::num::NonZeroUsize;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +29,8 @@ use larder_store::signer_proto::{
 use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
+
+use crate::signer_breaker::{Admission, Breaker, SignerState};
 
 #[derive(Debug, Error)]
 pub enum SignerError {
@@ -50,7 +60,7 @@ impl SignerClientMetrics {
         let failures = IntCounterVec::new(
             Opts::new(
                 "larder_signer_client_failures_total",
-                "Requests to larder-signer that failed, by kind",
+                "Requests to larder-signer that failed, by kind (short-circuit: turned away by the open circuit breaker without asking)",
             ),
             &["kind"],
         )?;
@@ -64,7 +74,7 @@ impl SignerClientMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(cache.clone()))?;
-        for kind in ["unavailable", "refused"] {
+        for kind in ["unavailable", "refused", "short-circuit"] {
             failures.with_label_values(&[kind]);
         }
         for result in ["hit", "miss", "prefetch"] {
@@ -83,7 +93,13 @@ pub struct SignerClient {
     timeout: Duration,
     idle: Mutex<Vec<UnixStream>>,
     signatures: Mutex<LruCache<String, Vec<String>>>,
-    public_keys: Mutex<Option<Vec<String>>>,
+    /// The signer's public keys and when they were asked.
+    public_keys: Mutex<Option<(Vec<String>, Instant)>>,
+    key_check: Duration,
+    /// Bumped whenever the key set changes; a signature asked under an
+    /// older generation is not cached.
+    generation: AtomicU64,
+    breaker: Breaker,
     warmers: Arc<tokio::sync::Semaphore>,
     metrics: SignerClientMetrics,
 }
@@ -97,6 +113,7 @@ impl SignerClient {
     pub fn new(
         socket: PathBuf,
         timeout: Duration,
+        key_check: Duration,
         cache_entries: NonZeroUsize,
         metrics: SignerClientMetrics,
     ) -> Self {
@@ -106,6 +123,9 @@ impl SignerClient {
             idle: Mutex::new(Vec::new()),
             signatures: Mutex::new(LruCache::new(cache_entries)),
             public_keys: Mutex::new(None),
+            key_check,
+            generation: AtomicU64::new(0),
+            breaker: Breaker::default(),
             warmers: Arc::new(tokio::sync::Semaphore::new(MAX_WARMERS)),
             metrics,
         }
@@ -113,6 +133,11 @@ impl SignerClient {
 
     /// Signatures for `fingerprint`, from the cache or the signer.
     pub async fn sign(self: &Arc<Self>, fingerprint: String) -> Result<Vec<String>, SignerError> {
+        if self.key_check_due() {
+            // Down: the cache still holds good signatures; the sign
+            // request below reports the outage if it must ask.
+            let _ = self.refresh_public_keys().await;
+        }
         if let Some(sigs) = lock(&self.signatures).get(&fingerprint) {
             self.metrics.cache.with_label_values(&["hit"]).inc();
             return Ok(sigs.clone());
@@ -150,27 +175,60 @@ impl SignerClient {
         let request = Request::Sign {
             fingerprint: fingerprint.clone(),
         };
+        let generation = self.generation.load(Ordering::SeqCst);
         match self.call(request).await? {
             Reply::Signatures(sigs) => {
-                lock(&self.signatures).put(fingerprint, sigs.clone());
+                let mut cache = lock(&self.signatures);
+                if self.generation.load(Ordering::SeqCst) == generation {
+                    cache.put(fingerprint, sigs.clone());
+                }
                 Ok(sigs)
             }
             other => Err(self.unexpected(&other)),
         }
     }
 
-    /// The signer's public keys, asked once and remembered.
+    /// The signer's public keys, asked again once they are older than
+    /// `--signer-key-check-secs`.
     pub async fn public_keys(self: &Arc<Self>) -> Result<Vec<String>, SignerError> {
-        if let Some(keys) = lock(&self.public_keys).clone() {
-            return Ok(keys);
-        }
-        match self.call(Request::PublicKeys).await? {
-            Reply::PublicKeys(keys) => {
-                *lock(&self.public_keys) = Some(keys.clone());
-                Ok(keys)
+        if !self.key_check_due() {
+            if let Some((keys, _)) = lock(&self.public_keys).clone() {
+                return Ok(keys);
             }
-            other => Err(self.unexpected(&other)),
         }
+        self.refresh_public_keys().await
+    }
+
+    /// The signer as last seen: down while the circuit breaker is open.
+    pub fn state(&self) -> SignerState {
+        self.breaker.state()
+    }
+
+    fn key_check_due(&self) -> bool {
+        lock(&self.public_keys)
+            .as_ref()
+            .is_none_or(|(_, asked)| asked.elapsed() >= self.key_check)
+    }
+
+    /// Ask the signer for its public keys; when they differ from the last
+    /// answer, forget every cached signature (they may be by a key the
+    /// signer no longer holds, and lack the new one).
+    async fn refresh_public_keys(self: &Arc<Self>) -> Result<Vec<String>, SignerError> {
+        let keys = match self.call(Request::PublicKeys).await? {
+            Reply::PublicKeys(keys) => keys,
+            other => return Err(self.unexpected(&other)),
+        };
+        let mut known = lock(&self.public_keys);
+        let changed = known.as_ref().is_some_and(|(old, _)| *old != keys);
+        *known = Some((keys.clone(), Instant::now()));
+        drop(known);
+        if changed {
+            let mut cache = lock(&self.signatures);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            cache.clear();
+            tracing::info!(keys = ?keys, "the signer's keys changed: signature cache flushed");
+        }
+        Ok(keys)
     }
 
     /// The signer's own metrics in Prometheus text, for the server's `/metrics`.
@@ -193,11 +251,33 @@ impl SignerClient {
     }
 
     async fn call(self: &Arc<Self>, request: Request) -> Result<Reply, SignerError> {
+        if self.breaker.admit() == Admission::Reject {
+            self.metrics
+                .failures
+                .with_label_values(&["short-circuit"])
+                .inc();
+            return Err(self.unavailable(
+                "down at the last attempt; the next probe is due within a second".to_owned(),
+            ));
+        }
         let this = self.clone();
         let start = Instant::now();
-        let result = tokio::task::spawn_blocking(move || this.call_blocking(&request))
-            .await
-            .unwrap_or_else(|e| Err(self.unavailable(format!("blocking task failed: {e}"))));
+        // The breaker learns the outcome in the blocking task itself: a
+        // request whose client went away must still close or re-open it.
+        let result = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = this.call_blocking(&request);
+            match &result {
+                Ok(_) => this.breaker.succeeded(),
+                Err(_) => this.breaker.failed(started.elapsed() >= this.timeout / 2),
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| {
+            self.breaker.failed(true);
+            Err(self.unavailable(format!("blocking task failed: {e}")))
+        });
         self.metrics.duration.observe(start.elapsed().as_secs_f64());
         let result = result.and_then(|reply| match reply {
             Reply::Refused(refusal) => Err(SignerError::Refused(refusal)),

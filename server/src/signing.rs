@@ -15,8 +15,8 @@ use crate::state::AppState;
 
 /// The signatures a narinfo carries: the path's own from the DB, plus
 /// larder-signer's when one is configured. While the signer is down this
-/// is a 503 (or, if so configured, the DB's signatures alone): never a
-/// narinfo that silently lacks the signature clients expect.
+/// is what `--signer-down` says: a 404 (the default), a 503, or the DB's
+/// signatures alone (see [`SignerDown`] for what Nix does with each).
 pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>, ServerError> {
     let mut sigs = info.sigs.clone();
     let (Some(client), Some(config)) = (&state.signer_client, &state.config.signer) else {
@@ -37,14 +37,20 @@ pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>
         Err(SignerError::Refused(r)) if r.code == RefusalCode::NotInStore => Err(
             ServerError::NotFound(format!("{}: {}", info.path, r.reason)),
         ),
-        Err(e) if config.when_down == SignerDown::Unsigned => {
-            tracing::warn!(error = %e, path = %info.path, "serving narinfo without the signer's signature");
-            Ok(sigs)
-        }
-        Err(e) => Err(ServerError::SignerUnavailable {
-            retry_after_secs: config.retry_after_secs,
-            detail: e.to_string(),
-        }),
+        Err(e) => match config.when_down {
+            SignerDown::Unsigned => {
+                tracing::warn!(error = %e, path = %info.path, "serving narinfo without the signer's signature");
+                Ok(sigs)
+            }
+            SignerDown::Absent => {
+                tracing::warn!(error = %e, path = %info.path, "signer down: narinfo answered as absent");
+                Err(ServerError::NotFound(format!("{}: {e}", info.path)))
+            }
+            SignerDown::Unavailable => Err(ServerError::SignerUnavailable {
+                retry_after_secs: config.retry_after_secs,
+                detail: e.to_string(),
+            }),
+        },
     }
 }
 

@@ -3,6 +3,8 @@
 //! the server listens.
 
 use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,12 @@ pub enum StartupError {
     Cache(#[from] nar_cache::CacheError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cache-dir {dir}: {detail}")]
+    CacheDir { dir: String, detail: String },
+    #[error(
+        "store-dir {store_dir}: the store DB records paths such as {example}, so every narinfo would be 404; set --store-dir to their directory"
+    )]
+    StoreDir { store_dir: String, example: String },
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
@@ -52,18 +60,32 @@ fn open_store(config: &Config) -> Result<(StoreLocation, StoreDb), StartupError>
     Ok((location, db))
 }
 
-/// `--check-config`: the settings resolved, and the store DB opens. Touches
-/// nothing else (run as root, it must not create files the server's user
-/// would then not own). Opening the DB creates its WAL index if missing,
-/// which a reader that may not create it needs (see README).
+/// `--check-config`, and the first thing the server does: everything that
+/// would stop it from starting or serving, without creating anything (run
+/// as root, it must not create files the server's user would then not own).
+/// Opening the DB creates its WAL index if missing, which a reader that may
+/// not create it needs (see README). Listening is not tried here.
 pub fn check(config: &Config) -> Result<String, StartupError> {
     let (location, db) = open_store(config)?;
-    let newest = db
-        .max_row_id_blocking()
-        .map_err(|source| StartupError::Store {
-            root: config.store_root.display().to_string(),
-            source,
-        })?;
+    let store_err = |source| StartupError::Store {
+        root: config.store_root.display().to_string(),
+        source,
+    };
+    let newest = db.max_row_id_blocking().map_err(store_err)?;
+    if let Some(example) = db.any_path_blocking().map_err(store_err)? {
+        if !example.starts_with(&format!("{}/", location.store_dir())) {
+            return Err(StartupError::StoreDir {
+                store_dir: location.store_dir().to_owned(),
+                example,
+            });
+        }
+    }
+    if let Some((cert, key)) = &config.tls {
+        tls::server_config(cert, key)?;
+    }
+    if let Some(dir) = &config.cache_dir {
+        check_cache_dir(dir)?;
+    }
     Ok(format!(
         "store {} (files under {}), newest path row {newest}",
         location.store_dir(),
@@ -71,8 +93,75 @@ pub fn check(config: &Config) -> Result<String, StartupError> {
     ))
 }
 
-/// Open the store and the caches.
+/// The cache dir is a writable directory, or can be created: its nearest
+/// existing ancestor is a writable directory.
+fn check_cache_dir(dir: &Path) -> Result<(), StartupError> {
+    let fail = |detail: String| StartupError::CacheDir {
+        dir: dir.display().to_string(),
+        detail,
+    };
+    if !dir.is_absolute() {
+        return Err(fail("use an absolute path".to_owned()));
+    }
+    let existing = dir
+        .ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .unwrap_or(Path::new("/"));
+    let meta = std::fs::metadata(existing).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail(format!(
+            "{} is not a directory; remove it or choose another cache-dir",
+            existing.display()
+        )));
+    }
+    if !writable(existing) {
+        let what = if existing == dir {
+            "is not writable by this user".to_owned()
+        } else {
+            format!(
+                "does not exist and cannot be created: {} is not writable by this user",
+                existing.display()
+            )
+        };
+        return Err(fail(format!(
+            "{what}; create it for the server's user (systemd: CacheDirectory=)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this process may create files in `dir`, from its mode bits and
+/// this process's effective uid and groups (`/proc/self`): as access(2)
+/// would say, without `unsafe`. Root may.
+fn writable(dir: &Path) -> bool {
+    let (Ok(meta), Ok(me)) = (std::fs::metadata(dir), std::fs::metadata("/proc/self")) else {
+        // No /proc: let the real start find out.
+        return true;
+    };
+    let mode = meta.mode();
+    if me.uid() == 0 {
+        return true;
+    }
+    if meta.uid() == me.uid() {
+        return mode & 0o300 == 0o300;
+    }
+    let groups = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let in_group = me.gid() == meta.gid()
+        || groups
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .is_some_and(|g| g.split_whitespace().any(|g| g == meta.gid().to_string()));
+    if in_group {
+        mode & 0o030 == 0o030
+    } else {
+        mode & 0o003 == 0o003
+    }
+}
+
+/// Check ([`check`], the same code `--check-config` runs), then open the
+/// store and the caches.
 pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
+    check(config)?;
     let (location, db) = open_store(config)?;
     let metrics = Arc::new(Metrics::new()?);
     let nar_cache = match &config.cache_dir {
@@ -86,6 +175,7 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         Some(s) => Some(Arc::new(SignerClient::new(
             s.socket.clone(),
             Duration::from_millis(s.timeout_ms),
+            Duration::from_secs(s.key_check_secs),
             s.cache_entries,
             SignerClientMetrics::new(&metrics.registry)?,
         ))),

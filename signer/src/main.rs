@@ -9,7 +9,7 @@ mod socket;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use clap::{Args, Parser, Subcommand};
 use larder_signer::key_file::{self, KeyFileError};
@@ -109,6 +109,10 @@ enum SignerError {
     Keys(#[from] KeyFileError),
     #[error("store-root {root}: {source}")]
     Store { root: String, source: DbError },
+    #[error(
+        "store-dir {store_dir}: the store DB records paths such as {example}; set --store-dir to their directory"
+    )]
+    StoreDir { store_dir: String, example: String },
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error("signer socket {socket}: {detail}")]
@@ -132,27 +136,73 @@ fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), SignerError> {
 
 async fn serve(args: ServeArgs) -> Result<(), SignerError> {
     let (keys, db) = open(&args)?;
+    check_store_dir(&args, &db)?;
     if args.policy == Policy::Any {
         tracing::warn!(
             "!!! --policy any: signing EVERY well-formed fingerprint without checking the store. \
              Anyone who can reach the socket can forge trusted paths. Never use this in production. !!!"
         );
     }
-    let listener = socket::bind(&args.socket, args.socket_group.as_deref())?;
+    // Dropped on return: removes the socket if it is still ours.
+    let bound = socket::bind(&args.socket, args.socket_group.as_deref())?;
     let names: Vec<&str> = keys.iter().map(|k| k.name()).collect();
     tracing::info!(socket = %args.socket.display(), keys = ?names, policy = ?args.policy, "signer ready");
     let signer = Arc::new(service::Signer {
         metrics: metrics::Metrics::new(&names),
-        keys,
+        keys: RwLock::new(Arc::new(keys)),
         db,
         policy: args.policy,
         allowed_uids: args.allow_uids,
     });
     tokio::select! {
-        () = service::serve(listener, signer) => {}
+        () = service::serve(&bound.listener, signer.clone()) => {}
+        () = reload_on_hangup(&signer, &args.key_files) => {}
         () = socket::shutdown_signal() => tracing::info!("shutting down"),
     }
-    let _ = std::fs::remove_file(&args.socket);
+    drop(bound);
+    Ok(())
+}
+
+/// On every SIGHUP, load `--key-file` again (the rotation path without a
+/// restart: servers see the new public keys within their
+/// `--signer-key-check-secs`). A key set that does not load is logged and
+/// the old one kept.
+async fn reload_on_hangup(signer: &service::Signer, paths: &[PathBuf]) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return std::future::pending().await;
+    };
+    while hangup.recv().await.is_some() {
+        match key_file::load_all(paths) {
+            Ok(keys) => {
+                let names: Vec<String> = keys.iter().map(|k| k.name().to_owned()).collect();
+                signer.replace_keys(keys);
+                tracing::info!(keys = ?names, "SIGHUP: keys reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: keys not reloaded, still signing with the old ones");
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// Refuse a `--store-dir` that matches nothing in the DB (every sign
+/// request would then be refused as not in the store).
+fn check_store_dir(args: &ServeArgs, db: &StoreDb) -> Result<(), SignerError> {
+    let store_err = |source| SignerError::Store {
+        root: args.store_root.display().to_string(),
+        source,
+    };
+    if let Some(path) = db.any_path_blocking().map_err(store_err)? {
+        let prefix = format!("{}/", args.store_dir.trim_end_matches('/'));
+        if !path.starts_with(&prefix) {
+            return Err(SignerError::StoreDir {
+                store_dir: args.store_dir.clone(),
+                example: path,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -172,9 +222,17 @@ async fn run(cli: Cli) -> Result<(), SignerError> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Check(args) => {
-            let (keys, _db) = open(&args)?;
+            let (keys, db) = open(&args)?;
+            check_store_dir(&args, &db)?;
+            socket::check_free(&args.socket)?;
+            if let Some(group) = &args.socket_group {
+                socket::check_group(group)?;
+            }
             let names: Vec<&str> = keys.iter().map(|k| k.name()).collect();
-            println!("larder-signer: OK: keys {names:?}, store DB readable");
+            println!(
+                "larder-signer: OK: keys {names:?}, store DB readable, socket {} free",
+                args.socket.display()
+            );
             Ok(())
         }
         Command::GenerateKey { name, out } => {

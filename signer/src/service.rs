@@ -1,7 +1,7 @@
 //! The socket service: accept connections, check the peer's uid, then
 //! answer framed requests one after another until the peer goes away.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use larder_signer::signing_key::SecretKey;
@@ -20,7 +20,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Signer {
-    pub keys: Vec<SecretKey>,
+    /// The keys, swapped whole on SIGHUP ([`Signer::replace_keys`]).
+    pub keys: RwLock<Arc<Vec<SecretKey>>>,
     pub db: StoreDb,
     pub policy: Policy,
     /// Empty: any peer that can open the socket (its mode and group decide).
@@ -29,6 +30,23 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// The keys in use now.
+    pub fn keys(&self) -> Arc<Vec<SecretKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sign with `keys` from now on (requests already signing finish with
+    /// the old set).
+    pub fn replace_keys(&self, keys: Vec<SecretKey>) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keys);
+    }
+
     async fn answer(&self, request: Request) -> Reply {
         let op = match &request {
             Request::Sign { .. } => "sign",
@@ -39,7 +57,7 @@ impl Signer {
         match request {
             Request::Sign { fingerprint } => self.sign(&fingerprint).await,
             Request::PublicKeys => {
-                Reply::PublicKeys(self.keys.iter().map(|k| k.public().to_string()).collect())
+                Reply::PublicKeys(self.keys().iter().map(|k| k.public().to_string()).collect())
             }
             Request::Metrics => Reply::Metrics(self.metrics.render()),
         }
@@ -51,7 +69,7 @@ impl Signer {
             Ok(fp) => {
                 let text = fp.to_string();
                 Reply::Signatures(
-                    self.keys
+                    self.keys()
                         .iter()
                         .map(|k| {
                             self.metrics.signatures.with_label_values(&[k.name()]).inc();
@@ -121,7 +139,7 @@ impl Signer {
     }
 }
 
-pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
+pub async fn serve(listener: &UnixListener, signer: Arc<Signer>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -240,6 +240,16 @@ impl StoreDb {
         self.spawn(|db| db.max_row_id_blocking()).await
     }
 
+    /// One path the DB records, as written there (`/nix/store/…`), or
+    /// `None` for an empty store: startup checks compare it with the
+    /// configured store dir. Blocks.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when the query fails.
+    pub fn any_path_blocking(&self) -> Result<Option<String>, DbError> {
+        self.with_conn(|conn, _| query::any_path(conn))
+    }
+
     /// True when `path` is a valid path of the store (Nix's
     /// `isValidPath`). Blocks.
     ///

@@ -74,6 +74,21 @@ impl LarderServer {
         self.process.pid()
     }
 
+    /// Send a signal (`TERM`, `HUP`, …) to the server.
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
+    /// Wait (at most 60 s) for the server to exit; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.process.wait_exit()
+    }
+
+    /// Whether the server has exited.
+    pub fn exited(&mut self) -> bool {
+        self.process.exited()
+    }
+
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url

@@ -59,6 +59,41 @@ impl TestSigner {
         self.process.as_ref().map(Running::pid)
     }
 
+    /// Send a signal (`HUP`, `STOP`, `CONT`, `TERM`) to the signer.
+    pub fn signal(&self, signal: &str) {
+        self.process
+            .as_ref()
+            .expect("signer running")
+            .signal(signal);
+    }
+
+    /// Wait (at most 60 s) for the signer to exit; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let status = self.process.as_mut().expect("signer running").wait_exit();
+        self.process = None;
+        status
+    }
+
+    /// Serve with these extra `serve` flags from the next [`TestSigner::restart`]
+    /// on (e.g. `--key-file` a second key: rotation).
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The `serve` command [`TestSigner::restart`] runs, for a second signer.
+    pub fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(binary("larder-signer"));
+        cmd.arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--key-file")
+            .arg(&self.key_file)
+            .arg("--store-root")
+            .arg(&self.store_root)
+            .args(&self.extra);
+        cmd
+    }
+
     /// SIGKILL the signer, leaving its socket file behind as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
@@ -70,18 +105,7 @@ impl TestSigner {
     pub fn restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.socket);
-        let mut process = Running::spawn(
-            "larder-signer",
-            Command::new(binary("larder-signer"))
-                .arg("serve")
-                .arg("--socket")
-                .arg(&self.socket)
-                .arg("--key-file")
-                .arg(&self.key_file)
-                .arg("--store-root")
-                .arg(&self.store_root)
-                .args(&self.extra),
-        );
+        let mut process = Running::spawn("larder-signer", &mut self.serve_command());
         let socket = self.socket.clone();
         wait_until(&mut process, || socket.exists());
         self.process = Some(process);

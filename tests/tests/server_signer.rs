@@ -1,7 +1,8 @@
 //! larder-server with larder-signer, as deployed: the server runs as an
 //! unprivileged user that cannot read the key, the real Nix accepts what it
-//! serves with `require-sigs`, and a signer crash means 503s (never unsigned
-//! 200s) until it is back, with no server restart.
+//! serves with `require-sigs`, and a signer crash means 503s with
+//! `--signer-down unavailable` (never unsigned 200s) until it is back, with
+//! no server restart.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -116,7 +117,7 @@ fn signer_down_means_503_then_recovery_without_restart() {
         .build_expr(&shell_derivation("during", "echo 2 > $out"))
         .remove(0);
     let mut signer = start_signer(&store);
-    let server = start_server(&store, &signer, &[]);
+    let server = start_server(&store, &signer, &["--signer-down", "unavailable"]);
     let url = |p: &str| format!("/{}.narinfo", hash_part(p));
     assert_eq!(server.get(&url(&before), &[]).status, 200);
 

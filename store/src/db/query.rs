@@ -225,6 +225,14 @@ pub(super) fn max_row_id(conn: &Connection) -> Result<i64> {
     Ok(conn.prepare_cached(MAX_ID)?.query_row([], |r| r.get(0))?)
 }
 
+/// One path the DB records (the first by row id), if it records any.
+pub(super) fn any_path(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT path FROM ValidPaths ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
+
 pub(super) fn query_valid(
     conn: &Connection,
     loc: &StoreLocation,
