@@ -3,11 +3,13 @@
 //! Profiling 2000 sequential narinfo requests showed the DB lookup (a hop
 //! to the blocking pool plus the SQLite query) at 49 µs of the 71 µs a
 //! request spends in the server. Clients ask for the same narinfo again and
-//! again (every `nix copy`, every CI runner), so answers, misses included,
-//! are kept for `path-info-ttl-ms` (default 1 s): a path registered or
-//! garbage-collected meanwhile shows up that much later, which Nix clients,
-//! themselves caching misses for an hour, cannot tell. NAR requests always
-//! ask the DB.
+//! again (every `nix copy`, every CI runner), so paths found are kept for
+//! `path-info-ttl-ms` (default 1 s): a path garbage-collected meanwhile
+//! disappears that much later. Misses are never kept: a path pushed
+//! through the same URL (`larder-sync receive` behind one proxy) is asked
+//! for again by `nix copy` right after its upload, before it uploads what
+//! refers to it, and must be found at once. NAR requests always ask the
+//! DB.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,8 +51,9 @@ impl PathInfoMemo {
         (at.elapsed() < self.ttl).then(|| answer.clone())
     }
 
+    /// Remember a found path; misses are not remembered (module docs).
     pub fn put(&self, hash: StorePathHash, answer: Answer) {
-        if self.ttl.is_zero() {
+        if self.ttl.is_zero() || answer.is_none() {
             return;
         }
         let mut entries = self.entries();

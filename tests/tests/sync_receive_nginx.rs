@@ -33,20 +33,9 @@ fn push_and_substitute_through(make: impl FnOnce(&str, &str) -> TestProxy) {
     let signer = TestSigner::start(&host, &[]);
     // The push below disables Nix's narinfo cache (test ports are reused),
     // so Nix asks for each reference's narinfo again right after uploading
-    // it; that read goes to larder-server, whose memo would still answer
-    // the miss it saw a moment before (up to --path-info-ttl-ms). With
-    // Nix's default settings it remembers its own uploads and never asks
-    // (checked by hand with the default 1 s memo), so this is a test
-    // setting, not part of the recipe.
-    let server = LarderServer::start(
-        &host,
-        &[
-            "--signer-socket",
-            signer.socket.to_str().unwrap(),
-            "--path-info-ttl-ms",
-            "0",
-        ],
-    );
+    // it; that read goes to larder-server, which never memoizes a miss, so
+    // the default --path-info-ttl-ms is right here too.
+    let server = LarderServer::start(&host, &["--signer-socket", signer.socket.to_str().unwrap()]);
     let receiver = TestReceiver::start(&host, &[]);
     let proxy = make(&addr(server.url()), &addr(&receiver.url()));
 
