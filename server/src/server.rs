@@ -15,6 +15,7 @@ use crate::startup::{StartupError, app_state};
 /// Open the store, bind, and serve until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = web::Data::new(app_state(&config)?);
+    state.metrics.preset(routes::SERIES);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()

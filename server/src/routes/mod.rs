@@ -22,6 +22,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, web};
 
 use crate::error::ServerError;
+use crate::metrics::RouteSeries;
 
 /// The methods every endpoint answers, as the `Allow` header lists them.
 pub const ALLOWED_METHODS: &str = "GET, HEAD";
@@ -37,6 +38,56 @@ fn endpoint(path: &str, route: Route) -> Resource {
         .route(route)
         .default_service(web::to(method_not_allowed))
 }
+
+/// Statuses every endpoint may answer with.
+const COMMON: &[u16] = &[200, 404, 405, 500];
+
+const fn series(
+    route: &'static str,
+    statuses: &'static [u16],
+    encodings: &'static [&'static str],
+    streams: bool,
+) -> RouteSeries {
+    RouteSeries {
+        route,
+        statuses,
+        encodings,
+        streams,
+    }
+}
+
+/// The label values of every route's metrics, exported at 0 from startup
+/// (`Metrics::preset`): the patterns below, the streamed bodies' own route
+/// labels, and `unmatched`.
+pub const SERIES: &[RouteSeries] = &[
+    series("/", COMMON, &[], false),
+    series("/nix-cache-info", COMMON, &[], false),
+    series("/health", COMMON, &[], false),
+    series("/version", COMMON, &[], false),
+    series("/metrics", COMMON, &[], false),
+    series("/{hash}.narinfo", &[200, 404, 405, 500, 503], &[], false),
+    series("/{hash}.ls", COMMON, &[], false),
+    series(
+        "/nar/{file}",
+        &[200, 206, 400, 404, 405, 416, 500],
+        &["identity", "zstd"],
+        true,
+    ),
+    series(
+        "/log/{drv}",
+        &[200, 404, 405, 500],
+        &["identity", "bzip2"],
+        true,
+    ),
+    series("/serve/{hash}", &[200, 400, 404, 405, 500], &[], false),
+    series(
+        "/serve/{hash}/{tail:.*}",
+        &[200, 400, 404, 405, 500],
+        &[],
+        true,
+    ),
+    series("unmatched", &[404], &[], false),
+];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/", read().to(landing::get)))

@@ -30,7 +30,8 @@ use crate::error::ServerError;
 use crate::lookup;
 use crate::state::AppState;
 
-const ROUTE: &str = "/serve/{hash}/{tail}";
+/// The route pattern, as the request metrics label it.
+const ROUTE: &str = "/serve/{hash}/{tail:.*}";
 /// As many symlinks as Linux follows in one lookup.
 const MAX_SYMLINKS: usize = 40;
 /// What a `/serve` answer may do in a browser: nothing but be shown.
