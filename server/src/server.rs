@@ -42,7 +42,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         bind: format!("{:?}", config.bind),
         source,
     };
-    let server = match (socket::open(&config.bind).map_err(bind_error)?, tls) {
+    let server = match (
+        socket::open(&config.bind, &config.socket).map_err(bind_error)?,
+        tls,
+    ) {
         (Listener::Tcp(l), None) => server.listen(l),
         (Listener::Tcp(l), Some(tls)) => server.listen_rustls_0_23(l, tls),
         (Listener::Unix(l), None) => server.listen_uds(l),
