@@ -117,7 +117,7 @@ pub async fn get(
     };
     let zstd = range.is_none() && accepts(&req, "zstd");
     let mut builder = nar_headers(zstd);
-    if zstd && let Some(body) = cached(&state, &cache_key, head, None).await? {
+    if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
     let plan = checked_plan(&state, &info).await?;
@@ -307,15 +307,10 @@ async fn cache_lookup(
         .map_err(|e| ServerError::Internal(e.to_string()))
 }
 
-/// The compressed NAR from the cache as a body, if it is there.
-async fn cached(
-    state: &AppState,
-    key: &str,
-    head: bool,
-    range: Option<ByteRange>,
-) -> Result<Option<BoxBody>, ServerError> {
+/// The whole compressed NAR from the cache as a body, if it is there.
+async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
     match cache_lookup(state, key).await? {
-        Some((file, len)) => file_body(state, file, len, range, head).map(Some),
+        Some((file, len)) => file_body(state, file, len, None, head).map(Some),
         None => Ok(None),
     }
 }
