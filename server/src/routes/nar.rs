@@ -22,11 +22,15 @@
 //!   `Accept-Ranges: none`, and a `Range` is ignored (200, whole body), as
 //!   RFC 9110 §14.2 allows. With `cache-dir` set, a single-range request
 //!   for an uncached `.nar.zst` first compresses the whole NAR into the
-//!   cache and then serves the range from the file; a resumed download
-//!   gets the same bytes when the compression is the same (always for
-//!   NARs under 4 MiB, which are compressed single-threaded; for larger
-//!   ones when the first answer was multi-threaded too). A mismatch cannot
-//!   go unnoticed: Nix checks the NAR hash of what it decompressed.
+//!   cache and then serves the range from the file. A resumed download
+//!   gets the same bytes whenever the compression mode is the same: NARs
+//!   under 4 MiB are always single-threaded; larger ones are filled
+//!   multi-threaded, as `compress.rs` compresses them unless it is at its
+//!   limit of multi-threaded streams, and zstd's multi-threaded output does
+//!   not depend on the number of workers (`zstd -1 -T1`, `-T2`, `-T4` gave
+//!   identical files for 27 MB; `--single-thread` a different one). A
+//!   mismatch cannot go unnoticed: Nix checks the NAR hash of what it
+//!   decompressed.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
