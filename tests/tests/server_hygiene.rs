@@ -150,6 +150,8 @@ fn a_fresh_server_exports_every_series_the_dashboard_queries() {
         r#"larder_requests_total{route="/{hash}.narinfo",status="404"} 0"#,
         r#"larder_bytes_sent_total{encoding="zstd",route="/nar/{file}"} 0"#,
         "larder_nar_cache_hits_total 0",
+        r#"larder_signer_requests_total{op="sign"} 0"#,
+        r#"larder_signature_cache_total{result="hit"} 0"#,
     ] {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
