@@ -93,6 +93,12 @@ pub struct Settings {
     /// Where to listen: ADDRESS:PORT, unix:/path, or `systemd` (socket activation).
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub bind: String,
+    /// Mode of the socket with --bind unix:PATH, in octal: who may connect (a reverse proxy needs write permission).
+    #[arg(long, default_value = "0660")]
+    pub socket_mode: String,
+    /// Group (name or gid) of the socket with --bind unix:PATH, e.g. the reverse proxy's; unset = the server's own.
+    #[arg(long)]
+    pub socket_group: Option<String>,
     /// Directory under which the store really is (`/` for the host store, or a chroot store's root).
     #[arg(long, default_value = "/")]
     pub store_root: PathBuf,
@@ -168,6 +174,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: Bind,
+    /// Mode and group of a unix socket (`bind = unix:…`).
+    pub socket: SocketOptions,
     pub store_root: PathBuf,
     pub store_dir: String,
     pub priority: u32,
@@ -186,6 +194,15 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub signer: Option<SignerConfig>,
     pub log: String,
+}
+
+/// Who may connect to the server's unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Permission bits, at most 0o777.
+    pub mode: u32,
+    /// A group name or numeric gid; `None` keeps the server's group.
+    pub group: Option<String>,
 }
 
 /// What to do with narinfo requests while larder-signer cannot be reached.
@@ -252,8 +269,29 @@ impl Settings {
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };
+        let mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "socket-mode",
+                    &self.socket_mode,
+                    "use octal permission bits from 0000 to 0777, e.g. 0660",
+                )
+            })?;
+        if self.socket_group.as_deref() == Some("") {
+            return Err(invalid(
+                "socket-group",
+                "",
+                "name a group or gid, or leave it unset",
+            ));
+        }
         Ok(Config {
             bind: Bind::parse(&self.bind)?,
+            socket: SocketOptions {
+                mode,
+                group: self.socket_group,
+            },
             store_root: self.store_root,
             store_dir: store_dir.trim_end_matches('/').to_owned(),
             priority: self.priority,
@@ -343,6 +381,12 @@ mod tests {
         );
         let err = settings(&["--bind", "localhost"], None).unwrap_err();
         assert!(err.contains("setting bind"), "{err}");
+        let err = settings(&["--socket-mode", "0999"], None).unwrap_err();
+        assert!(err.contains("socket-mode"), "{err}");
+        let c = settings(&["--socket-mode", "0604", "--socket-group", "www"], None).unwrap();
+        assert_eq!(c.socket.mode, 0o604);
+        assert_eq!(c.socket.group.as_deref(), Some("www"));
+        assert_eq!(settings(&[], None).unwrap().socket.mode, 0o660);
         let err = settings(&["--zstd-level", "40"], None).unwrap_err();
         assert!(err.contains("zstd-level"), "{err}");
         let err = settings(

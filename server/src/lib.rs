@@ -41,7 +41,9 @@
 //! 1. **Metrics middleware** ([`request_metrics`]): times the request to its
 //!    response headers and counts it by matched route pattern and status.
 //! 2. **Router** ([`routes`]): one file per endpoint. Every handler
-//!    answers GET and HEAD.
+//!    answers GET and HEAD; other methods get 405 with `Allow`. The
+//!    router's table of routes ([`routes::SERIES`]) also names every
+//!    metric series, which `run` creates at 0 before the first request.
 //! 3. **Lookup** ([`lookup`]): the 32-character hash part is validated,
 //!    then the DB is queried on a blocking thread (never on the reactor).
 //!    Malformed and absent hashes are both 404. narinfo and `.ls` lookups

@@ -3,10 +3,32 @@
 //! Labels are bounded: `route` is the matched route pattern (or
 //! `unmatched`), never the raw URL. This file only defines them; requests
 //! are counted by `request_metrics.rs`, bodies by `body.rs`.
+//!
+//! Every series whose labels are known up front is exported at 0 from
+//! startup ([`Metrics::preset`], with the router's table of routes): a
+//! counter that appears only at its first event shows "no data" on a
+//! dashboard, and `increase()` misses that first event.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+
+/// The label values one route's series take: what [`Metrics::preset`]
+/// exports at 0.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSeries {
+    /// The route pattern (`/nar/{file}`), or `unmatched`.
+    pub route: &'static str,
+    /// Statuses it answers with.
+    pub statuses: &'static [u16],
+    /// Encodings of its bodies (`bytes_sent`); empty: `identity` only.
+    pub encodings: &'static [&'static str],
+    /// Whether its bodies are streamed (stream duration, aborted streams).
+    pub streams: bool,
+}
+
+/// The reasons a stream ends early (`larder_aborted_streams_total`).
+pub const ABORT_REASONS: &[&str] = &["error", "client"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -137,8 +159,61 @@ impl Metrics {
         })
     }
 
+    /// Create every series of `routes` at 0, so that it is exported before
+    /// its first event.
+    pub fn preset(&self, routes: &[RouteSeries]) {
+        for r in routes {
+            for status in r.statuses {
+                self.requests
+                    .with_label_values(&[r.route, &status.to_string()]);
+            }
+            self.duration.with_label_values(&[r.route]);
+            let encodings: &[&str] = if r.encodings.is_empty() {
+                &["identity"]
+            } else {
+                r.encodings
+            };
+            for encoding in encodings {
+                self.bytes_sent.with_label_values(&[r.route, encoding]);
+            }
+            if r.streams {
+                self.stream_duration.with_label_values(&[r.route]);
+                for reason in ABORT_REASONS {
+                    self.aborted_streams.with_label_values(&[r.route, reason]);
+                }
+            }
+        }
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_series_are_exported_at_zero() {
+        let metrics = Metrics::new().unwrap();
+        metrics.preset(&[RouteSeries {
+            route: "/nar/{file}",
+            statuses: &[200, 206],
+            encodings: &["identity", "zstd"],
+            streams: true,
+        }]);
+        let text = metrics.render().unwrap();
+        for series in [
+            r#"larder_requests_total{route="/nar/{file}",status="206"} 0"#,
+            r#"larder_bytes_sent_total{encoding="zstd",route="/nar/{file}"} 0"#,
+            r#"larder_aborted_streams_total{reason="client",route="/nar/{file}"} 0"#,
+            r#"larder_stream_duration_seconds_count{route="/nar/{file}"} 0"#,
+            r#"larder_request_duration_seconds_count{route="/nar/{file}"} 0"#,
+            "larder_nar_cache_hits_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 }

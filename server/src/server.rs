@@ -19,6 +19,7 @@ use crate::startup::{StartupError, app_state};
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = web::Data::new(app_state(&config)?);
     ignore_hangups();
+    state.metrics.preset(routes::SERIES);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -45,7 +46,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         bind: format!("{:?}", config.bind),
         source,
     };
-    let server = match (socket::open(&config.bind).map_err(bind_error)?, tls) {
+    let server = match (
+        socket::open(&config.bind, &config.socket).map_err(bind_error)?,
+        tls,
+    ) {
         (Listener::Tcp(l), None) => server.listen(l),
         (Listener::Tcp(l), Some(tls)) => server.listen_rustls_0_23(l, tls),
         (Listener::Unix(l), None) => server.listen_uds(l),

@@ -67,6 +67,10 @@ impl Metrics {
         for code in RefusalCode::ALL {
             refusals.with_label_values(&[code.as_str()]);
         }
+        // The `op` labels `service.rs` counts requests under.
+        for op in ["sign", "public-keys", "metrics"] {
+            requests.with_label_values(&[op]);
+        }
         Metrics {
             registry,
             signatures,

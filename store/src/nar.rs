@@ -244,10 +244,12 @@ impl NarPlan {
         Some((index, offset - self.inner.offsets[index]))
     }
 
-    /// The listing `nix nar ls --json -R <nar> /` prints: regular files with
-    /// `size`, `executable` (only when true) and `narOffset` (where their
-    /// contents start), symlinks with `target`, directories with `entries`.
-    /// Names and targets that are not UTF-8 are converted lossily.
+    /// The listing `nix nar ls --json -R <nar> /` prints, as a JSON value:
+    /// regular files with `size`, `executable` (only when true) and
+    /// `narOffset` (where their contents start), symlinks with `target`,
+    /// directories with `entries`. Names and targets that are not UTF-8 are
+    /// converted lossily here (two may merge): for what a client is sent,
+    /// use [`NarPlan::listing_json`], which keeps the bytes.
     pub fn listing(&self) -> Value {
         let inner = &*self.inner;
         let mut content_offsets = inner
@@ -257,6 +259,87 @@ impl NarPlan {
             .filter(|(part, _)| matches!(part, Part::Contents { .. }))
             .map(|(_, &offset)| offset);
         list_node(&inner.root, &mut content_offsets)
+    }
+
+    /// The listing as the exact bytes Nix 2.8 writes for it (`nix nar ls
+    /// --json -R`, and the `root` of a `.ls` file that `write-nar-listing`
+    /// uploads): keys in Nix's order, names and symlink targets as their raw
+    /// bytes, only `"`, `\\` and control characters escaped. A name that is
+    /// not UTF-8 stays exactly itself, one entry per NAR entry, so the
+    /// listing is reversible, though such a document is not strict JSON
+    /// (as Nix's is not). Mirrors `listNar` (`nar-accessor.cc`) and
+    /// `toJSON<std::string_view>` (`libutil/json.cc`).
+    pub fn listing_json(&self) -> Vec<u8> {
+        let inner = &*self.inner;
+        let mut content_offsets = inner
+            .parts
+            .iter()
+            .zip(&inner.offsets)
+            .filter(|(part, _)| matches!(part, Part::Contents { .. }))
+            .map(|(_, &offset)| offset);
+        let mut out = Vec::new();
+        write_node(&inner.root, &mut content_offsets, &mut out);
+        out
+    }
+}
+
+/// A JSON string the way Nix 2.8's JSON writer quotes one: bytes as they
+/// are, but for `"`, `\`, `\n`, `\r`, `\t` and the other control
+/// characters (`\u00xx`).
+pub fn write_json_string(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=31 => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+fn write_node(node: &NarNode, content_offsets: &mut impl Iterator<Item = u64>, out: &mut Vec<u8>) {
+    match node {
+        NarNode::Regular {
+            size, executable, ..
+        } => {
+            let offset = content_offsets
+                .next()
+                .expect("the plan has one contents segment per regular file");
+            out.extend_from_slice(format!("{{\"type\":\"regular\",\"size\":{size}").as_bytes());
+            if *executable {
+                out.extend_from_slice(b",\"executable\":true");
+            }
+            out.extend_from_slice(format!(",\"narOffset\":{offset}}}").as_bytes());
+        }
+        NarNode::Symlink { target } => {
+            out.extend_from_slice(b"{\"type\":\"symlink\",\"target\":");
+            write_json_string(target, out);
+            out.push(b'}');
+        }
+        NarNode::Directory { entries } => {
+            out.extend_from_slice(b"{\"type\":\"directory\",\"entries\":{");
+            for (i, (name, child)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(name, out);
+                out.push(b':');
+                write_node(child, content_offsets, out);
+            }
+            out.extend_from_slice(b"}}");
+        }
     }
 }
 

@@ -101,6 +101,32 @@ fn listing_matches_nix_nar_ls() {
         "l":{"type":"symlink","target":"a"},
         "sub":{"type":"directory","entries":{"e":{"type":"regular","size":0,"narOffset":784}}}}});
     assert_eq!(NarPlan::new(small_dir()).unwrap().listing(), expected);
+    // The same listing as bytes, in Nix's key order.
+    let bytes = NarPlan::new(small_dir()).unwrap().listing_json();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        r#"{"type":"directory","entries":{"a":{"type":"regular","size":1,"executable":true,"narOffset":264},"l":{"type":"symlink","target":"a"},"sub":{"type":"directory","entries":{"e":{"type":"regular","size":0,"narOffset":784}}}}}"#
+    );
+}
+
+#[test]
+fn listing_json_keeps_names_as_bytes() {
+    let link = |target: &[u8]| NarNode::Symlink {
+        target: target.to_vec(),
+    };
+    let tree = NarNode::Directory {
+        entries: vec![
+            (b"a\xfe".to_vec(), link(b"t\xff\"\\\x01\x08\n")),
+            (b"a\xff".to_vec(), link(b"x")),
+        ],
+    };
+    let bytes = NarPlan::new(tree).unwrap().listing_json();
+    let mut expected = b"{\"type\":\"directory\",\"entries\":{\"a\xfe\":".to_vec();
+    expected.extend_from_slice(
+        b"{\"type\":\"symlink\",\"target\":\"t\xff\\\"\\\\\\u0001\\u0008\\n\"},",
+    );
+    expected.extend_from_slice(b"\"a\xff\":{\"type\":\"symlink\",\"target\":\"x\"}}}");
+    assert_eq!(bytes, expected);
 }
 
 #[test]

@@ -65,6 +65,8 @@ fn help_documents_every_option_and_its_variable() {
     for option in [
         "--config",
         "--bind",
+        "--socket-mode",
+        "--socket-group",
         "--store-root",
         "--store-dir",
         "--priority",

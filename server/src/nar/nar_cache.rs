@@ -9,9 +9,16 @@
 //! (size and last use of each file); past the size limit the least recently
 //! used files are evicted. Every method blocks: call them on the blocking
 //! pool.
+//!
+//! [`NarCache::fill_with`] compresses a whole NAR into the cache before
+//! anything is sent, for a `Range` request on a NAR that is not cached (a
+//! download resumed after the file was evicted): a range is served only
+//! from a complete file.
 
 use std::fs::File;
 use std::io::Write;
+
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -197,6 +204,35 @@ impl NarCache {
         }
     }
 
+    /// Compress a whole NAR (`chunks`, in order) at zstd `level` with
+    /// `threads` workers (0: single-threaded) into the file for `key`, and
+    /// publish it. Blocking. Errors: the NAR's own (a file changed), zstd's,
+    /// or a cache file that could not be written (nothing is published).
+    pub fn fill_with(
+        &self,
+        key: &str,
+        chunks: impl Iterator<Item = std::io::Result<Bytes>>,
+        level: i32,
+        threads: u32,
+    ) -> std::io::Result<()> {
+        let fill = self
+            .fill(key)
+            .ok_or_else(|| std::io::Error::other("cannot create a NAR cache file"))?;
+        let mut encoder = zstd::stream::write::Encoder::new(FillWriter(fill), level)?;
+        if threads > 1 {
+            encoder.multithread(threads)?;
+        }
+        for chunk in chunks {
+            encoder.write_all(&chunk?)?;
+        }
+        let FillWriter(fill) = encoder.finish()?;
+        if fill.file.is_none() {
+            return Err(std::io::Error::other("NAR cache write failed"));
+        }
+        self.publish(fill);
+        Ok(())
+    }
+
     /// Delete least recently used files until the total fits the limit.
     fn evict(&self, conn: &Connection) -> rusqlite::Result<()> {
         let mut total: i64 =
@@ -240,6 +276,20 @@ impl CacheFill {
     }
 }
 
+/// A [`CacheFill`] as a `Write` for the zstd encoder.
+struct FillWriter(CacheFill);
+
+impl Write for FillWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.write(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Drop for CacheFill {
     fn drop(&mut self) {
         // Gone already when published; otherwise an aborted download or a
@@ -264,6 +314,33 @@ mod tests {
 
     fn tmp_files(dir: &Path) -> usize {
         std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[test]
+    fn a_fill_before_serving_publishes_the_whole_zstd_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        let chunks = [
+            Bytes::from_static(b"nix-archive-1"),
+            Bytes::from(vec![3; 5000]),
+        ];
+        cache
+            .fill_with("k", chunks.clone().into_iter().map(Ok), 1, 0)
+            .unwrap();
+        let (file, len) = cache.get("k").unwrap();
+        let whole = zstd::decode_all(file).unwrap();
+        assert_eq!(whole, [&chunks[0][..], &chunks[1][..]].concat());
+        assert_eq!(
+            len,
+            std::fs::metadata(dir.path().join("k.nar.zst"))
+                .unwrap()
+                .len()
+        );
+        // A NAR that fails half-way publishes nothing.
+        let failing = [Ok(chunks[0].clone()), Err(std::io::Error::other("changed"))];
+        assert!(cache.fill_with("bad", failing.into_iter(), 1, 0).is_err());
+        assert!(cache.get("bad").is_none());
+        assert_eq!(tmp_files(dir.path()), 0);
     }
 
     #[test]

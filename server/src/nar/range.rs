@@ -1,6 +1,13 @@
 //! The `Range` header, for one byte range (what Nix sends to resume a
-//! download). Multiple ranges are refused as unsatisfiable rather than
-//! answered with a multipart body nobody here asks for.
+//! download).
+//!
+//! RFC 9110 §14.2 lets a server ignore `Range`, and requires it to ignore a
+//! range unit it does not know. So a `Range` larder does not serve as one
+//! range (another unit, several ranges, a header that is not ASCII) is
+//! ignored and the whole body is sent with 200, never a 416 for a body that
+//! exists: a multipart answer is something no Nix client asks for. A
+//! `bytes` range that is malformed is a 400; one that starts past the end
+//! is a 416.
 
 use crate::error::ServerError;
 
@@ -26,15 +33,31 @@ impl ByteRange {
     }
 }
 
-/// Parse `header` against a body of `size` bytes: 400 for syntax, 416 for a
-/// range outside the body.
-pub fn parse(header: &str, size: u64) -> Result<ByteRange, ServerError> {
+/// Parse `header` against a body of `size` bytes: `None` when it is to be
+/// ignored (the whole body, 200), 400 for a malformed byte range, 416 for
+/// one outside the body.
+pub fn parse(header: &[u8], size: u64) -> Result<Option<ByteRange>, ServerError> {
+    let Ok(header) = std::str::from_utf8(header) else {
+        return Ok(None);
+    };
+    let header = header.trim();
+    let Some((unit, spec)) = header.split_once('=') else {
+        return Ok(None);
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return Ok(None);
+    }
+    single(header, spec.trim(), size).map(Some)
+}
+
+/// Whether `header` asks for one byte range (whatever the body's size).
+pub fn is_single_range(header: &[u8]) -> bool {
+    matches!(parse(header, u64::MAX), Ok(Some(_)))
+}
+
+fn single(header: &str, spec: &str, size: u64) -> Result<ByteRange, ServerError> {
     let bad = || ServerError::BadRequest(format!("malformed Range header {header:?}"));
     let unsatisfiable = ServerError::RangeNotSatisfiable { size };
-    let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?.trim();
-    if spec.contains(',') {
-        return Err(unsatisfiable);
-    }
     let (first, last) = spec.split_once('-').ok_or_else(bad)?;
     let number = |s: &str| -> Result<u64, ServerError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -76,7 +99,7 @@ mod tests {
     use super::*;
 
     fn ok(h: &str, size: u64) -> (u64, u64) {
-        let r = parse(h, size).unwrap();
+        let r = parse(h.as_bytes(), size).unwrap().unwrap();
         (r.start, r.end)
     }
 
@@ -88,23 +111,31 @@ mod tests {
         assert_eq!(ok("bytes=-4", 10), (6, 10));
         assert_eq!(ok("bytes=-40", 10), (0, 10));
         assert_eq!(
-            parse("bytes=3-5", 10).unwrap().content_range(10),
+            parse(b"bytes=3-5", 10).unwrap().unwrap().content_range(10),
             "bytes 3-5/10"
         );
     }
 
     #[test]
     fn bad_ranges() {
-        let status = |h: &str| match parse(h, 10) {
+        let status = |h: &str| match parse(h.as_bytes(), 10) {
+            Ok(None) => 200,
             Err(ServerError::BadRequest(_)) => 400,
             Err(ServerError::RangeNotSatisfiable { size: 10 }) => 416,
             other => panic!("{h}: {other:?}"),
         };
         assert_eq!(status("bytes=10-"), 416);
-        assert_eq!(status("bytes=0-1,3-4"), 416);
+        assert_eq!(status("bytes=0-1,3-4"), 200);
+        assert_eq!(status("bytes=0-1, 20-30"), 200);
+        assert_eq!(status("items=0-1"), 200);
+        assert_eq!(status("bytes"), 200);
+        assert_eq!(ok("Bytes=2-", 10), (2, 10));
+        assert!(is_single_range(b"bytes=100-"));
+        assert!(!is_single_range(b"bytes=1-2,4-5"));
+        assert!(!is_single_range(b"pages=1-2"));
+        assert!(matches!(parse(b"bytes=\xff", 10), Ok(None)));
         assert_eq!(status("bytes=-0"), 416);
         assert_eq!(status("bytes=5-2"), 400);
-        assert_eq!(status("items=0-1"), 400);
         assert_eq!(status("bytes=a-b"), 400);
         assert_eq!(status("bytes=+1-2"), 400);
         assert_eq!(status("bytes=99999999999999999999999-"), 400);

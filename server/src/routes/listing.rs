@@ -1,5 +1,8 @@
-//! `GET /<hash32>.ls`: the NAR's listing, as `nix nar ls --json -R` prints
-//! it, wrapped in `{"version":1,"root":…}`.
+//! `GET /<hash32>.ls`: the NAR's listing, byte for byte what Nix writes
+//! for it (`write-nar-listing`): `{"version":1,"root":…}` with the root as
+//! `nix nar ls --json -R` prints it. Names and symlink targets that are not
+//! UTF-8 are their raw bytes, as in Nix's own listings: one entry per NAR
+//! entry, never merged by a lossy conversion.
 
 use actix_web::{HttpResponse, web};
 use larder_store::nar::NarPlan;
@@ -14,6 +17,10 @@ pub async fn get(
 ) -> Result<HttpResponse, ServerError> {
     let info = lookup::by_hash_memo(&state, &hash).await?;
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
-    let body = serde_json::json!({ "version": 1, "root": plan.listing() });
-    Ok(HttpResponse::Ok().json(body))
+    let mut body = b"{\"version\":1,\"root\":".to_vec();
+    body.extend_from_slice(&plan.listing_json());
+    body.push(b'}');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }

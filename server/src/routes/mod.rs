@@ -1,6 +1,10 @@
 //! The router, in one place; each endpoint's whole behaviour is in its own
 //! file beside this one (`negotiate` and `html` are the two helpers
 //! several endpoints share).
+//!
+//! Every endpoint is read-only: GET and HEAD. Any other method on a path
+//! that exists gets `405 Method Not Allowed` with `Allow: GET, HEAD` (RFC
+//! 9110 §15.5.6), not a 404 that would say the resource is absent.
 
 mod cache_info;
 mod html;
@@ -14,33 +18,103 @@ mod negotiate;
 mod serve;
 mod status;
 
-use actix_web::{HttpRequest, Route, guard, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, web};
 
 use crate::error::ServerError;
+use crate::metrics::RouteSeries;
+
+/// The methods every endpoint answers, as the `Allow` header lists them.
+pub const ALLOWED_METHODS: &str = "GET, HEAD";
 
 /// Every endpoint answers GET and HEAD alike (actix leaves out HEAD bodies).
 fn read() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
+/// The resource at `path`: `route` for GET and HEAD, 405 for the rest.
+fn endpoint(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Statuses every endpoint may answer with.
+const COMMON: &[u16] = &[200, 404, 405, 500];
+
+const fn series(
+    route: &'static str,
+    statuses: &'static [u16],
+    encodings: &'static [&'static str],
+    streams: bool,
+) -> RouteSeries {
+    RouteSeries {
+        route,
+        statuses,
+        encodings,
+        streams,
+    }
+}
+
+/// The label values of every route's metrics, exported at 0 from startup
+/// (`Metrics::preset`): the patterns below, the streamed bodies' own route
+/// labels, and `unmatched`.
+pub const SERIES: &[RouteSeries] = &[
+    series("/", COMMON, &[], false),
+    series("/nix-cache-info", COMMON, &[], false),
+    series("/health", COMMON, &[], false),
+    series("/version", COMMON, &[], false),
+    series("/metrics", COMMON, &[], false),
+    series("/{hash}.narinfo", &[200, 404, 405, 500, 503], &[], false),
+    series("/{hash}.ls", COMMON, &[], false),
+    series(
+        "/nar/{file}",
+        &[200, 206, 400, 404, 405, 416, 500],
+        &["identity", "zstd"],
+        true,
+    ),
+    series(
+        "/log/{drv}",
+        &[200, 404, 405, 500],
+        &["identity", "bzip2"],
+        true,
+    ),
+    series("/serve/{hash}", &[200, 400, 404, 405, 500], &[], false),
+    series(
+        "/serve/{hash}/{tail:.*}",
+        &[200, 400, 404, 405, 500],
+        &[],
+        true,
+    ),
+    series("unmatched", &[404], &[], false),
+];
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", read().to(landing::get))
-        .route("/nix-cache-info", read().to(cache_info::get))
-        .route("/health", read().to(status::health))
-        .route("/version", read().to(status::version))
-        .route("/metrics", read().to(metrics::get))
-        .route("/{hash}.narinfo", read().to(narinfo::get))
-        .route("/{hash}.ls", read().to(listing::get))
-        .route("/nar/{file}", read().to(nar::get))
-        .route("/log/{drv}", read().to(log::get))
-        .route("/serve/{hash}", read().to(serve::get))
-        .route("/serve/{hash}/{tail:.*}", read().to(serve::get))
+    cfg.service(endpoint("/", read().to(landing::get)))
+        .service(endpoint("/nix-cache-info", read().to(cache_info::get)))
+        .service(endpoint("/health", read().to(status::health)))
+        .service(endpoint("/version", read().to(status::version)))
+        .service(endpoint("/metrics", read().to(metrics::get)))
+        .service(endpoint("/{hash}.narinfo", read().to(narinfo::get)))
+        .service(endpoint("/{hash}.ls", read().to(listing::get)))
+        .service(endpoint("/nar/{file}", read().to(nar::get)))
+        .service(endpoint("/log/{drv}", read().to(log::get)))
+        .service(endpoint("/serve/{hash}", read().to(serve::get)))
+        .service(endpoint("/serve/{hash}/{tail:.*}", read().to(serve::get)))
         .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ServerError> {
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
     Err(ServerError::NotFound(format!(
         "no route for {}",
         req.path()
     )))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, ALLOWED_METHODS))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body("Method Not Allowed\n")
 }

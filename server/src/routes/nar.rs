@@ -1,16 +1,42 @@
-//! `GET|HEAD /nar/<narhash52>.nar?hash=<hash32>`, the nix-serve form
-//! `/nar/<hash32>-<narhash52>.nar`, and `.nar.zst` for narinfo-level zstd.
+//! `GET|HEAD /nar/…`: a NAR, by every URL form Nix binary caches have
+//! used, so a narinfo a client cached from another server still works:
+//!
+//! - `/nar/<narhash52>.nar?hash=<hash32>`: larder's and harmonia's form;
+//! - `/nar/<hash32>-<narhash52>.nar`: nix-serve's and nix-serve-ng's;
+//! - `/nar/<hash32>.nar`: nix-serve's oldest, with no NAR hash in it;
+//! - each with `.nar.zst` for narinfo-level zstd.
 //!
 //! Everything that can fail is decided before the headers: the path is
-//! valid in the DB, the URL's NAR hash is the DB's, and the walk of the
-//! files succeeded and gives the DB's NAR size. Only then do the headers go
-//! out (`Content-Length` = NAR size for identity), and the body streams; a
-//! failure after that aborts the connection (see `body.rs`).
+//! valid in the DB, the URL's NAR hash (when it has one) is the DB's, and
+//! the walk of the files succeeded and gives the DB's NAR size. Only then
+//! do the headers go out, and the body streams; a failure after that
+//! aborts the connection (see `body.rs`).
+//!
+//! Ranges (Nix resumes a cut download with `Range`, but only after a
+//! response that said `Accept-Ranges: bytes` and had no
+//! `Content-Encoding`):
+//! - a `.nar` is served by seeking in the plan: `Accept-Ranges: bytes`;
+//! - a `.nar.zst` in the compressed-NAR cache is a complete file:
+//!   `Accept-Ranges: bytes`, ranges honoured;
+//! - a `.nar.zst` compressed on the fly has no length or offsets yet:
+//!   `Accept-Ranges: none`, and a `Range` is ignored (200, whole body), as
+//!   RFC 9110 §14.2 allows. With `cache-dir` set, a single-range request
+//!   for an uncached `.nar.zst` first compresses the whole NAR into the
+//!   cache and then serves the range from the file. A resumed download
+//!   gets the same bytes whenever the compression mode is the same: NARs
+//!   under 4 MiB are always single-threaded; larger ones are filled
+//!   multi-threaded, as `compress.rs` compresses them unless it is at its
+//!   limit of multi-threaded streams, and zstd's multi-threaded output does
+//!   not depend on the number of workers (`zstd -1 -T1`, `-T2`, `-T4` gave
+//!   identical files for 27 MB; `--single-thread` a different one). A
+//!   mismatch cannot go unnoticed: Nix checks the NAR hash of what it
+//!   decompressed.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use actix_web::body::BoxBody;
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use futures_util::StreamExt;
 use larder_store::Sha256Hash;
@@ -23,16 +49,20 @@ use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, s
 use crate::error::ServerError;
 use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
-use crate::nar::range;
+use crate::nar::range::{self, ByteRange};
 use crate::state::AppState;
 
 const ROUTE: &str = "/nar/{file}";
 const NAR_TYPE: &str = "application/x-nix-nar";
+/// Below this NAR size the on-the-fly compressor is single-threaded
+/// (`nar/compress.rs`); a fill before serving makes the same choice.
+const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
 
 /// What a NAR URL names.
 #[derive(Debug, PartialEq, Eq)]
 struct NarUrl {
-    nar_hash: Sha256Hash,
+    /// Absent in nix-serve's oldest form, `/nar/<hash32>.nar`.
+    nar_hash: Option<Sha256Hash>,
     path_hash: Option<String>,
     zstd: bool,
 }
@@ -42,14 +72,17 @@ fn parse_file(file: &str) -> Option<NarUrl> {
         Some(stem) => (stem, true),
         None => (file.strip_suffix(".nar")?, false),
     };
-    let (path_hash, nar_hash) = match stem.split_once('-') {
-        Some((path, nar)) => (Some(path.to_owned()), nar),
-        None => (None, stem),
+    let nar_hash = |s: &str| -> Option<Sha256Hash> {
+        if s.len() != 52 {
+            return None;
+        }
+        format!("sha256:{s}").parse().ok()
     };
-    if nar_hash.len() != 52 {
-        return None;
-    }
-    let nar_hash = format!("sha256:{nar_hash}").parse().ok()?;
+    let (path_hash, nar_hash) = match stem.split_once('-') {
+        Some((path, nar)) => (Some(path.to_owned()), Some(nar_hash(nar)?)),
+        None if stem.len() == 32 => (Some(stem.to_owned()), None),
+        None => (None, Some(nar_hash(stem)?)),
+    };
     Some(NarUrl {
         nar_hash,
         path_hash,
@@ -72,27 +105,115 @@ pub async fn get(
     let url = parse_file(&file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(&state, &url, req.query_string()).await?;
-    // Ranges are on identity NARs only; a `.nar.zst` is always whole.
-    let range = match req.headers().get(header::RANGE) {
-        Some(value) if !url.zstd => Some(
-            value
-                .to_str()
-                .map_err(|_| ServerError::BadRequest("non-ASCII Range header".to_owned()))?
-                .to_owned(),
-        ),
-        _ => None,
-    };
-    let zstd = url.zstd || (range.is_none() && accepts(&req, "zstd"));
-    let mut builder = headers(url.zstd, zstd);
     let head = req.method() == actix_web::http::Method::HEAD;
+    let range_header = req.headers().get(header::RANGE).map(|v| v.as_bytes());
     let cache_key = format!(
         "{}-zstd{}",
         info.nar_hash.to_nix32(),
         state.config.zstd_level
     );
+    if url.zstd {
+        return zst_file(&state, &info, &cache_key, head, range_header).await;
+    }
+    let range = match range_header {
+        Some(h) => range::parse(h, info.nar_size)?,
+        None => None,
+    };
+    let zstd = range.is_none() && accepts(&req, "zstd");
+    let mut builder = nar_headers(zstd);
     if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
+    let plan = checked_plan(&state, &info).await?;
+    let response = Response {
+        state: &state,
+        plan: &plan,
+        head,
+    };
+    if zstd {
+        return response.zstd(builder, &cache_key);
+    }
+    let size = plan.nar_size();
+    let Some(range) = range else {
+        return response.identity(builder, 0, size);
+    };
+    builder
+        .status(StatusCode::PARTIAL_CONTENT)
+        .insert_header((header::CONTENT_RANGE, range.content_range(size)));
+    response.identity(builder, range.start, range.end)
+}
+
+/// A `.nar.zst`: the cached file if there is one (ranges honoured), else
+/// compressed on the fly (no ranges), unless a range asks for a fill first.
+async fn zst_file(
+    state: &AppState,
+    info: &PathInfo,
+    key: &str,
+    head: bool,
+    range_header: Option<&[u8]>,
+) -> Result<HttpResponse, ServerError> {
+    if let Some(response) = cached_zst(state, key, head, range_header).await? {
+        return Ok(response);
+    }
+    if let (Some(cache), Some(h)) = (&state.nar_cache, range_header)
+        && range::is_single_range(h)
+    {
+        match fill_first(state, cache.clone(), info, key).await {
+            Ok(()) => {
+                if let Some(response) = cached_zst(state, key, head, range_header).await? {
+                    return Ok(response);
+                }
+            }
+            // The whole body then, which a client may still use.
+            Err(e @ ServerError::Compression(_)) => {
+                tracing::warn!(error = %e, "cannot fill the NAR cache for a range");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let plan = checked_plan(state, info).await?;
+    let mut builder = HttpResponse::Ok();
+    builder
+        .content_type("application/zstd")
+        .insert_header((header::ACCEPT_RANGES, "none"));
+    Response {
+        state,
+        plan: &plan,
+        head,
+    }
+    .zstd(builder, key)
+}
+
+/// The cached `.nar.zst` as a static file: `Accept-Ranges: bytes`, and the
+/// requested range (206) or the whole file.
+async fn cached_zst(
+    state: &AppState,
+    key: &str,
+    head: bool,
+    range_header: Option<&[u8]>,
+) -> Result<Option<HttpResponse>, ServerError> {
+    let Some((file, len)) = cache_lookup(state, key).await? else {
+        return Ok(None);
+    };
+    let range = match range_header {
+        Some(h) => range::parse(h, len)?,
+        None => None,
+    };
+    let mut builder = HttpResponse::Ok();
+    builder
+        .content_type("application/zstd")
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(range) = range {
+        builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .insert_header((header::CONTENT_RANGE, range.content_range(len)));
+    }
+    let body = file_body(state, file, len, range, head)?;
+    Ok(Some(respond(builder, body)))
+}
+
+/// Walk the path (or take its recent plan) and check it against the DB.
+async fn checked_plan(state: &AppState, info: &PathInfo) -> Result<NarPlan, ServerError> {
     let plan = match state.plan_cache.get(&info.path, &info.nar_hash) {
         Some(plan) => plan,
         None => NarPlan::walk_async(state.location.real_path(&info.path)).await?,
@@ -108,23 +229,35 @@ pub async fn get(
         });
     }
     state.plan_cache.put(&info.path, &info.nar_hash, &plan);
-    let response = Response {
-        state: &state,
-        plan: &plan,
-        head,
+    Ok(plan)
+}
+
+/// Compress the whole NAR into the cache before answering (see the module
+/// doc); zstd errors come as [`ServerError::Compression`].
+async fn fill_first(
+    state: &AppState,
+    cache: Arc<crate::nar::nar_cache::NarCache>,
+    info: &PathInfo,
+    key: &str,
+) -> Result<(), ServerError> {
+    let plan = checked_plan(state, info).await?;
+    let mut stream: NarStream = plan.stream(0)?;
+    let settings = ZstdSettings::from_config(&state.config);
+    let threads = if plan.nar_size() >= MULTITHREAD_FROM {
+        settings.threads
+    } else {
+        0
     };
-    if zstd {
-        return response.zstd(builder, &cache_key);
-    }
-    let size = plan.nar_size();
-    let Some(range) = range else {
-        return response.identity(builder, 0, size);
-    };
-    let range = range::parse(&range, size)?;
-    builder
-        .status(actix_web::http::StatusCode::PARTIAL_CONTENT)
-        .insert_header((header::CONTENT_RANGE, range.content_range(size)));
-    response.identity(builder, range.start, range.end)
+    let handle = tokio::runtime::Handle::current();
+    let key = key.to_owned();
+    web::block(move || {
+        let chunks = std::iter::from_fn(|| handle.block_on(stream.next()))
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        cache.fill_with(&key, chunks, settings.level, threads)
+    })
+    .await
+    .map_err(|e| ServerError::Internal(e.to_string()))?
+    .map_err(ServerError::Compression)
 }
 
 /// The valid path the URL names, whose NAR hash is the URL's.
@@ -139,23 +272,21 @@ async fn checked_info(
         .or_else(|| query_hash(query))
         .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
     let info = lookup::by_hash(state, &path_hash).await?;
-    if info.nar_hash != url.nar_hash {
+    if let Some(nar_hash) = &url.nar_hash
+        && info.nar_hash != *nar_hash
+    {
         return Err(ServerError::NotFound(format!(
-            "{} has NAR hash {}, not {}",
-            info.path, info.nar_hash, url.nar_hash
+            "{} has NAR hash {}, not {nar_hash}",
+            info.path, info.nar_hash
         )));
     }
     Ok(info)
 }
 
-/// A `.nar.zst` is a zstd file; a `.nar` is a NAR, maybe zstd-encoded for
-/// this client, and varies with `Accept-Encoding`.
-fn headers(zst_file: bool, zstd: bool) -> HttpResponseBuilder {
+/// A `.nar`: a NAR, maybe zstd-encoded for this client, varying with
+/// `Accept-Encoding`; ranges are on the identity encoding.
+fn nar_headers(zstd: bool) -> HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
-    if zst_file {
-        builder.content_type("application/zstd");
-        return builder;
-    }
     builder
         .content_type(NAR_TYPE)
         .insert_header((header::VARY, "Accept-Encoding"))
@@ -166,20 +297,44 @@ fn headers(zst_file: bool, zstd: bool) -> HttpResponseBuilder {
     builder
 }
 
-/// The compressed NAR from the cache, if it is there: a static file.
-async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
+/// The cached compressed NAR for `key`, opened, with its size.
+async fn cache_lookup(
+    state: &AppState,
+    key: &str,
+) -> Result<Option<(std::fs::File, u64)>, ServerError> {
     let Some(cache) = state.nar_cache.clone() else {
         return Ok(None);
     };
     let key = key.to_owned();
-    let found = web::block(move || cache.get(&key))
+    web::block(move || cache.get(&key))
         .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
-    let Some((file, len)) = found else {
-        return Ok(None);
-    };
+        .map_err(|e| ServerError::Internal(e.to_string()))
+}
+
+/// The whole compressed NAR from the cache as a body, if it is there.
+async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
+    match cache_lookup(state, key).await? {
+        Some((file, len)) => file_body(state, file, len, None, head).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `file` (of `len` bytes) or its `range` as a metered body.
+fn file_body(
+    state: &AppState,
+    mut file: std::fs::File,
+    len: u64,
+    range: Option<ByteRange>,
+    head: bool,
+) -> Result<BoxBody, ServerError> {
     let metrics = state.metrics.clone();
-    reader_body(head, file, Some(len), metrics, ROUTE, "zstd").map(Some)
+    let Some(range) = range else {
+        return reader_body(head, file, Some(len), metrics, ROUTE, "zstd");
+    };
+    file.seek(SeekFrom::Start(range.start))
+        .map_err(ServerError::io("seeking in a cached NAR"))?;
+    let part = file.take(range.len());
+    reader_body(head, part, Some(range.len()), metrics, ROUTE, "zstd")
 }
 
 /// The body of a checked NAR response.
@@ -247,6 +402,7 @@ mod tests {
     fn both_url_forms() {
         let plain = parse_file(&format!("{NAR}.nar")).unwrap();
         assert_eq!(plain.path_hash, None);
+        assert!(plain.nar_hash.is_some());
         assert!(!plain.zstd);
         let serve = parse_file(&format!("8y7yr95drh588a264899m27vi59a9f4q-{NAR}.nar.zst")).unwrap();
         assert_eq!(
@@ -255,6 +411,18 @@ mod tests {
         );
         assert!(serve.zstd);
         assert_eq!(serve.nar_hash, plain.nar_hash);
+        let oldest = parse_file("8y7yr95drh588a264899m27vi59a9f4q.nar").unwrap();
+        assert_eq!(
+            oldest.path_hash.as_deref(),
+            Some("8y7yr95drh588a264899m27vi59a9f4q")
+        );
+        assert_eq!(oldest.nar_hash, None);
+        assert!(
+            parse_file("8y7yr95drh588a264899m27vi59a9f4q.nar.zst")
+                .unwrap()
+                .zstd
+        );
+        assert!(parse_file("8y7yr95drh588a264899m27vi59a9f4q-short.nar").is_none());
         assert!(parse_file(&format!("{NAR}.nar.bz2")).is_none());
         assert!(parse_file("abc.nar").is_none());
         assert!(parse_file(&format!("{}.nar", "e".repeat(52))).is_none());

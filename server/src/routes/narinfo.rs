@@ -1,5 +1,6 @@
 //! `GET|HEAD /<hash32>.narinfo` (and `?json`): a path's metadata from the
-//! store DB, with the URL its NAR is served at.
+//! store DB, with the URL its NAR is served at. `?json` is `nix path-info
+//! --json`'s element for the path, `signatures` included.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::db::PathInfo;
@@ -16,8 +17,13 @@ pub async fn get(
     hash: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
     let info = lookup::by_hash_memo(&state, &hash).await?;
+    // Both shapes carry the same signatures (the DB's and the signer's),
+    // and fail the same way while the signer is down.
+    let sigs = signing::signatures(&state, &info).await?;
     if req.query_string().split('&').any(|q| q == "json") {
-        return Ok(HttpResponse::Ok().json(info.nix_json(state.location.store_dir())));
+        let mut json = info.nix_json(state.location.store_dir());
+        json.sigs = sigs;
+        return Ok(HttpResponse::Ok().json(json));
     }
     let narinfo = NarInfo {
         store_dir: state.location.store_dir().to_owned(),
@@ -30,7 +36,7 @@ pub async fn get(
         nar_size: info.nar_size,
         references: info.references.clone(),
         deriver: info.deriver.clone(),
-        sigs: signing::signatures(&state, &info).await?,
+        sigs,
         ca: info.ca.clone(),
     };
     Ok(HttpResponse::Ok()

@@ -6,13 +6,23 @@
 //! when it is relative and stays inside the same store path (its `..`s may
 //! not climb above the store path's root). Absolute symlinks are refused:
 //! they point outside the store path even when they point into the store.
+//!
+//! Names are bytes: a directory listing links each entry by its raw name,
+//! percent-encoded byte by byte, so a name that is not UTF-8 gets a link
+//! that resolves to it (and two such names never share one).
+//!
+//! Whatever a store path holds is served in the cache's own origin, so
+//! every answer carries [`CONTENT_SECURITY_POLICY`] (a sandbox: no script,
+//! no same-origin access, nothing loaded) and `X-Content-Type-Options:
+//! nosniff`: a pushed `.html` with a script is shown, never run.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 
 use super::html::html_escape;
 use crate::body::{reader_body, respond};
@@ -20,13 +30,30 @@ use crate::error::ServerError;
 use crate::lookup;
 use crate::state::AppState;
 
-const ROUTE: &str = "/serve/{hash}/{tail}";
+/// The route pattern, as the request metrics label it.
+const ROUTE: &str = "/serve/{hash}/{tail:.*}";
 /// As many symlinks as Linux follows in one lookup.
 const MAX_SYMLINKS: usize = 40;
+/// What a `/serve` answer may do in a browser: nothing but be shown.
+/// `sandbox` gives the document a unique opaque origin with scripts, forms
+/// and popups off; `default-src 'none'` loads nothing else, while inline
+/// styles and images from the same response stay allowed.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'";
 
 enum Target {
     File(File, u64, PathBuf),
-    Directory(Vec<String>),
+    /// Entry names as raw bytes, sorted.
+    Directory(Vec<Vec<u8>>),
+}
+
+/// A 200 with the headers every `/serve` answer carries.
+fn confined() -> HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    builder
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    builder
 }
 
 pub async fn get(
@@ -52,11 +79,11 @@ pub async fn get(
             let head = req.method() == actix_web::http::Method::HEAD;
             let metrics = state.metrics.clone();
             let body = reader_body(head, file, Some(len), metrics, ROUTE, "identity")?;
-            let mut builder = HttpResponse::Ok();
+            let mut builder = confined();
             builder.content_type(content_type(&path));
             respond(builder, body)
         }
-        Target::Directory(entries) => HttpResponse::Ok()
+        Target::Directory(entries) => confined()
             .content_type("text/html; charset=utf-8")
             .body(listing(req.path(), &entries)),
     })
@@ -134,8 +161,8 @@ fn resolve(root: &Path, tail: Vec<OsString>) -> Result<Target, ServerError> {
 fn open_target(path: PathBuf) -> std::io::Result<Target> {
     let meta = std::fs::symlink_metadata(&path)?;
     if meta.is_dir() {
-        let mut entries: Vec<String> = std::fs::read_dir(&path)?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        let mut entries: Vec<Vec<u8>> = std::fs::read_dir(&path)?
+            .map(|e| e.map(|e| e.file_name().into_vec()))
             .collect::<Result<_, _>>()?;
         entries.sort();
         return Ok(Target::Directory(entries));
@@ -147,15 +174,18 @@ fn open_target(path: PathBuf) -> std::io::Result<Target> {
     Ok(Target::File(file, meta.len(), path))
 }
 
-fn listing(url_path: &str, entries: &[String]) -> String {
+/// The listing of a directory: one link per entry, its href the raw name
+/// percent-encoded byte by byte (what [`components`] decodes back), its
+/// text the name shown lossily.
+fn listing(url_path: &str, entries: &[Vec<u8>]) -> String {
     let base = html_escape(url_path.trim_end_matches('/'));
     let items: String = entries
         .iter()
         .map(|e| {
-            let href = percent_encoding::utf8_percent_encode(e, percent_encoding::NON_ALPHANUMERIC);
+            let href = percent_encoding::percent_encode(e, percent_encoding::NON_ALPHANUMERIC);
             format!(
                 "<li><a href=\"{base}/{href}\">{}</a></li>\n",
-                html_escape(e)
+                html_escape(&String::from_utf8_lossy(e))
             )
         })
         .collect();
@@ -183,6 +213,20 @@ fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_links_round_trip_raw_names() {
+        let names = vec![b"a\xfe".to_vec(), b"a\xff".to_vec(), b"<b> &.html".to_vec()];
+        let html = listing("/serve/x/dir/", &names);
+        assert!(html.contains("href=\"/serve/x/dir/a%FE\""), "{html}");
+        assert!(html.contains("href=\"/serve/x/dir/a%FF\""), "{html}");
+        assert!(html.contains("&lt;b&gt; &amp;.html</a>"), "{html}");
+        for name in &names {
+            let href = percent_encoding::percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            let back = components(&format!("/{href}")).unwrap();
+            assert_eq!(back, vec![OsString::from_vec(name.clone())]);
+        }
+    }
 
     #[test]
     fn url_components_refuse_parent_dirs_however_encoded() {
@@ -216,7 +260,7 @@ mod tests {
         let get = |p: &str| resolve(&root, components(p).unwrap());
         assert!(matches!(get("/inside"), Ok(Target::File(_, 1, _))));
         assert!(matches!(get("/roundabout"), Ok(Target::File(_, 1, _))));
-        assert!(matches!(get("/sub"), Ok(Target::Directory(e)) if e == ["file"]));
+        assert!(matches!(get("/sub"), Ok(Target::Directory(e)) if e == [b"file"]));
         for bad in ["/up", "/absolute", "/loop", "/missing"] {
             assert!(matches!(get(bad), Err(ServerError::NotFound(_))), "{bad}");
         }
