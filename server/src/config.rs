@@ -256,7 +256,11 @@ impl Settings {
             ));
         }
         if !(1..=256).contains(&self.db_threads) {
-            return Err(invalid("db-threads", self.db_threads, "use 1 to 256 threads"));
+            return Err(invalid(
+                "db-threads",
+                self.db_threads,
+                "use 1 to 256 threads",
+            ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };

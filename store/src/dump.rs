@@ -11,12 +11,12 @@
 //! saw is an error, never a silently corrupt NAR.
 
 use std::fs;
+use std::future::Future;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::future::Future;
 use std::task::{Context, Poll};
 
 use std::sync::OnceLock;
@@ -209,10 +209,13 @@ impl Stream for NarStream {
         let this = &mut *self;
         loop {
             let job = match &mut this.state {
-                ReadState::Done if this.remaining > 0 => return Poll::Ready(Some(Err(this.incomplete()))),
+                ReadState::Done if this.remaining > 0 => {
+                    return Poll::Ready(Some(Err(this.incomplete())));
+                }
                 ReadState::Done => return Poll::Ready(None),
                 ReadState::Idle(_) => {
-                    let ReadState::Idle(reader) = std::mem::replace(&mut this.state, ReadState::Done)
+                    let ReadState::Idle(reader) =
+                        std::mem::replace(&mut this.state, ReadState::Done)
                     else {
                         unreachable!()
                     };

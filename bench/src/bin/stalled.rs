@@ -55,7 +55,9 @@ fn main() -> Result<(), Error> {
         .to_owned();
     let nar_target = format!("/{url}");
     println!("binary: {}", binary.display());
-    println!("| scenario | narinfo p50 | p99 | max | timeouts (5 s) | server threads | server RSS |");
+    println!(
+        "| scenario | narinfo p50 | p99 | max | timeouts (5 s) | server threads | server RSS |"
+    );
     println!("|---|---|---|---|---|---|---|");
     measure(&mut client, &narinfo, server.id(), "idle")?;
     let mut stalled = Vec::new();
@@ -80,7 +82,8 @@ fn main() -> Result<(), Error> {
     let mut idle = Vec::new();
     for _ in 0..10_000 {
         let mut c = Client::connect(addr)?;
-        c.get("/nix-cache-info")?.ok_or("nix-cache-info timed out")?;
+        c.get("/nix-cache-info")?
+            .ok_or("nix-cache-info timed out")?;
         idle.push(c);
     }
     let mut client = Client::connect(addr)?;
@@ -117,7 +120,9 @@ fn check_nofile(want: u64) -> Result<(), Error> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if soft < want {
-        return Err(format!("open-file limit {soft} < {want}: run `ulimit -n {want}` first").into());
+        return Err(
+            format!("open-file limit {soft} < {want}: run `ulimit -n {want}` first").into(),
+        );
     }
     Ok(())
 }
@@ -198,7 +203,12 @@ fn stall(
         stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 *headless += 1;
                 continue;
             }
@@ -232,7 +242,12 @@ impl Client {
     fn get(&mut self, target: &str) -> Result<Option<String>, Error> {
         match self.try_get(target) {
             Ok(body) => Ok(Some(body)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 *self = Client::connect(self.addr)?;
                 Ok(None)
             }
@@ -284,7 +299,9 @@ fn measure(client: &mut Client, narinfo: &str, pid: u32, scenario: &str) -> Resu
     let pick = |q: f64| {
         times
             .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
-            .map_or("-".to_owned(), |t| format!("{:.2} ms", t.as_secs_f64() * 1e3))
+            .map_or("-".to_owned(), |t| {
+                format!("{:.2} ms", t.as_secs_f64() * 1e3)
+            })
     };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| {
