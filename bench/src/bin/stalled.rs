@@ -25,6 +25,8 @@ use larder_bench::Error;
 const NARINFO_REQUESTS: usize = 400;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const BIG_FILE_MIB: usize = 24;
+/// Time for the server to send what the stalled clients accept, before measuring.
+const SETTLE: Duration = Duration::from_secs(5);
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,7 +70,7 @@ fn main() -> Result<(), Error> {
         if headless > 0 {
             println!("({headless} of the {target} NAR GETs got no headers within 5 s)");
         }
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(SETTLE);
         let mut client = Client::connect(addr)?;
         measure(
             &mut client,
@@ -78,7 +80,7 @@ fn main() -> Result<(), Error> {
         )?;
     }
     drop(stalled);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(SETTLE);
     let mut idle = Vec::new();
     for _ in 0..10_000 {
         let mut c = Client::connect(addr)?;
