@@ -208,6 +208,17 @@ impl<S> ZstdStream<S> {
     }
 }
 
+impl<S> Drop for ZstdStream<S> {
+    /// A download that ends early leaves an encoder (whose zstd workers are
+    /// joined when it is freed) and an unfinished cache file (deleted): not
+    /// work for the reactor.
+    fn drop(&mut self) {
+        if let State::Idle(compressor) = std::mem::replace(&mut self.state, State::Done) {
+            drop(Self::pool().run(move || drop(compressor)));
+        }
+    }
+}
+
 fn lost(e: larder_store::blocking_pool::PoolStopped) -> ServerError {
     ServerError::Internal(format!("compressing a NAR: {e}"))
 }
