@@ -1,10 +1,12 @@
-//! Streamed response bodies: metering, and reading blocking sources.
+//! Streamed response bodies: metering, and reading blocking sources on
+//! demand.
 //!
 //! A body stream that yields an error makes actix drop the connection
 //! without finishing the body (no terminating chunk, or fewer bytes than
 //! `Content-Length`), so the client sees a failed download, never a clean
 //! short one. That is how a mid-stream failure is reported.
 
+use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,8 +17,7 @@ use actix_web::body::{BodyStream, BoxBody, MessageBody, SizedStream};
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use larder_store::blocking_pool::PoolTask;
 
 use crate::error::ServerError;
 use crate::metrics::Metrics;
@@ -124,34 +125,73 @@ impl<S> Drop for MeteredStream<S> {
     }
 }
 
-/// Stream `reader`, read on a blocking thread in large chunks, so no file
-/// is read on the reactor.
-pub fn blocking_read_stream<R>(mut reader: R) -> ReceiverStream<BodyItem>
+/// `reader` as a stream of chunks of up to 256 KiB, each read by one job on
+/// the file-read pool ([`larder_store::dump::read_pool`]) when the chunk
+/// before it is taken (one chunk of read-ahead), so no file is read on the
+/// reactor and a client that stops reading holds no thread.
+pub fn blocking_read_stream<R>(reader: R) -> ReadStream<R>
 where
     R: Read + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
-        loop {
-            // `read_to_end` fills a fresh Vec's spare capacity without
-            // zeroing it first (files read straight into it); zero-filling
-            // every chunk was 6% of CPU serving cached NARs (bench/).
-            let mut chunk = Vec::with_capacity(READ_CHUNK);
-            let item = match (&mut reader)
-                .take(READ_CHUNK as u64)
-                .read_to_end(&mut chunk)
-            {
-                Ok(0) => return,
-                Ok(_) => Ok(Bytes::from(chunk)),
-                Err(e) => Err(ServerError::io("reading a streamed body")(e)),
+    ReadStream {
+        state: ReadState::Idle(Box::new(reader)),
+    }
+}
+
+/// See [`blocking_read_stream`].
+pub struct ReadStream<R> {
+    state: ReadState<R>,
+}
+
+type ReadJob<R> = PoolTask<(Box<R>, std::io::Result<Vec<u8>>)>;
+
+enum ReadState<R> {
+    Idle(Box<R>),
+    Reading(ReadJob<R>),
+    Done,
+}
+
+fn read_next<R: Read + Send + 'static>(mut reader: Box<R>) -> ReadJob<R> {
+    larder_store::dump::read_pool().run(move || {
+        // `read_to_end` fills a fresh Vec's spare capacity without
+        // zeroing it first (files read straight into it); zero-filling
+        // every chunk was 6% of CPU serving cached NARs (bench/).
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        let read = (&mut *reader)
+            .take(READ_CHUNK as u64)
+            .read_to_end(&mut chunk)
+            .map(|_| chunk);
+        (reader, read)
+    })
+}
+
+impl<R: Read + Send + 'static> Stream for ReadStream<R> {
+    type Item = BodyItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
+        let this = &mut *self;
+        if matches!(this.state, ReadState::Idle(_)) {
+            let ReadState::Idle(reader) = std::mem::replace(&mut this.state, ReadState::Done)
+            else {
+                unreachable!()
             };
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return;
-            }
+            this.state = ReadState::Reading(read_next(reader));
         }
-    });
-    ReceiverStream::new(rx)
+        let ReadState::Reading(job) = &mut this.state else {
+            return Poll::Ready(None);
+        };
+        let result = std::task::ready!(Pin::new(job).poll(cx));
+        this.state = ReadState::Done;
+        Poll::Ready(match result {
+            Ok((_, Ok(chunk))) if chunk.is_empty() => None,
+            Ok((reader, Ok(chunk))) => {
+                this.state = ReadState::Reading(read_next(reader));
+                Some(Ok(Bytes::from(chunk)))
+            }
+            Ok((_, Err(e))) => Some(Err(ServerError::io("reading a streamed body")(e))),
+            Err(e) => Some(Err(ServerError::Internal(e.to_string()))),
+        })
+    }
 }
 
 /// A body of known length (`Content-Length`). For HEAD the stream is never

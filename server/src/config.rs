@@ -132,6 +132,15 @@ pub struct Settings {
     /// Seconds running downloads get to finish on SIGTERM/SIGINT (0 = none: cut them).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shutdown_timeout_secs: u64,
+    /// Seconds a download may make no progress (the client accepts no bytes) before it is disconnected; 0 = never.
+    #[arg(long, default_value_t = 60)]
+    pub send_timeout_secs: u64,
+    /// Threads reading files for downloads (one 256 KiB chunk per job, only while the client reads), 1 to 1024.
+    #[arg(long, default_value_t = 16)]
+    pub read_threads: usize,
+    /// Threads answering store-DB lookups, apart from file reads, 1 to 256.
+    #[arg(long, default_value_t = 4)]
+    pub db_threads: usize,
     /// Directory of the compressed-NAR cache (zstd NARs kept for the next download); none if unset.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -187,6 +196,10 @@ pub struct Config {
     pub keep_alive_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
+    /// 0 = never.
+    pub send_timeout_secs: u64,
+    pub read_threads: usize,
+    pub db_threads: usize,
     pub cache_dir: Option<PathBuf>,
     pub cache_size_mib: u64,
     pub path_info_ttl_ms: u64,
@@ -267,6 +280,20 @@ impl Settings {
                     .ok_or_else(|| invalid("signature-cache-entries", 0, "use at least 1"))?,
             }),
         };
+        if !(1..=1024).contains(&self.read_threads) {
+            return Err(invalid(
+                "read-threads",
+                self.read_threads,
+                "use 1 to 1024 threads",
+            ));
+        }
+        if !(1..=256).contains(&self.db_threads) {
+            return Err(invalid(
+                "db-threads",
+                self.db_threads,
+                "use 1 to 256 threads",
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let or_cores = |n: usize| if n == 0 { cores } else { n };
         let mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
@@ -303,6 +330,9 @@ impl Settings {
             keep_alive_secs: self.keep_alive_secs,
             request_timeout_secs: self.request_timeout_secs,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
+            send_timeout_secs: self.send_timeout_secs,
+            read_threads: self.read_threads,
+            db_threads: self.db_threads,
             cache_dir: self.cache_dir,
             cache_size_mib: self.cache_size_mib,
             path_info_ttl_ms: self.path_info_ttl_ms,

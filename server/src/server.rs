@@ -7,7 +7,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
 use crate::listen::socket::{self, Listener};
-use crate::listen::{systemd, tls};
+use crate::listen::{connection, systemd, tls};
 use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
@@ -20,6 +20,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = web::Data::new(app_state(&config)?);
     ignore_hangups();
     state.metrics.preset(routes::SERIES);
+    let send_timeout =
+        (config.send_timeout_secs > 0).then(|| Duration::from_secs(config.send_timeout_secs));
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -32,12 +34,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .keep_alive(Duration::from_secs(config.keep_alive_secs))
     .client_request_timeout(Duration::from_secs(config.request_timeout_secs))
     .shutdown_timeout(config.shutdown_timeout_secs)
-    .on_connect(|conn, _| {
-        // Small responses (narinfo) must not wait for Nagle.
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    });
+    .on_connect(move |conn, _| connection::configure(conn, send_timeout));
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larder_store::StoreLocation;
-use larder_store::db::{DbError, StoreDb};
+use larder_store::db::{DbError, StoreDb, StoreDbOptions};
 use thiserror::Error;
 
 use crate::config::{self, Config};
@@ -53,7 +53,11 @@ pub enum StartupError {
 
 fn open_store(config: &Config) -> Result<(StoreLocation, StoreDb), StartupError> {
     let location = StoreLocation::with_store_dir(&config.store_root, &config.store_dir);
-    let db = StoreDb::open(&location).map_err(|source| StartupError::Store {
+    let options = StoreDbOptions {
+        threads: config.db_threads,
+        ..StoreDbOptions::default()
+    };
+    let db = StoreDb::open_with(&location, options).map_err(|source| StartupError::Store {
         root: config.store_root.display().to_string(),
         source,
     })?;
@@ -161,6 +165,10 @@ fn writable(dir: &Path) -> bool {
 /// Check ([`check`], the same code `--check-config` runs), then open the
 /// store and the caches.
 pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
+    // Before any file is read: the pool is sized once per process.
+    if !larder_store::dump::set_read_threads(config.read_threads) {
+        tracing::warn!("the file-read pool was already in use; read-threads not applied");
+    }
     check(config)?;
     let (location, db) = open_store(config)?;
     let metrics = Arc::new(Metrics::new()?);

@@ -4,10 +4,12 @@
 //! opened `SQLITE_OPEN_READ_ONLY` (never `immutable=1`) with a busy timeout,
 //! and a lookup that reads a row and its references does so in one read
 //! transaction. Connections live in a small pool: a query checks one out,
-//! runs its cached prepared statements, and puts it back, so each blocking
-//! worker thread effectively has its own. The async methods run the query
-//! on [`tokio::task::spawn_blocking`], never on the reactor; the
-//! `*_blocking` variants are for threads that may block.
+//! runs its cached prepared statements, and puts it back, so each DB
+//! thread effectively has its own. The async methods run the query on the
+//! DB's own [`BlockingPool`] (`threads` of [`StoreDbOptions`]), never on the
+//! reactor and never on tokio's shared blocking pool, so lookups cannot
+//! queue behind file reads or anything else that blocks; the `*_blocking`
+//! variants are for threads that may block.
 //!
 //! Rows are checked, not trusted: a path, hash or reference that does not
 //! parse, or a NULL `narSize`, is a [`DbError::Corrupt`] naming the row.
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::blocking_pool::BlockingPool;
 use crate::location::StoreLocation;
 use crate::path::{StorePath, StorePathHash};
 pub use error::DbError;
@@ -33,7 +36,8 @@ pub use pathinfo::{NixPathInfoJson, PathInfo};
 use query::QueryError;
 pub use schema::SCHEMA_VERSION;
 
-/// How [`StoreDb`] uses SQLite; [`Default`] is 5 s and 16 connections.
+/// How [`StoreDb`] uses SQLite; [`Default`] is 5 s, 16 connections and
+/// [`StoreDbOptions::DEFAULT_THREADS`] threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDbOptions {
     /// How long a query waits for a lock Nix holds before failing.
@@ -41,6 +45,14 @@ pub struct StoreDbOptions {
     /// Idle connections kept for reuse; more are opened under load and
     /// closed when returned to a full pool.
     pub max_idle_connections: usize,
+    /// Threads that run the async methods' queries (at least 1).
+    pub threads: usize,
+}
+
+impl StoreDbOptions {
+    /// Default DB threads: a lookup takes tens of microseconds, so a few
+    /// threads answer thousands of lookups a second.
+    pub const DEFAULT_THREADS: usize = 4;
 }
 
 impl Default for StoreDbOptions {
@@ -48,6 +60,7 @@ impl Default for StoreDbOptions {
         StoreDbOptions {
             busy_timeout: Duration::from_secs(5),
             max_idle_connections: 16,
+            threads: StoreDbOptions::DEFAULT_THREADS,
         }
     }
 }
@@ -63,6 +76,8 @@ struct Inner {
     db_path: PathBuf,
     options: StoreDbOptions,
     idle: Mutex<Vec<Connection>>,
+    /// Where the async methods' queries run.
+    pool: BlockingPool,
 }
 
 impl std::fmt::Debug for StoreDb {
@@ -99,6 +114,7 @@ impl StoreDb {
             inner: Arc::new(Inner {
                 location: location.clone(),
                 db_path,
+                pool: BlockingPool::new("larder-db", options.threads),
                 options,
                 idle: Mutex::new(vec![conn]),
             }),
@@ -145,13 +161,13 @@ impl StoreDb {
         })
     }
 
-    /// Run a blocking query on tokio's blocking pool.
+    /// Run a blocking query on the DB's own threads.
     async fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&StoreDb) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await?
+        self.inner.pool.run(move || f(&db)).await?
     }
 
     /// The valid path whose hash part is `hash`, if any, with its
@@ -166,10 +182,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::path_info(conn, loc, hash))
     }
 
-    /// [`StoreDb::path_info_blocking`] on tokio's blocking pool.
+    /// [`StoreDb::path_info_blocking`] on the DB's threads.
     ///
     /// # Errors
-    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Pool`].
     pub async fn path_info(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, DbError> {
         let hash = *hash;
         self.spawn(move |db| db.path_info_blocking(&hash)).await
@@ -186,10 +202,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::path_info_by_path(conn, loc, path))
     }
 
-    /// [`StoreDb::path_info_by_path_blocking`] on tokio's blocking pool.
+    /// [`StoreDb::path_info_by_path_blocking`] on the DB's threads.
     ///
     /// # Errors
-    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Pool`].
     pub async fn path_info_by_path(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
         let path = path.clone();
         self.spawn(move |db| db.path_info_by_path_blocking(&path))
@@ -210,10 +226,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::paths_after(conn, loc, row_id, limit))
     }
 
-    /// [`StoreDb::paths_after_blocking`] on tokio's blocking pool.
+    /// [`StoreDb::paths_after_blocking`] on the DB's threads.
     ///
     /// # Errors
-    /// As [`StoreDb::path_info_blocking`], or [`DbError::Join`].
+    /// As [`StoreDb::path_info_blocking`], or [`DbError::Pool`].
     pub async fn paths_after(
         &self,
         row_id: i64,
@@ -232,10 +248,10 @@ impl StoreDb {
         self.with_conn(|conn, _| query::max_row_id(conn))
     }
 
-    /// [`StoreDb::max_row_id_blocking`] on tokio's blocking pool.
+    /// [`StoreDb::max_row_id_blocking`] on the DB's threads.
     ///
     /// # Errors
-    /// As [`StoreDb::max_row_id_blocking`], or [`DbError::Join`].
+    /// As [`StoreDb::max_row_id_blocking`], or [`DbError::Pool`].
     pub async fn max_row_id(&self) -> Result<i64, DbError> {
         self.spawn(|db| db.max_row_id_blocking()).await
     }
@@ -259,10 +275,10 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::query_valid(conn, loc, path))
     }
 
-    /// [`StoreDb::query_valid_blocking`] on tokio's blocking pool.
+    /// [`StoreDb::query_valid_blocking`] on the DB's threads.
     ///
     /// # Errors
-    /// As [`StoreDb::query_valid_blocking`], or [`DbError::Join`].
+    /// As [`StoreDb::query_valid_blocking`], or [`DbError::Pool`].
     pub async fn query_valid(&self, path: &StorePath) -> Result<bool, DbError> {
         let path = path.clone();
         self.spawn(move |db| db.query_valid_blocking(&path)).await

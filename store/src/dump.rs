@@ -1,14 +1,17 @@
 //! Walking a path on disk into a [`NarPlan`], and streaming its NAR.
 //!
 //! The walk `lstat`s and never follows symlinks. Streaming reads files with
-//! `read()` (never mmap: uprobes have corrupted mmapped NARs elsewhere) on a
-//! blocking thread into large buffers, small files' headers and contents
-//! coalesced, and hands them to the async side through a bounded channel: the
-//! memory held is a few buffers whatever the file sizes, and the reader stops
-//! when the stream is dropped. A file whose size is not the one the walk saw
-//! is an error, never a silently corrupt NAR.
+//! `read()` (never mmap: uprobes have corrupted mmapped NARs elsewhere) into
+//! 256 KiB buffers, small files' headers and contents coalesced. Chunks are
+//! read on demand: each read is one job on the process's file-read pool
+//! ([`read_pool`]), started when the consumer takes the chunk before it (one
+//! chunk of read-ahead). A consumer that stops polling, such as a client that
+//! stops reading, holds one chunk and no thread; the memory held is a chunk
+//! or two whatever the file sizes. A file whose size is not the one the walk
+//! saw is an error, never a silently corrupt NAR.
 
 use std::fs;
+use std::future::Future;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -16,10 +19,12 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::mpsc;
 
+use crate::blocking_pool::{BlockingPool, PoolTask};
 use crate::nar::{NarNode, NarPlan};
 
 mod error;
@@ -29,8 +34,25 @@ use error::io_error;
 pub use reader::CHUNK_SIZE;
 use reader::ChunkReader;
 
-/// How many chunks may wait in the channel for the consumer.
-const CHANNEL_CHUNKS: usize = 2;
+/// Threads of the file-read pool unless [`set_read_threads`] said otherwise.
+pub const DEFAULT_READ_THREADS: usize = 16;
+
+static READ_POOL: OnceLock<BlockingPool> = OnceLock::new();
+
+/// Sizes the process's file-read pool; only the first call before the pool
+/// is first used counts. Returns false when it was too late.
+pub fn set_read_threads(threads: usize) -> bool {
+    READ_POOL
+        .set(BlockingPool::new("larder-read", threads))
+        .is_ok()
+}
+
+/// The process's pool for blocking file reads: NAR chunks, walks, and
+/// other bodies read from files (the server's cached and static files).
+/// [`DEFAULT_READ_THREADS`] threads unless [`set_read_threads`] came first.
+pub fn read_pool() -> &'static BlockingPool {
+    READ_POOL.get_or_init(|| BlockingPool::new("larder-read", DEFAULT_READ_THREADS))
+}
 
 impl NarPlan {
     /// Walks `path` (blocking) into the plan of its NAR.
@@ -38,10 +60,10 @@ impl NarPlan {
         Ok(NarPlan::new(walk_node(path)?)?)
     }
 
-    /// [`NarPlan::walk`] on a blocking thread.
+    /// [`NarPlan::walk`] on the file-read pool.
     pub async fn walk_async(path: PathBuf) -> Result<NarPlan, DumpError> {
         let root = path.clone();
-        let task = tokio::task::spawn_blocking(move || NarPlan::walk(&path));
+        let task = read_pool().run(move || NarPlan::walk(&path));
         task.await.map_err(|e| DumpError::Io {
             path: root,
             source: io::Error::other(e),
@@ -53,33 +75,14 @@ impl NarPlan {
         self.stream_range(offset, self.nar_size())
     }
 
-    /// The NAR's bytes `start..end`, read on a blocking thread: files before
-    /// `start` are not read, the file holding it is entered with a seek.
-    /// Every error (a file changed or vanished) comes as an item; the stream
-    /// yields exactly `end - start` bytes when it has none.
+    /// The NAR's bytes `start..end`, read on the file-read pool on demand:
+    /// files before `start` are not read, the file holding it is entered
+    /// with a seek. Every error (a file changed or vanished) comes as an
+    /// item; the stream yields exactly `end - start` bytes when it has none.
     pub fn stream_range(&self, start: u64, end: u64) -> Result<NarStream, DumpError> {
-        let mut reader = self.reader(start, end)?;
-        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
-        let produce = move || {
-            loop {
-                let item = match reader.next_chunk() {
-                    Ok(Some(chunk)) => Ok(chunk),
-                    Ok(None) => return,
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                // The consumer dropped the stream, or we are done.
-                if sender.blocking_send(item).is_err() || failed {
-                    return;
-                }
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(produce)),
-            Err(_) => drop(std::thread::spawn(produce)),
-        }
+        let reader = self.reader(start, end)?;
         Ok(NarStream {
-            receiver,
+            state: ReadState::Idle(Box::new(reader)),
             total: end - start,
             remaining: end - start,
         })
@@ -153,11 +156,29 @@ fn walk_directory(path: &Path) -> Result<NarNode, DumpError> {
 /// A NAR's bytes as an async stream; see [`NarPlan::stream_range`].
 #[derive(Debug)]
 pub struct NarStream {
-    receiver: mpsc::Receiver<Result<Bytes, DumpError>>,
+    state: ReadState,
     total: u64,
     /// Bytes still to come: a reader that stops early is an error, never a
     /// clean short stream.
     remaining: u64,
+}
+
+type ReadJob = PoolTask<(Box<ChunkReader>, Result<Option<Bytes>, DumpError>)>;
+
+/// Where the reader is: waiting for the consumer, or reading a chunk on
+/// the pool (it comes back with the chunk).
+#[derive(Debug)]
+enum ReadState {
+    Idle(Box<ChunkReader>),
+    Reading(ReadJob),
+    Done,
+}
+
+fn read_next(mut reader: Box<ChunkReader>) -> ReadJob {
+    read_pool().run(move || {
+        let chunk = reader.next_chunk();
+        (reader, chunk)
+    })
 }
 
 impl NarStream {
@@ -170,32 +191,58 @@ impl NarStream {
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, DumpError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    fn incomplete(&mut self) -> DumpError {
+        let produced = self.total - self.remaining;
+        self.remaining = 0;
+        DumpError::Incomplete {
+            produced,
+            expected: self.total,
+        }
+    }
 }
 
 impl Stream for NarStream {
     type Item = Result<Bytes, DumpError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.receiver.poll_recv(cx));
-        Poll::Ready(match item {
-            Some(Ok(chunk)) => {
-                self.remaining -= chunk.len() as u64;
-                Some(Ok(chunk))
-            }
-            Some(Err(e)) => {
-                self.remaining = 0;
-                self.receiver.close();
-                Some(Err(e))
-            }
-            None if self.remaining > 0 => {
-                let produced = self.total - self.remaining;
-                self.remaining = 0;
-                Some(Err(DumpError::Incomplete {
-                    produced,
-                    expected: self.total,
-                }))
-            }
-            None => None,
-        })
+        let this = &mut *self;
+        loop {
+            let job = match &mut this.state {
+                ReadState::Done if this.remaining > 0 => {
+                    return Poll::Ready(Some(Err(this.incomplete())));
+                }
+                ReadState::Done => return Poll::Ready(None),
+                ReadState::Idle(_) => {
+                    let ReadState::Idle(reader) =
+                        std::mem::replace(&mut this.state, ReadState::Done)
+                    else {
+                        unreachable!()
+                    };
+                    this.state = ReadState::Reading(read_next(reader));
+                    continue;
+                }
+                ReadState::Reading(job) => job,
+            };
+            let result = std::task::ready!(Pin::new(job).poll(cx));
+            this.state = ReadState::Done;
+            return Poll::Ready(match result {
+                Ok((reader, Ok(Some(chunk)))) => {
+                    this.remaining -= chunk.len() as u64;
+                    if this.remaining > 0 {
+                        // Read ahead one chunk: the job ends when it is
+                        // read, so a consumer that stops holds no thread.
+                        this.state = ReadState::Reading(read_next(reader));
+                    }
+                    Some(Ok(chunk))
+                }
+                Ok((_, Err(e))) => {
+                    this.remaining = 0;
+                    Some(Err(e))
+                }
+                Ok((_, Ok(None))) | Err(_) if this.remaining > 0 => Some(Err(this.incomplete())),
+                Ok((_, Ok(None))) | Err(_) => None,
+            });
+        }
     }
 }

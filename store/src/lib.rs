@@ -23,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+pub mod blocking_pool;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod db;

@@ -1,24 +1,27 @@
-//! zstd compression of a NAR stream, off the reactor.
+//! zstd compression of a NAR stream, off the reactor, on demand.
 //!
-//! One blocking thread per compressed response pulls NAR chunks (with
-//! `Handle::block_on`, which is allowed on blocking threads), feeds the zstd
-//! encoder, and sends compressed chunks through a bounded channel. Large
-//! NARs use zstd's own worker threads so that one download is not capped at
-//! one core; small ones stay single-threaded, where the workers cost more
-//! than they save. Only a few compressions run multi-threaded at once: with
-//! many downloads the cores are busy anyway, and a multi-threaded context
-//! costs about 3x the memory (measured with 64 slow clients of a 1 GB NAR:
-//! 22 MB per stream multi-threaded, 8 MB single-threaded). If the client
-//! goes away the channel closes, the next send fails and the thread stops.
+//! The compressed stream pulls a NAR chunk when it is polled and hands it,
+//! with the zstd encoder, to a job on the file-read pool; the job comes
+//! back with whatever compressed bytes are ready. Nothing runs while the
+//! client is not reading, and a stalled download holds its encoder and a
+//! chunk or two, never a thread. Large NARs use zstd's own worker threads
+//! so that one download is not capped at one core; small ones stay
+//! single-threaded, where the workers cost more than they save. Only a few
+//! compressions run multi-threaded at once: with many downloads the cores
+//! are busy anyway, and a multi-threaded context costs about 3x the memory
+//! (measured with 64 slow clients of a 1 GB NAR: 22 MB per stream
+//! multi-threaded, 8 MB single-threaded).
 
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::Stream;
+use larder_store::blocking_pool::PoolTask;
 
 use crate::body::BodyItem;
 use crate::config::Config;
@@ -28,7 +31,7 @@ use crate::nar::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
-/// Compressed bytes are sent in chunks of about this size.
+/// Room for the compressed bytes of one NAR chunk at level 1, about.
 const OUT_CHUNK: usize = 128 * 1024;
 /// Compressions running multi-threaded now, process-wide (cores are).
 static MULTITHREADED: AtomicU32 = AtomicU32::new(0);
@@ -87,107 +90,239 @@ pub fn zstd_stream<S>(
     settings: ZstdSettings,
     metrics: Arc<Metrics>,
     cache: Option<(Arc<NarCache>, String)>,
-) -> ReceiverStream<BodyItem>
+) -> ZstdStream<S>
 where
     S: Stream<Item = BodyItem> + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(2);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let fill = cache.as_ref().and_then(|(cache, key)| cache.fill(key));
-        let sink = ChannelWriter {
-            tx: tx.clone(),
+    ZstdStream {
+        input,
+        state: State::Start,
+        size,
+        settings,
+        metrics,
+        cache,
+    }
+}
+
+/// The compressed stream; see [`zstd_stream`].
+pub struct ZstdStream<S> {
+    input: S,
+    state: State,
+    size: u64,
+    settings: ZstdSettings,
+    metrics: Arc<Metrics>,
+    cache: Option<(Arc<NarCache>, String)>,
+}
+
+type Encoder = zstd::stream::write::Encoder<'static, Sink>;
+type Job<T> = PoolTask<Result<T, ServerError>>;
+
+enum State {
+    /// Before the first chunk: the encoder is made on the pool with it.
+    Start,
+    Idle(Box<Compressor>),
+    Compressing(Job<(Box<Compressor>, Bytes)>),
+    Finishing(Job<(Sink, Bytes)>),
+    Done,
+}
+
+/// The encoder and the claim on multi-threaded compression it holds.
+struct Compressor {
+    encoder: Encoder,
+    _threads: Multithreaded,
+}
+
+impl Compressor {
+    fn new(
+        size: u64,
+        settings: ZstdSettings,
+        fill: Option<CacheFill>,
+    ) -> Result<Compressor, ServerError> {
+        let sink = Sink {
             buf: BytesMut::with_capacity(OUT_CHUNK),
             written: 0,
             fill,
         };
         let threads = Multithreaded::claim(size, settings.threads);
-        match compress(input, sink, settings.level, threads.0, &handle) {
-            Ok((written, fill)) => {
-                // End the client's body and free the multi-threaded slot
-                // first: publishing syncs the file and the index, which the
-                // download need not wait for.
-                drop(tx);
-                drop(threads);
-                if let (Some((cache, _)), Some(fill)) = (cache, fill) {
-                    cache.publish(fill);
+        let mut encoder = Encoder::new(sink, settings.level).map_err(ServerError::Compression)?;
+        if threads.0 > 1 {
+            encoder
+                .multithread(threads.0)
+                .map_err(ServerError::Compression)?;
+        }
+        Ok(Compressor {
+            encoder,
+            _threads: threads,
+        })
+    }
+
+    /// Feeds `chunk`; the compressed bytes ready so far.
+    fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, ServerError> {
+        self.encoder
+            .write_all(chunk)
+            .map_err(ServerError::Compression)?;
+        Ok(self.encoder.get_mut().take())
+    }
+
+    /// Ends the frame; the sink and the last compressed bytes.
+    fn finish(self) -> Result<(Sink, Bytes), ServerError> {
+        let mut sink = self.encoder.finish().map_err(ServerError::Compression)?;
+        let last = sink.take();
+        Ok((sink, last))
+    }
+}
+
+impl<S> ZstdStream<S> {
+    fn pool() -> &'static larder_store::blocking_pool::BlockingPool {
+        larder_store::dump::read_pool()
+    }
+
+    /// The first chunk: make the encoder (and the cache file) and feed it.
+    fn start(&self, chunk: Bytes) -> Job<(Box<Compressor>, Bytes)> {
+        let (size, settings) = (self.size, self.settings);
+        let cache = self.cache.clone();
+        Self::pool().run(move || {
+            let fill = cache.as_ref().and_then(|(cache, key)| cache.fill(key));
+            let mut compressor = Box::new(Compressor::new(size, settings, fill)?);
+            let out = compressor.feed(&chunk)?;
+            Ok((compressor, out))
+        })
+    }
+
+    /// The stream ended: publish the cache file off the client's path and
+    /// count the compression.
+    fn finished(&mut self, sink: Sink) {
+        let written = sink.written;
+        if let (Some((cache, _)), Some(fill)) = (self.cache.take(), sink.fill) {
+            // Publishing syncs the file and the index, which the download
+            // need not wait for; the job runs though nobody awaits it.
+            drop(Self::pool().run(move || cache.publish(fill)));
+        }
+        self.metrics.compressed_in.inc_by(self.size);
+        self.metrics.compressed_out.inc_by(written);
+        if written > 0 {
+            self.metrics
+                .compression_ratio
+                .observe(self.size as f64 / written as f64);
+        }
+    }
+}
+
+impl<S> Drop for ZstdStream<S> {
+    /// A download that ends early leaves an encoder (whose zstd workers are
+    /// joined when it is freed) and an unfinished cache file (deleted): not
+    /// work for the reactor.
+    fn drop(&mut self) {
+        if let State::Idle(compressor) = std::mem::replace(&mut self.state, State::Done) {
+            drop(Self::pool().run(move || drop(compressor)));
+        }
+    }
+}
+
+fn lost(e: larder_store::blocking_pool::PoolStopped) -> ServerError {
+    ServerError::Internal(format!("compressing a NAR: {e}"))
+}
+
+impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
+    type Item = BodyItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                state @ (State::Start | State::Idle(_)) => {
+                    let item = match Pin::new(&mut this.input).poll_next(cx) {
+                        Poll::Pending => {
+                            this.state = state;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(item) => item,
+                    };
+                    this.state = match (state, item) {
+                        (_, Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                        (State::Idle(mut compressor), Some(Ok(chunk))) => {
+                            State::Compressing(Self::pool().run(move || {
+                                let out = compressor.feed(&chunk)?;
+                                Ok((compressor, out))
+                            }))
+                        }
+                        (_, Some(Ok(chunk))) => State::Compressing(this.start(chunk)),
+                        (State::Idle(compressor), None) => {
+                            State::Finishing(Self::pool().run(move || compressor.finish()))
+                        }
+                        // An empty NAR cannot be: it has at least its header.
+                        (_, None) => State::Compressing(this.start(Bytes::new())),
+                    };
                 }
-                metrics.compressed_in.inc_by(size);
-                metrics.compressed_out.inc_by(written);
-                if written > 0 {
-                    metrics
-                        .compression_ratio
-                        .observe(size as f64 / written as f64);
+                State::Compressing(mut job) => {
+                    let done = match Pin::new(&mut job).poll(cx) {
+                        Poll::Pending => {
+                            this.state = State::Compressing(job);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(done) => done,
+                    };
+                    let (compressor, out) = match done.map_err(lost).and_then(|r| r) {
+                        Ok(done) => done,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    this.state = State::Idle(compressor);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                State::Finishing(mut job) => {
+                    let done = match Pin::new(&mut job).poll(cx) {
+                        Poll::Pending => {
+                            this.state = State::Finishing(job);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(done) => done,
+                    };
+                    let (sink, last) = match done.map_err(lost).and_then(|r| r) {
+                        Ok(done) => done,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    this.finished(sink);
+                    if !last.is_empty() {
+                        return Poll::Ready(Some(Ok(last)));
+                    }
                 }
             }
-            // A closed channel means the client left: nothing to report to.
-            Err(e) => drop(tx.blocking_send(Err(e))),
         }
-    });
-    ReceiverStream::new(rx)
+    }
 }
 
-fn compress<S>(
-    mut input: S,
-    sink: ChannelWriter,
-    level: i32,
-    threads: u32,
-    handle: &tokio::runtime::Handle,
-) -> Result<(u64, Option<CacheFill>), ServerError>
-where
-    S: Stream<Item = BodyItem> + Unpin,
-{
-    let mut encoder =
-        zstd::stream::write::Encoder::new(sink, level).map_err(ServerError::Compression)?;
-    if threads > 1 {
-        encoder
-            .multithread(threads)
-            .map_err(ServerError::Compression)?;
-    }
-    while let Some(chunk) = handle.block_on(input.next()) {
-        encoder
-            .write_all(&chunk?)
-            .map_err(ServerError::Compression)?;
-    }
-    let mut sink = encoder.finish().map_err(ServerError::Compression)?;
-    sink.flush().map_err(ServerError::Compression)?;
-    Ok((sink.written, sink.fill))
-}
-
-/// A `Write` that hands full chunks to the response body.
-struct ChannelWriter {
-    tx: mpsc::Sender<BodyItem>,
+/// Where the encoder writes: compressed bytes wait here for the next poll,
+/// and go to the cache file as they are made.
+struct Sink {
     buf: BytesMut,
     written: u64,
     fill: Option<CacheFill>,
 }
 
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk: Bytes = self.buf.split().freeze();
+impl Sink {
+    /// The compressed bytes made since the last call.
+    fn take(&mut self) -> Bytes {
+        let chunk = self.buf.split().freeze();
         self.written += chunk.len() as u64;
-        if let Some(fill) = &mut self.fill {
+        if let Some(fill) = &mut self.fill
+            && !chunk.is_empty()
+        {
             fill.write(&chunk);
         }
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        chunk
     }
 }
 
-impl Write for ChannelWriter {
+impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= OUT_CHUNK {
-            self.send()?;
-        }
         Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        Ok(())
     }
 }

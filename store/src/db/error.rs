@@ -88,4 +88,8 @@ pub enum DbError {
     /// The blocking task running a query panicked or was cancelled.
     #[error("a Nix store DB query task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The DB's thread pool lost the query (it panicked, or the pool
+    /// could not start a thread).
+    #[error("a Nix store DB query did not run: {0}")]
+    Pool(#[from] crate::blocking_pool::PoolStopped),
 }

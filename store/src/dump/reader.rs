@@ -11,10 +11,10 @@ use bytes::Bytes;
 use super::error::{DumpError, io_error};
 use crate::nar::{NarPlan, SegmentData};
 
-/// The size of the chunks a NAR is streamed in. With the two chunks a stream's channel holds it
-/// bounds a stream's memory: about (2 queued + 1 being read + 1 being sent)
-/// × 256 KiB = 1 MiB per download, so 64 slow clients stay well under the
-/// server's 150 MiB budget. 128 KiB–1 MiB chunks measured alike in
+/// The size of the chunks a NAR is streamed in. With the one chunk a stream
+/// reads ahead it bounds a stream's memory: about (1 read ahead + 1 being
+/// sent) × 256 KiB = 512 KiB per download, whatever the client does
+/// (600 stalled downloads: 340 MB RSS in `bench/` stalled). 128 KiB–1 MiB chunks measured alike in
 /// `bench/` (nar_dump), so the smaller wins.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 /// How many full-size buffers the process keeps for reuse (8 MiB).
@@ -64,6 +64,7 @@ impl Drop for Chunk {
 }
 
 /// The file being read: its handle, path, expected size and read position.
+#[derive(Debug)]
 struct OpenFile {
     file: File,
     path: PathBuf,
@@ -141,6 +142,7 @@ fn read_retrying(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Produces a byte range of a NAR as chunks of up to [`CHUNK_SIZE`] bytes.
+#[derive(Debug)]
 pub(super) struct ChunkReader {
     plan: NarPlan,
     /// The segment holding `pos`, and `pos`'s offset within it.
