@@ -13,7 +13,7 @@ bash scripts/setup.sh
 export NIX_CONFIG="$(cat scripts/nix.conf)"
 
 echo "== building larder (release)"
-cargo build --release --bins --locked
+cargo build --release --locked -p larder-server -p larder-signer -p larder-sync
 bin=target/release
 
 echo "== making a sample path in the host store with the real Nix"
