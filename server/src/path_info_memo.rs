@@ -68,23 +68,45 @@ impl PathInfoMemo {
 
 #[cfg(test)]
 mod tests {
+    use larder_store::Sha256Hash;
+
     use super::*;
 
     fn hash(c: char) -> StorePathHash {
         c.to_string().repeat(32).parse().unwrap()
     }
 
+    /// A found path whose hash part is `c` repeated.
+    fn found(c: char) -> Answer {
+        let path = format!("{}-x", c.to_string().repeat(32));
+        Some(Arc::new(PathInfo {
+            id: 1,
+            path: path.parse().unwrap(),
+            nar_hash: Sha256Hash::digest(b""),
+            nar_size: 0,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+            registration_time: 0,
+            ultimate: false,
+        }))
+    }
+
     #[test]
-    fn remembers_hits_and_misses_within_bounds() {
+    fn remembers_hits_within_bounds_and_never_misses() {
         let memo = PathInfoMemo::new(Duration::from_secs(3600), 2);
         assert!(memo.get(&hash('0')).is_none());
-        memo.put(hash('0'), None);
-        assert_eq!(memo.get(&hash('0')), Some(None));
-        memo.put(hash('1'), None);
+        memo.put(hash('0'), found('0'));
+        assert_eq!(memo.get(&hash('0')), Some(found('0')));
+        memo.put(hash('1'), found('1'));
         // Full: the next insert starts afresh.
-        memo.put(hash('2'), None);
+        memo.put(hash('2'), found('2'));
         assert!(memo.get(&hash('0')).is_none());
-        assert_eq!(memo.get(&hash('2')), Some(None));
+        assert_eq!(memo.get(&hash('2')), Some(found('2')));
+        // A miss is asked again next time: the path may arrive any moment.
+        memo.put(hash('3'), None);
+        assert!(memo.get(&hash('3')).is_none());
     }
 
     #[test]
