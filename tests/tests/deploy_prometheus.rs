@@ -1,7 +1,9 @@
 //! A real Prometheus scrapes larder (the server on a config file rendered
-//! as the NixOS module renders it, the signer and the sync watcher with
-//! their flags; the signer's metrics reach Prometheus through the server's
-//! /metrics) while Nix clients use the cache, and
+//! as the NixOS module renders it, the signer, the sync watcher and
+//! `larder-sync receive` with their flags; the signer's metrics reach
+//! Prometheus through the server's /metrics) while Nix clients use the
+//! cache and a CI runner pushes to the receiver with `nix copy --to
+//! http://…`, and
 //! every PromQL
 //! expression of `grafana/larder.json` returns data through Prometheus's
 //! HTTP API. A metric the dashboard names but nobody exports fails the test.
@@ -18,6 +20,7 @@ use larder_tests::deploy::prometheus::{Prometheus, ScrapeJob};
 use larder_tests::deploy::promql::{dashboard_queries, metric_names};
 use larder_tests::deploy::{Logged, free_port, nix_eval, workspace_root};
 use larder_tests::process::{binary, wait_until};
+use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, base64_basic, chain_closure, push};
 use larder_tests::{NIX_CONFIG, TestStore, hash_part, run};
 use serde_json::json;
 
@@ -168,6 +171,43 @@ fn traffic(url: String, contents: &Contents, stop: Arc<AtomicBool>) -> JoinHandl
     })
 }
 
+/// Pushes through the receiver every 200 ms until stopped, so that its
+/// rates and import-time quantiles have samples whenever they are asked:
+/// a fresh one-file path each time (an upload and an import; the 404 for
+/// its narinfo is a `not_found` rejection), and a request with a wrong
+/// token (`unauthorized`).
+fn receive_traffic(
+    ci: TestStore,
+    receiver: String,
+    netrc: PathBuf,
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let agent = ureq::agent();
+        let wrong = base64_basic(PUSHER, "not-the-token");
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let file = dir.join(format!("pushed-{i}.txt"));
+            std::fs::write(&file, format!("pushed by CI, number {i}\n")).unwrap();
+            let path = ci.add([&file]).remove(0);
+            let out = push(&ci, &receiver, &netrc, &[path]);
+            assert!(
+                out.status.success(),
+                "push {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let refused = agent
+                .get(&format!("{receiver}/nix-cache-info"))
+                .set("Authorization", &format!("Basic {wrong}"))
+                .call();
+            assert!(matches!(refused, Err(ureq::Error::Status(401, _))));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let queries = dashboard_queries(&workspace_root().join("grafana/larder.json"));
@@ -178,6 +218,12 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let (_signer, signer_socket) = start_signer(&store, dir.path());
     let (_server, server_addr) = start_server(&store, dir.path(), &signer_socket);
     let (_watcher, watcher_addr) = start_watcher(&store, dir.path());
+    // The cache host's receiver, in a store of its own, and a CI runner.
+    let host = TestStore::new();
+    let receive_metrics = format!("127.0.0.1:{}", free_port());
+    let receiver = TestReceiver::start(&host, &["--metrics-listen", &receive_metrics]);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let ci = TestStore::new();
     let jobs = [
         ScrapeJob {
             name: "larder-server",
@@ -187,6 +233,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             name: "larder-sync",
             targets: vec![watcher_addr],
         },
+        ScrapeJob {
+            name: "larder-sync-receive",
+            targets: vec![receive_metrics],
+        },
     ];
     let mut prometheus = Prometheus::start(&jobs);
     prometheus.await_targets_up(&jobs);
@@ -195,6 +245,21 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     nix_copy(&url, &[&contents.small, &contents.text]);
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = traffic(url, &contents, stop.clone());
+    // A real push of a closure with references, then one path at a time.
+    let closure = chain_closure(&ci, "ci", 5);
+    let out = push(&ci, &receiver.url(), &netrc, &closure[closure.len() - 1..]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushes = receive_traffic(
+        ci,
+        receiver.url(),
+        netrc,
+        dir.path().to_owned(),
+        stop.clone(),
+    );
 
     let mut failures = Vec::new();
     for query in &queries {
@@ -225,6 +290,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     assert!(!prometheus.has_metric("larder_no_such_metric_total"));
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
+    pushes.join().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
