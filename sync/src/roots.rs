@@ -45,6 +45,14 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
     };
     let now = SystemTime::now();
     println!("gc-root-dir: {}", dir.display());
+    if sources.is_empty() {
+        let why = if dir.is_dir() {
+            "no roots yet"
+        } else {
+            "no roots yet (the directory does not exist: nothing has arrived)"
+        };
+        println!("{why}");
+    }
     for source in sources {
         let policy = policies.for_source(&source);
         println!("source {source} ({})", describe_policy(policy));

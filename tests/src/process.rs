@@ -94,6 +94,24 @@ fn forget_old_copies(dir: &Path, name: &str, current: &Path) {
     }
 }
 
+/// `cmd.spawn()`, retried while it fails with ETXTBSY: a binary copied a
+/// moment ago ([`binary_for_any_user`]) can still be open for writing in a
+/// child that another test thread forked before the copy was closed (the
+/// fd is closed only at that child's exec).
+pub fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<Child> {
+    const ETXTBSY: i32 = 26;
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A running child process, killed (SIGKILL) and reaped on drop.
 pub struct Running {
     child: Child,
@@ -102,10 +120,8 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        cmd.stdin(Stdio::null());
+        let child = spawn_retrying_busy(cmd).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Running {
             child,
             name: name.to_owned(),
