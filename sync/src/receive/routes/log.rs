@@ -33,6 +33,23 @@ pub async fn put(
                 truncate(drv)
             ))
         })?;
+    // Only logs of derivations the store holds: nobody fills the log dir
+    // with logs of paths that do not exist.
+    let known = state
+        .db
+        .path_info(path.hash())
+        .await
+        .map_err(|e| {
+            tracing::error!("store DB: {e}");
+            ReceiveError::Internal("cannot read the cache's store DB".into())
+        })?
+        .is_some_and(|info| info.path == path);
+    if !known {
+        return Err(ReceiveError::MissingReference(format!(
+            "{drv} is not in the cache's store; push the derivation before its log",
+            drv = truncate(drv)
+        )));
+    }
     if let Some(enc) = req.headers().get(CONTENT_ENCODING)
         && enc.as_bytes() != b"identity"
     {
@@ -41,7 +58,7 @@ pub async fn put(
                 .into(),
         ));
     }
-    let text = read_bounded(body, MAX_LOG_BYTES, "build log").await?;
+    let text = read_bounded(req, body, &state.limits, MAX_LOG_BYTES, true, "build log").await?;
     state.metrics.bytes_received.inc_by(text.len() as u64);
     let dir = state.location.log_dir();
     let base = path.to_string();

@@ -2,10 +2,11 @@
 //! to the staging area through the decompressor (see `staging`), checked
 //! against the file hash its URL names. `HEAD` says whether it is staged.
 
-use actix_web::{HttpResponse, web};
-use futures_util::StreamExt;
+use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::{Sha256Hash, nixbase32};
-use tokio::time::Instant;
+
+use super::body::{check_length, content_length, deadline, next_chunk};
+use crate::receive::auth::Pusher;
 
 use crate::receive::error::{ReceiveError, ReceiveResult};
 use crate::receive::intake::truncate;
@@ -18,8 +19,12 @@ const CHANNEL_CHUNKS: usize = 8;
 /// 200 when a NAR is staged under this URL (Nix then skips its PUT, and
 /// one more narinfo is expected for it), else 404. The receiver serves no
 /// NAR bodies: larder-server does.
-pub fn head(state: &web::Data<ReceiveState>, name: &str) -> ReceiveResult<HttpResponse> {
-    if state.staging.claim(&format!("nar/{name}")) {
+pub fn head(
+    state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
+    name: &str,
+) -> ReceiveResult<HttpResponse> {
+    if state.staging.claim(&format!("nar/{name}"), &pusher.name) {
         Ok(HttpResponse::Ok().finish())
     } else {
         Err(ReceiveError::NotFound)
@@ -27,68 +32,91 @@ pub fn head(state: &web::Data<ReceiveState>, name: &str) -> ReceiveResult<HttpRe
 }
 
 fn parse_name(name: &str) -> ReceiveResult<(Sha256Hash, Compression)> {
-    let (hash, compression) = Compression::from_file_name(name).map_err(|ext| {
-        ReceiveError::UnsupportedCompression(format!(
-            "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
-            truncate(&ext)
+    let bad = || {
+        ReceiveError::BadRequest(format!(
+            "bad NAR URL nar/{}: not <nix32 sha256>.nar[.xz|.zst|.bz2]",
+            truncate(name)
         ))
-    })?;
+    };
+    let hash = name.split_once('.').map_or(name, |(h, _)| h);
     let bytes = nixbase32::decode(hash)
         .ok()
         .filter(|b| b.len() == 32 && hash.len() == 52)
-        .ok_or_else(|| {
-            ReceiveError::BadRequest(format!(
-                "NAR URL nar/{} does not start with a nix32 SHA-256",
-                truncate(name)
+        .ok_or_else(bad)?;
+    let (_, compression) = Compression::from_file_name(name).map_err(|ext| {
+        if ext.contains(['/', '%', '\\']) || ext == name {
+            bad()
+        } else {
+            ReceiveError::UnsupportedCompression(format!(
+                "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
+                truncate(&ext)
             ))
-        })?;
+        }
+    })?;
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&bytes);
     Ok((Sha256Hash(digest), compression))
 }
 
 pub async fn put(
+    req: &HttpRequest,
     state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
     name: &str,
     mut body: web::Payload,
 ) -> ReceiveResult<HttpResponse> {
     let (file_hash, compression) = parse_name(name)?;
-    let deadline = Instant::now() + state.limits.upload_timeout;
+    let announced = content_length(req)?;
+    let deadline = deadline(&state.limits);
+    // The pusher's own slots first: one token cannot hold every slot.
+    let mine = state
+        .pusher_uploads
+        .get(&pusher.name)
+        .ok_or_else(|| ReceiveError::Internal("unknown pusher".into()))?;
+    let _mine = tokio::time::timeout_at(deadline, mine.acquire())
+        .await
+        .map_err(|_| ReceiveError::Timeout)?
+        .map_err(|_| ReceiveError::Internal("shutting down".into()))?;
     let _permit = tokio::time::timeout_at(deadline, state.uploads.acquire())
         .await
         .map_err(|_| ReceiveError::Timeout)?
         .map_err(|_| ReceiveError::Internal("shutting down".into()))?;
+    let room = state
+        .limits
+        .max_staging
+        .saturating_sub(state.staging.staged_bytes());
+    if room == 0 {
+        return Err(staging_full(state));
+    }
     let upload = state.staging.new_upload().map_err(|e| {
         tracing::error!("staging dir {}: {e}", state.staging.dir().display());
         ReceiveError::Internal("cannot write to the staging dir".into())
     })?;
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-    let limit = state.limits.max_nar_size;
+    let limit = state.limits.max_nar_size.min(room);
+    let by_staging = room < state.limits.max_nar_size;
     let task =
         tokio::task::spawn_blocking(move || staging::receive(upload, compression, limit, rx));
     let metrics = &state.metrics;
-    let streamed = tokio::time::timeout_at(deadline, async {
-        loop {
-            let next = tokio::time::timeout(state.limits.idle_timeout, body.next())
-                .await
-                .map_err(|_| ReceiveError::Timeout)?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk
-                .map_err(|e| ReceiveError::BadRequest(format!("NAR upload interrupted: {e}")))?;
+    let mut received_bytes = 0u64;
+    let streamed = async {
+        while let Some(chunk) = next_chunk(&mut body, &state.limits, deadline, "NAR").await? {
             metrics.bytes_received.inc_by(chunk.len() as u64);
+            received_bytes += chunk.len() as u64;
             if tx.send(chunk).await.is_err() {
                 break; // the decompressor stopped: its error says why
             }
         }
         Ok::<(), ReceiveError>(())
-    })
+    }
     .await;
     drop(tx);
     let received = task
         .await
         .map_err(|e| ReceiveError::Internal(format!("upload worker failed: {e}")))?;
-    streamed.map_err(|_| ReceiveError::Timeout)??;
+    streamed?;
     let (upload, digests) = received.map_err(|e| match e {
+        StageError::TooLarge { .. } if by_staging => staging_full(state),
         StageError::TooLarge { limit } => ReceiveError::TooLarge(format!(
             "NAR larger than --max-nar-size-mib ({} MiB) once decompressed",
             limit >> 20
@@ -97,11 +125,13 @@ pub async fn put(
             "the {} stream cannot be decompressed: {detail}",
             compression.narinfo_name()
         )),
+        StageError::NotNar(e) => ReceiveError::BadRequest(format!("the upload is {e}")),
         StageError::Io(e) => {
             tracing::error!("staging dir {}: {e}", state.staging.dir().display());
             ReceiveError::Internal("cannot write to the staging dir".into())
         }
     })?;
+    check_length(announced, received_bytes, "NAR")?;
     if digests.file_hash != file_hash {
         return Err(ReceiveError::HashMismatch(format!(
             "the uploaded bytes hash to {}, not to the URL's {file_hash}",
@@ -110,7 +140,7 @@ pub async fn put(
     }
     state
         .staging
-        .stage(&format!("nar/{name}"), upload, digests)
+        .stage(&format!("nar/{name}"), &pusher.name, upload, digests)
         .map_err(|e| {
             tracing::error!("staging dir {}: {e}", state.staging.dir().display());
             ReceiveError::Internal("cannot write to the staging dir".into())
@@ -123,4 +153,12 @@ pub async fn put(
         "staged"
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+fn staging_full(state: &ReceiveState) -> ReceiveError {
+    tracing::warn!(
+        "staging is full (--max-staging-mib {} MiB); refusing an upload",
+        state.limits.max_staging >> 20
+    );
+    ReceiveError::Busy("the cache's staging area is full; retry later".into())
 }
