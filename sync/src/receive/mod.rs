@@ -171,6 +171,9 @@ async fn serve(
         App::new()
             .app_data(app_state.clone())
             .default_service(web::to(routes::dispatch))
+    })
+    .on_connect(|_, ext| {
+        ext.insert(routes::Poisoned::default());
     });
     let listen_err = |e: std::io::Error| {
         SyncError::Usage(format!(

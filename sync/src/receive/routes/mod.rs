@@ -18,6 +18,9 @@ mod log;
 mod nar;
 mod narinfo;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use actix_web::http::Method;
 use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -25,6 +28,12 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use super::auth::Pusher;
 use super::error::{ReceiveError, ReceiveResult};
 use super::state::ReceiveState;
+
+/// Per connection: a request on it had both `Transfer-Encoding` and
+/// `Content-Length`, so every later request on it is refused (actix may
+/// already have parsed the bytes after it as pipelined requests).
+#[derive(Debug, Clone, Default)]
+pub struct Poisoned(Arc<AtomicBool>);
 
 /// The one handler actix calls (as its default service).
 pub async fn dispatch(
@@ -37,7 +46,13 @@ pub async fn dispatch(
     // RFC 9112 §6.3: a request with both Transfer-Encoding and
     // Content-Length may be a smuggling attempt; refuse it and close the
     // connection, never reading what follows as another request.
-    if req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH) {
+    // Requests already pipelined behind such a request on the same
+    // connection were framed by an attacker's choice: refuse them too.
+    let poisoned = req.conn_data::<Poisoned>().cloned().unwrap_or_default();
+    let smuggling =
+        req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH);
+    if smuggling || poisoned.0.load(Ordering::SeqCst) {
+        poisoned.0.store(true, Ordering::SeqCst);
         let e = ReceiveError::BadRequest(
             "Transfer-Encoding and Content-Length together are not allowed".into(),
         );

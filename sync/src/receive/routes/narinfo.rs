@@ -76,7 +76,11 @@ fn accept(state: &ReceiveState, pusher: &Pusher, info: &NarInfo) -> ReceiveResul
             return Err(e);
         }
     };
-    let result = check_signatures(state.sigs.keys_for(&pusher.name), info)
+    let result = info
+        .ca
+        .as_deref()
+        .map_or(Ok(()), |ca| intake::check_ca(ca, &info.nar_hash))
+        .and_then(|()| check_signatures(state.sigs.keys_for(&pusher.name), info))
         .and_then(|()| accept_checked(state, pusher, info, &url));
     state.staging.release(&url, &pusher.name);
     result
