@@ -33,20 +33,15 @@ pub async fn put(
                 truncate(drv)
             ))
         })?;
-    // Only logs of derivations the store holds: nobody fills the log dir
-    // with logs of paths that do not exist.
-    let known = state
-        .db
-        .path_info(path.hash())
-        .await
-        .map_err(|e| {
-            tracing::error!("store DB: {e}");
-            ReceiveError::Internal("cannot read the cache's store DB".into())
-        })?
-        .is_some_and(|info| info.path == path);
+    // Only logs of derivations the store knows (valid, or the deriver of
+    // a valid path): nobody fills the log dir with logs of nothing.
+    let known = state.db.known_derivation(&path).await.map_err(|e| {
+        tracing::error!("store DB: {e}");
+        ReceiveError::Internal("cannot read the cache's store DB".into())
+    })?;
     if !known {
         return Err(ReceiveError::MissingReference(format!(
-            "{drv} is not in the cache's store; push the derivation before its log",
+            "{drv} is not in the cache's store, nor the deriver of a path in it; push the outputs before the log",
             drv = truncate(drv)
         )));
     }

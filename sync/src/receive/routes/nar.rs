@@ -38,21 +38,28 @@ fn parse_name(name: &str) -> ReceiveResult<(Sha256Hash, Compression)> {
             truncate(name)
         ))
     };
-    let hash = name.split_once('.').map_or(name, |(h, _)| h);
-    let bytes = nixbase32::decode(hash)
-        .ok()
-        .filter(|b| b.len() == 32 && hash.len() == 52)
-        .ok_or_else(bad)?;
-    let (_, compression) = Compression::from_file_name(name).map_err(|ext| {
-        if ext.contains(['/', '%', '\\']) || ext == name {
-            bad()
-        } else {
+    // A plain extension Nix could have chosen (`.nar.lz4`) is an
+    // unsupported compression (415); anything else (`..%2f..`) a bad URL.
+    let (hash, compression) = Compression::from_file_name(name).map_err(|ext| {
+        let plain = !ext.is_empty()
+            && ext != name
+            && ext
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            && !ext.contains("..");
+        if plain {
             ReceiveError::UnsupportedCompression(format!(
                 "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
                 truncate(&ext)
             ))
+        } else {
+            bad()
         }
     })?;
+    let bytes = nixbase32::decode(hash)
+        .ok()
+        .filter(|b| b.len() == 32 && hash.len() == 52)
+        .ok_or_else(bad)?;
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&bytes);
     Ok((Sha256Hash(digest), compression))
