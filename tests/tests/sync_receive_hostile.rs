@@ -275,6 +275,41 @@ fn smuggling_stalls_and_short_bodies_over_raw_tcp() {
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(receiver.staging_entries().is_empty());
 
+    // 1 byte every 200 ms never pauses for the idle timeout (1 s), but
+    // averages under the minimum rate: 408 once past the first idle period.
+    let nar = file_nar(&[b'z'; 4096]);
+    let addr = receiver.url().trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
+        nar_path(&nar),
+        nar.len()
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    for byte in &nar {
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(_) => {}
+        }
+        if s.write_all(std::slice::from_ref(byte)).is_err() {
+            break;
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(receiver.staging_entries().is_empty());
+
     // One token trickling: it holds at most half the slots (1 of 2), so
     // another pusher's upload goes through at once.
     receiver.kill();

@@ -13,6 +13,10 @@ use crate::receive::intake::truncate;
 use crate::receive::staging::{self, Compression, StageError};
 use crate::receive::state::ReceiveState;
 
+/// Lowest average upload rate, in bytes per second, enforced once an
+/// upload has lasted `--upload-idle-timeout-secs` (408 below it).
+pub const MIN_RATE: u64 = 1024;
+
 /// Body chunks in flight between the connection and the decompressor.
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -106,10 +110,20 @@ pub async fn put(
         tokio::task::spawn_blocking(move || staging::receive(upload, compression, limit, rx));
     let metrics = &state.metrics;
     let mut received_bytes = 0u64;
+    let started = tokio::time::Instant::now();
     let streamed = async {
         while let Some(chunk) = next_chunk(&mut body, &state.limits, deadline, "NAR").await? {
             metrics.bytes_received.inc_by(chunk.len() as u64);
             received_bytes += chunk.len() as u64;
+            // Slowloris: a byte now and then never trips the idle timeout;
+            // after the first idle period the average must stay above
+            // MIN_RATE bytes/s.
+            let elapsed = started.elapsed();
+            if elapsed > state.limits.idle_timeout
+                && (received_bytes as f64) < MIN_RATE as f64 * elapsed.as_secs_f64()
+            {
+                return Err(ReceiveError::Timeout);
+            }
             if tx.send(chunk).await.is_err() {
                 break; // the decompressor stopped: its error says why
             }
