@@ -123,6 +123,20 @@ enum SignerError {
     Runtime(std::io::Error),
 }
 
+impl SignerError {
+    /// A configuration error (a key file, a socket group, the store dir):
+    /// exits 2 like clap's usage errors; runtime failures exit 1.
+    fn is_config(&self) -> bool {
+        matches!(
+            self,
+            SignerError::Keys(
+                KeyFileError::TooOpen { .. } | KeyFileError::Malformed { .. } | KeyFileError::None
+            ) | SignerError::StoreDir { .. }
+                | SignerError::Socket(SocketError::Group { .. } | SocketError::NotASocket(_))
+        )
+    }
+}
+
 /// The keys and the store DB, each checked.
 fn open(args: &ServeArgs) -> Result<(Vec<SecretKey>, StoreDb), SignerError> {
     let keys = key_file::load_all(&args.key_files)?;
@@ -272,7 +286,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("larder-signer: {e}");
-            ExitCode::FAILURE
+            if e.is_config() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

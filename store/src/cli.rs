@@ -212,6 +212,13 @@ fn with_file(command: Command, convention: &Convention, path: &Path) -> Result<C
             key: key.clone(),
             fix,
         })?;
+        if value.is_array() && !takes_many(&command, key) {
+            return Err(CliError::BadValue {
+                path: path.to_owned(),
+                key: key.clone(),
+                fix: "this flag takes one value, not an array",
+            });
+        }
         settings.push((key.clone(), values));
     }
     Ok(set_defaults(command, &settings))
@@ -221,6 +228,16 @@ fn with_file(command: Command, convention: &Convention, path: &Path) -> Result<C
 fn knows(command: &Command, long: &str) -> bool {
     command.get_arguments().any(|a| a.get_long() == Some(long))
         || command.get_subcommands().any(|s| knows(s, long))
+}
+
+/// Whether the flag `long` (in `command` or a subcommand) takes several
+/// values: repeatable (`ArgAction::Append`) or more than one per use.
+fn takes_many(command: &Command, long: &str) -> bool {
+    command.get_arguments().any(|a| {
+        a.get_long() == Some(long)
+            && (matches!(a.get_action(), ArgAction::Append)
+                || a.get_num_args().is_some_and(|r| r.max_values() > 1))
+    }) || command.get_subcommands().any(|s| takes_many(s, long))
 }
 
 /// A TOML value as the strings clap parses.
@@ -383,6 +400,13 @@ mod tests {
             parse(&[], Some(f.path())),
             Err(CliError::BadValue { .. })
         ));
+        for array in ["priority = [1, 2]\n", "to = [\"a\", \"b\"]\n"] {
+            let f = file(array);
+            let err = parse(&[], Some(f.path())).unwrap_err();
+            assert!(matches!(err, CliError::BadValue { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains(&*f.path().to_string_lossy()) && err.contains("not an array"));
+        }
         let f = file("priority = \"lots\"\n");
         assert!(matches!(parse(&[], Some(f.path())), Err(CliError::Clap(_))));
         let f = file("priority = \n");

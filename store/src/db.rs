@@ -275,6 +275,27 @@ impl StoreDb {
         self.with_conn(|conn, loc| query::query_valid(conn, loc, path))
     }
 
+    /// True when the derivation `drv` is valid in the store, or a valid
+    /// path records it as its deriver (Nix's `nix copy` of outputs does
+    /// not copy the `.drv`, yet `nix store copy-log` sends its log). The
+    /// second check scans `ValidPaths` (no index on `deriver`). Blocks.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when the query fails.
+    pub fn known_derivation_blocking(&self, drv: &StorePath) -> Result<bool, DbError> {
+        self.with_conn(|conn, loc| query::known_derivation(conn, loc, drv))
+    }
+
+    /// [`StoreDb::known_derivation_blocking`] on the DB's threads.
+    ///
+    /// # Errors
+    /// As [`StoreDb::known_derivation_blocking`], or [`DbError::Pool`].
+    pub async fn known_derivation(&self, drv: &StorePath) -> Result<bool, DbError> {
+        let drv = drv.clone();
+        self.spawn(move |db| db.known_derivation_blocking(&drv))
+            .await
+    }
+
     /// [`StoreDb::query_valid_blocking`] on the DB's threads.
     ///
     /// # Errors

@@ -33,6 +33,7 @@ pub mod hash;
 pub mod location;
 pub mod named_base64;
 pub mod nar;
+pub mod nar_check;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod path;

@@ -130,7 +130,7 @@ pub struct KeepArgs {
     #[arg(long)]
     pub from_start: bool,
     /// Apply retention at least this often (and after every pass that rooted something).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub prune_interval_secs: u64,
     /// Do one pass and exit (for a timer).
     #[arg(long)]
@@ -230,24 +230,28 @@ pub struct ReceiveArgs {
     #[command(flatten)]
     pub retention: RetentionArgs,
     /// Apply retention this often (and once at startup).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub prune_interval_secs: u64,
     /// A root counts for retention (and may be removed) once it is this
     /// old: a push in progress is not yet one closure.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub settle_secs: u64,
     /// Largest NAR accepted, decompressed (refused with 413 beyond).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub max_nar_size_mib: u64,
     /// NAR uploads received at once; more wait for a slot.
-    #[arg(long, default_value_t = 8)]
-    pub max_concurrent_uploads: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub max_concurrent_uploads: u16,
     /// Longest one NAR upload may take, waiting for a slot included (408 beyond).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub upload_timeout_secs: u64,
     /// Longest pause between two chunks of an upload's body (408 beyond).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub upload_idle_timeout_secs: u64,
+    /// Largest total of staged NARs and uploads in progress, decompressed
+    /// (an upload that would pass it is refused with 503 and Retry-After).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub max_staging_mib: u64,
     /// `Priority:` in /nix-cache-info.
     #[arg(long, default_value_t = 50)]
     pub priority: u32,

@@ -51,7 +51,11 @@ fn main() -> ExitCode {
     };
     result.unwrap_or_else(|e| {
         eprintln!("larder-sync: {e}");
-        ExitCode::FAILURE
+        // Usage and configuration errors exit 2, like clap's own.
+        match e {
+            SyncError::Usage(_) | SyncError::Config { .. } => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
     })
 }
 
@@ -258,10 +262,11 @@ fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
         staging_dir: args.staging_dir.clone(),
         gc_root_dir,
         policies,
-        prune_interval: Duration::from_secs(args.prune_interval_secs.max(1)),
+        prune_interval: Duration::from_secs(args.prune_interval_secs),
         settle: Duration::from_secs(args.settle_secs),
         max_nar_size: args.max_nar_size_mib.saturating_mul(1 << 20),
-        max_concurrent_uploads: args.max_concurrent_uploads,
+        max_concurrent_uploads: usize::from(args.max_concurrent_uploads),
+        max_staging: args.max_staging_mib.saturating_mul(1 << 20),
         upload_timeout: Duration::from_secs(args.upload_timeout_secs),
         idle_timeout: Duration::from_secs(args.upload_idle_timeout_secs.max(1)),
         priority: args.priority,

@@ -493,7 +493,7 @@ fn receiver_runs_on_the_modules_units() {
         },
     } } } } });
     let module = ModuleEval::new(&config);
-    let creds = credentials(dir.path(), &[("tokens", "ci tok-ci\n")]);
+    let creds = credentials(dir.path(), &[("tokens", "ci tok-ci-0123456789abcdef\n")]);
     let out = module
         .command("larder-sync-receive", "ExecStartPre", &creds)
         .env("NIX_CONFIG", NIX_CONFIG)
@@ -517,7 +517,7 @@ fn receiver_runs_on_the_modules_units() {
     let url = format!("http://127.0.0.1:{port}/nix-cache-info");
     wait_until(&mut receiver.process, || {
         ureq::get(&url)
-            .set("Authorization", "Bearer tok-ci")
+            .set("Authorization", "Bearer tok-ci-0123456789abcdef")
             .call()
             .is_ok()
     });

@@ -195,7 +195,8 @@ fn refuses_to_start_with_a_readable_key_or_a_bad_one() {
     };
     let out = serve(&key);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // A configuration error exits 2, like a usage error.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&key.display().to_string()) && err.contains("chmod 600"),
         "{err}"
@@ -207,7 +208,7 @@ fn refuses_to_start_with_a_readable_key_or_a_bad_one() {
     std::fs::set_permissions(&truncated, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = serve(&truncated);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("truncated.sec") && err.contains("not a Nix secret key"),
         "{err}"

@@ -241,7 +241,8 @@ fn daemon_pulls_configured_builders_and_refuses_bad_config() {
     };
     write("colour = \"blue\"\n");
     let out = setup.output(&["daemon", "--builders", config.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration error: exit 2, like a usage error.
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains(config.to_str().unwrap()) && stderr(&out).contains("colour"),
         "{}",
@@ -321,7 +322,7 @@ fn daemon_keep_last_counts_distinct_closures_and_names_are_unique() {
     )
     .unwrap();
     let out = setup.output(&["daemon", "--builders", config.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&uri) && stderr(&out).contains(&other),
         "{}",

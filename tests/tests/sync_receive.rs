@@ -193,9 +193,13 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     };
 
     // Tampered NAR bytes: the URL names the hash of other bytes.
+    // (a byte of the file's contents: the NAR stays well-formed).
     let mut tampered = nar_of(&dep_info);
-    let last = tampered.len() - 20;
-    tampered[last] ^= 1;
+    let at = tampered
+        .windows(4)
+        .position(|w| w == b"dep\n")
+        .expect("the file's contents");
+    tampered[at] ^= 1;
     let (code, body) = send(put(&format!("/{}", dep_info.url)), &tampered);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("hash"), "{body}");
@@ -410,6 +414,9 @@ fn concurrent_pushes_build_logs_and_metrics() {
             "echo building-logged; echo x > $out",
         ))
         .remove(0);
+    // Pushed like the rest: the receiver takes logs only of derivations
+    // its store knows (here, as the deriver of `logged`).
+    paths.push(logged.clone());
     let metrics_port = larder_tests::process::free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let receiver = TestReceiver::start(&host, &["--metrics-listen", &metrics_addr]);

@@ -107,7 +107,8 @@ fn bad_policies_are_refused() {
     let store = TestStore::new();
     let setup = SyncSetup::new(&store);
     let out = setup.output(&["roots", "--policy", "receive-ci=weeks:2"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A usage error: exit 2.
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SOURCE=last:N,days:D"),
         "{}",

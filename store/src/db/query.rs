@@ -33,6 +33,8 @@ const REFERENCES: &str = "SELECT ValidPaths.path FROM Refs \
 const AFTER: &str = "SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id LIMIT ?2";
 const MAX_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM ValidPaths";
 const VALID: &str = "SELECT 1 FROM ValidPaths WHERE path = ?1";
+/// No index on `deriver`: a table scan, for rare callers (build-log uploads).
+const HAS_OUTPUT: &str = "SELECT 1 FROM ValidPaths WHERE deriver = ?1 LIMIT 1";
 
 /// A query failure before the DB's path is attached.
 #[derive(Debug)]
@@ -241,6 +243,21 @@ pub(super) fn query_valid(
     let mut stmt = conn.prepare_cached(VALID)?;
     let found = stmt
         .query_row(params![loc.display_path(path)], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+pub(super) fn known_derivation(
+    conn: &Connection,
+    loc: &StoreLocation,
+    drv: &StorePath,
+) -> Result<bool> {
+    if query_valid(conn, loc, drv)? {
+        return Ok(true);
+    }
+    let mut stmt = conn.prepare_cached(HAS_OUTPUT)?;
+    let found = stmt
+        .query_row(params![loc.display_path(drv)], |_| Ok(()))
         .optional()?;
     Ok(found.is_some())
 }

@@ -34,6 +34,10 @@ pub struct Pusher {
     digest: [u8; 32],
 }
 
+/// Shortest plain token accepted, in bytes (a hashed `sha256:` entry
+/// cannot be checked).
+pub const MIN_TOKEN_BYTES: usize = 16;
+
 /// Every pusher of the tokens file.
 #[derive(Debug, Clone)]
 pub struct Tokens {
@@ -51,6 +55,12 @@ impl Tokens {
     /// Read and check `path`. Errors name the file, the line and the fix.
     pub fn load(path: &Path) -> Result<Tokens, SyncError> {
         let meta = fs::metadata(path).map_err(|e| config_err(path, format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(config_err(
+                path,
+                "not a file; --tokens names the tokens file".into(),
+            ));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(config_err(
@@ -66,11 +76,15 @@ impl Tokens {
     }
 
     /// Parse the file's text; errors name the line (never the token).
+    /// `#` starts a comment only as a line's first non-blank character (a
+    /// `#` inside a token is part of it). Names and tokens must be unique;
+    /// a plain token must be at least [`MIN_TOKEN_BYTES`] long.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut pushers: Vec<Pusher> = Vec::new();
+        let mut lines: Vec<usize> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let mut fields = line.split_whitespace();
@@ -91,8 +105,12 @@ impl Tokens {
                     i + 1
                 ));
             }
-            if pushers.iter().any(|p| p.name == name) {
-                return Err(format!("line {}: pusher {name} appears twice", i + 1));
+            if let Some(j) = pushers.iter().position(|p| p.name == name) {
+                return Err(format!(
+                    "line {}: pusher {name} appears twice (first on line {})",
+                    i + 1,
+                    lines[j]
+                ));
             }
             let digest = match token.strip_prefix(HASHED_PREFIX) {
                 Some(hex_digest) => parse_hex32(hex_digest).ok_or_else(|| {
@@ -101,8 +119,23 @@ impl Tokens {
                         i + 1
                     )
                 })?,
+                None if token.len() < MIN_TOKEN_BYTES => {
+                    return Err(format!(
+                        "line {}: pusher {name}'s token is shorter than {MIN_TOKEN_BYTES} bytes; make one with `openssl rand -hex 32`",
+                        i + 1
+                    ));
+                }
                 None => Sha256::digest(token.as_bytes()).into(),
             };
+            if let Some(j) = pushers.iter().position(|p| p.digest == digest) {
+                return Err(format!(
+                    "line {}: pusher {name} has the same token as line {} ({}); give each pusher its own",
+                    i + 1,
+                    lines[j],
+                    pushers[j].name
+                ));
+            }
+            lines.push(i + 1);
             pushers.push(Pusher {
                 name: name.to_owned(),
                 digest,
@@ -173,13 +206,35 @@ mod tests {
     }
 
     #[test]
+    fn hash_sign_inside_a_token_duplicates_and_short_tokens() {
+        let t = Tokens::parse("ci abc#def-0123456789\n").unwrap();
+        assert!(t.authenticate(Some("Bearer abc#def-0123456789")).is_some());
+        assert!(t.authenticate(Some("Bearer abc")).is_none());
+        let e = Tokens::parse("a tok-0123456789abcdef\nb tok-0123456789abcdef\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("tok-0123"), "{e}");
+        let hashed = hex_of(&Sha256::digest(b"tok-0123456789abcdef"));
+        let e = Tokens::parse(&format!("a tok-0123456789abcdef\nb sha256:{hashed}\n")).unwrap_err();
+        assert!(e.contains("same token"), "{e}");
+        let e = Tokens::parse("a tok-0123456789abcdef\na tok-0123456789abcdeg\n").unwrap_err();
+        assert!(e.contains("twice") && e.contains("line 1"), "{e}");
+        let e = Tokens::parse("a tiny\n").unwrap_err();
+        assert!(
+            e.contains("openssl rand -hex 32") && !e.contains("tiny"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn plain_and_hashed_tokens_authenticate_their_pusher_only() {
         let hashed = hex_of(&Sha256::digest(b"s3cret"));
         let tokens = Tokens::parse(&format!(
-            "# pushers\nci  tok-ci\n\nbuilder sha256:{hashed} # hashed\n"
+            "# pushers\nci  tok-ci-0123456789\n\n  # hashed\nbuilder sha256:{hashed}\n"
         ))
         .unwrap();
-        let ci = tokens.authenticate(Some(&basic("ci", "tok-ci"))).unwrap();
+        let ci = tokens
+            .authenticate(Some(&basic("ci", "tok-ci-0123456789")))
+            .unwrap();
         assert_eq!(ci.name, "ci");
         assert_eq!(
             tokens
@@ -189,12 +244,15 @@ mod tests {
             "builder"
         );
         assert_eq!(
-            tokens.authenticate(Some("Bearer tok-ci")).unwrap().name,
+            tokens
+                .authenticate(Some("Bearer tok-ci-0123456789"))
+                .unwrap()
+                .name,
             "ci"
         );
         assert!(
             tokens
-                .authenticate(Some(&basic("builder", "tok-ci")))
+                .authenticate(Some(&basic("builder", "tok-ci-0123456789")))
                 .is_none()
         );
         assert!(tokens.authenticate(Some(&basic("ci", "wrong"))).is_none());

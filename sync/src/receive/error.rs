@@ -4,7 +4,7 @@
 //! in it comes from a token or a secret.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use thiserror::Error;
 
@@ -39,6 +39,10 @@ pub enum ReceiveError {
     MethodNotAllowed,
     #[error("the upload took longer than --upload-timeout-secs, or stalled")]
     Timeout,
+    /// Out of a shared resource (staging space): retry later (503 with
+    /// `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
     /// A failure on our side; the detail is logged, the client sees this text.
     #[error("{0}")]
     Internal(String),
@@ -62,6 +66,7 @@ impl ReceiveError {
             ReceiveError::NotFound => "not_found",
             ReceiveError::MethodNotAllowed => "method_not_allowed",
             ReceiveError::Timeout => "timeout",
+            ReceiveError::Busy(_) => "busy",
             ReceiveError::Internal(_) => "internal",
         }
     }
@@ -84,6 +89,7 @@ impl ResponseError for ReceiveError {
             ReceiveError::NotFound => StatusCode::NOT_FOUND,
             ReceiveError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ReceiveError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ReceiveError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +99,13 @@ impl ResponseError for ReceiveError {
         resp.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
         if matches!(self, ReceiveError::Unauthorized) {
             resp.insert_header((WWW_AUTHENTICATE, "Basic realm=\"larder\""));
+        }
+        if matches!(self, ReceiveError::Busy(_)) {
+            resp.insert_header((RETRY_AFTER, "60"));
+        }
+        if matches!(self, ReceiveError::Timeout) {
+            // The rest of a stalled body is never read: do not reuse.
+            resp.force_close();
         }
         resp.body(format!("{self}\n"))
     }

@@ -46,6 +46,74 @@ pub fn parse(hash: &StorePathHash, body: &[u8], store_dir: &str) -> ReceiveResul
     Ok(info)
 }
 
+/// Check a narinfo's `CA:` field: `text:sha256:<hash>` or
+/// `fixed:[r:]{md5|sha1|sha256|sha512}:<hash>` (Nix 2.8's
+/// `parseContentAddress`; the hash in base16, nix32 or base64 of the
+/// algorithm's length). A recursive SHA-256 one is the NAR's hash, so it
+/// must equal `nar_hash`. Anything else is 400 before the import, where
+/// Nix would fail.
+pub fn check_ca(ca: &str, nar_hash: &larder_store::Sha256Hash) -> ReceiveResult<()> {
+    let bad = |why: &str| {
+        ReceiveError::BadRequest(format!(
+            "narinfo CA {:?} {why}; expected text:sha256:<hash> or fixed:[r:]<algo>:<hash>",
+            truncate(ca)
+        ))
+    };
+    let (recursive, algo, hash) = if let Some(rest) = ca.strip_prefix("text:") {
+        let hash = rest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| bad("is not text:sha256"))?;
+        (false, "sha256", hash)
+    } else if let Some(rest) = ca.strip_prefix("fixed:") {
+        let (recursive, rest) = match rest.strip_prefix("r:") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (algo, hash) = rest
+            .split_once(':')
+            .ok_or_else(|| bad("has no hash algorithm"))?;
+        (recursive, algo, hash)
+    } else {
+        return Err(bad("is not content address syntax"));
+    };
+    let len = match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return Err(bad("names an unknown hash algorithm")),
+    };
+    let bytes = decode_hash(hash, len).ok_or_else(|| bad("has a malformed hash"))?;
+    if recursive && algo == "sha256" && bytes != nar_hash.0 {
+        return Err(ReceiveError::HashMismatch(format!(
+            "narinfo CA {} does not match its NarHash {nar_hash}",
+            truncate(ca)
+        )));
+    }
+    Ok(())
+}
+
+/// A `len`-byte hash in base16, nix32 or base64 (told apart by length, as
+/// Nix does).
+fn decode_hash(s: &str, len: usize) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let bytes = if s.len() == len * 2 {
+        if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        (0..len)
+            .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?
+    } else if s.len() == (len * 8).div_ceil(5) {
+        larder_store::nixbase32::decode(s).ok()?
+    } else if s.len() == len.div_ceil(3) * 4 {
+        base64::engine::general_purpose::STANDARD.decode(s).ok()?
+    } else {
+        return None;
+    };
+    (bytes.len() == len).then_some(bytes)
+}
+
 /// The staging key of the narinfo's `URL` (`nar/<filehash>.nar[.ext]`),
 /// checked to agree with its `Compression`.
 pub fn nar_url(info: &NarInfo) -> ReceiveResult<String> {
@@ -131,4 +199,33 @@ fn internal(e: impl std::fmt::Display) -> ReceiveError {
 /// At most 80 characters of client input in a message.
 pub fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ca;
+    use larder_store::Sha256Hash;
+
+    #[test]
+    fn ca_syntax() {
+        let h = Sha256Hash::digest(b"x");
+        let n32 = h.to_nix32();
+        assert!(check_ca(&format!("fixed:r:sha256:{n32}"), &h).is_ok());
+        assert!(check_ca(&format!("fixed:r:sha256:{}", h.to_base16()), &h).is_ok());
+        assert!(check_ca(&format!("fixed:sha256:{n32}"), &Sha256Hash::digest(b"y")).is_ok());
+        assert!(check_ca(&format!("text:sha256:{n32}"), &h).is_ok());
+        assert!(check_ca("fixed:md5:0123456789abcdef0123456789abcdef", &h).is_ok());
+        for bad in [
+            "garbage",
+            "text:sha1:0123456789abcdef0123456789abcdef01234567",
+            "fixed:r:sha256:short",
+            "fixed:sha3:abc",
+            "fixed:r:sha256:",
+            "text:sha256:+123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde",
+        ] {
+            assert!(check_ca(bad, &h).is_err(), "{bad}");
+        }
+        let other = Sha256Hash::digest(b"y").to_nix32();
+        assert!(check_ca(&format!("fixed:r:sha256:{other}"), &h).is_err());
+    }
 }

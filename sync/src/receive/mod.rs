@@ -89,6 +89,8 @@ pub struct ReceiveConfig {
     /// Largest NAR accepted, decompressed, in bytes.
     pub max_nar_size: u64,
     pub max_concurrent_uploads: usize,
+    /// Largest total of staged NARs, decompressed, in bytes (`--max-staging-mib`).
+    pub max_staging: u64,
     pub upload_timeout: Duration,
     /// Longest pause between two chunks of an upload's body.
     pub idle_timeout: Duration,
@@ -111,9 +113,13 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         settle: config.settle,
     };
     keep.check_sources(tokens.names())?;
-    if config.max_concurrent_uploads == 0 || config.max_nar_size == 0 {
+    if config.max_concurrent_uploads == 0
+        || config.max_concurrent_uploads > tokio::sync::Semaphore::MAX_PERMITS
+        || config.max_nar_size == 0
+    {
         return Err(SyncError::Usage(
-            "--max-concurrent-uploads and --max-nar-size-mib must be at least 1".into(),
+            "--max-concurrent-uploads (at most 4096) and --max-nar-size-mib must be at least 1"
+                .into(),
         ));
     }
     let location = StoreLocation::new(&config.store_root);
@@ -128,6 +134,11 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         path: config.gc_root_dir.clone(),
         source,
     })?;
+    let per_pusher = (config.max_concurrent_uploads / 2).max(1);
+    let pusher_uploads = tokens
+        .names()
+        .map(|n| (n.to_owned(), tokio::sync::Semaphore::new(per_pusher)))
+        .collect();
     let state = web::Data::new(ReceiveState {
         tokens,
         sigs,
@@ -138,10 +149,12 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         gc_root_dir: config.gc_root_dir.clone(),
         limits: Limits {
             max_nar_size: config.max_nar_size,
+            max_staging: config.max_staging,
             upload_timeout: config.upload_timeout,
             idle_timeout: config.idle_timeout,
         },
         uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
+        pusher_uploads,
         priority: config.priority,
         metrics: ReceiveMetrics::new(),
     });
@@ -158,6 +171,9 @@ async fn serve(
         App::new()
             .app_data(app_state.clone())
             .default_service(web::to(routes::dispatch))
+    })
+    .on_connect(|_, ext| {
+        ext.insert(routes::Poisoned::default());
     });
     let listen_err = |e: std::io::Error| {
         SyncError::Usage(format!(
@@ -201,7 +217,10 @@ async fn serve(
         None => None,
     };
     let sweeper = state.clone();
-    let max_age = config.upload_timeout * 2;
+    let max_age = config
+        .upload_timeout
+        .checked_mul(2)
+        .unwrap_or(Duration::MAX);
     actix_web::rt::spawn(async move {
         loop {
             actix_web::rt::time::sleep(SWEEP_INTERVAL).await;

@@ -90,6 +90,9 @@ pub enum StageError {
     },
     /// The compressed stream is not valid for its compression.
     Corrupt(String),
+    /// The decompressed bytes are not one well-formed NAR (garbage,
+    /// truncated, trailing bytes): Nix would fail to import it.
+    NotNar(larder_store::nar_check::NarSyntaxError),
     Io(io::Error),
 }
 
@@ -98,10 +101,11 @@ pub enum StageError {
 pub struct StagedNar {
     pub file: PathBuf,
     pub digests: Digests,
-    /// Narinfos still expected for it: one per PUT and per HEAD answered
-    /// 200 (Nix skips the PUT then). Two paths with identical contents
-    /// share one NAR URL, and Nix may push them concurrently.
-    claims: u32,
+    /// Narinfos still expected for it, per pusher name: one per PUT and
+    /// per HEAD answered 200 (Nix skips the PUT then). Two paths with
+    /// identical contents share one NAR URL, and Nix may push them
+    /// concurrently; a pusher's narinfo only ever drops its own claim.
+    claims: HashMap<String, u32>,
     staged_at: SystemTime,
 }
 
@@ -168,11 +172,12 @@ impl Staging {
             .tempdir_in(&self.dir)
     }
 
-    /// HEAD on a NAR: true (and one more narinfo expected) if staged.
-    pub fn claim(&self, url: &str) -> bool {
+    /// HEAD on a NAR by `pusher`: true (and one more narinfo expected
+    /// from that pusher) if staged.
+    pub fn claim(&self, url: &str, pusher: &str) -> bool {
         match self.index().get_mut(url) {
             Some(e) => {
-                e.claims += 1;
+                *e.claims.entry(pusher.to_owned()).or_default() += 1;
                 true
             }
             None => false,
@@ -182,10 +187,16 @@ impl Staging {
     /// Keep a verified upload under `url`. The URL names the uploaded
     /// bytes' hash, so an upload to a staged URL has the same contents:
     /// it only adds a claim.
-    pub fn stage(&self, url: &str, upload: NamedTempFile, digests: Digests) -> io::Result<()> {
+    pub fn stage(
+        &self,
+        url: &str,
+        pusher: &str,
+        upload: NamedTempFile,
+        digests: Digests,
+    ) -> io::Result<()> {
         let mut index = self.index();
         if let Some(e) = index.get_mut(url) {
-            e.claims += 1;
+            *e.claims.entry(pusher.to_owned()).or_default() += 1;
             return Ok(());
         }
         let generation = self.next.fetch_add(1, Ordering::SeqCst);
@@ -196,16 +207,19 @@ impl Staging {
             StagedNar {
                 file,
                 digests,
-                claims: 1,
+                claims: HashMap::from([(pusher.to_owned(), 1)]),
                 staged_at: SystemTime::now(),
             },
         );
         Ok(())
     }
 
-    /// The entry staged under `url`, if any.
-    pub fn get(&self, url: &str) -> Option<StagedNar> {
-        self.index().get(url).cloned()
+    /// The entry staged under `url`, if `pusher` has a claim on it.
+    pub fn get(&self, url: &str, pusher: &str) -> Option<StagedNar> {
+        self.index()
+            .get(url)
+            .filter(|e| e.claims.get(pusher).is_some_and(|n| *n > 0))
+            .cloned()
     }
 
     /// Hard-link the NAR staged under `url` to `dest` (under the index
@@ -219,13 +233,19 @@ impl Staging {
         Ok(true)
     }
 
-    /// A narinfo naming `url` was handled (imported or refused): drop its
-    /// claim, and the NAR with the last one.
-    pub fn release(&self, url: &str) {
+    /// A narinfo from `pusher` naming `url` was handled (imported or
+    /// refused): drop one of that pusher's claims, and the NAR with the
+    /// last claim of anyone. Another pusher's claims are never touched.
+    pub fn release(&self, url: &str, pusher: &str) {
         let mut index = self.index();
         let last = index.get_mut(url).is_some_and(|e| {
-            e.claims = e.claims.saturating_sub(1);
-            e.claims == 0
+            if let Some(n) = e.claims.get_mut(pusher) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    e.claims.remove(pusher);
+                }
+            }
+            e.claims.is_empty()
         });
         if last && let Some(old) = index.remove(url) {
             let _ = fs::remove_file(old.file);
@@ -257,6 +277,7 @@ struct NarSink {
     hasher: Sha256,
     size: u64,
     limit: u64,
+    syntax: larder_store::nar_check::NarChecker,
 }
 
 /// The marker error [`NarSink`] fails with past its limit.
@@ -274,6 +295,7 @@ impl Write for NarSink {
         if self.size + buf.len() as u64 > self.limit {
             return Err(io::Error::other(OverLimit));
         }
+        self.syntax.feed(buf).map_err(io::Error::other)?;
         self.out.write_all(buf)?;
         self.hasher.update(buf);
         self.size += buf.len() as u64;
@@ -333,6 +355,11 @@ impl Decoder {
 fn classify(e: io::Error, limit: u64) -> StageError {
     if e.get_ref().is_some_and(|i| i.is::<OverLimit>()) {
         StageError::TooLarge { limit }
+    } else if let Some(bad) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<larder_store::nar_check::NarSyntaxError>())
+    {
+        StageError::NotNar(bad.clone())
     } else if matches!(
         e.kind(),
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
@@ -362,6 +389,7 @@ pub fn receive(
         hasher: Sha256::new(),
         size: 0,
         limit,
+        syntax: larder_store::nar_check::NarChecker::new(),
     };
     let mut decoder = Decoder::new(compression, sink).map_err(StageError::Io)?;
     let mut file_hasher = Sha256::new();
@@ -372,6 +400,7 @@ pub fn receive(
         decoder.write_all(&chunk).map_err(|e| classify(e, limit))?;
     }
     let sink = decoder.finish().map_err(|e| classify(e, limit))?;
+    sink.syntax.finish().map_err(StageError::NotNar)?;
     let digests = Digests {
         nar_hash: Sha256Hash(sink.hasher.finalize().into()),
         nar_size: sink.size,

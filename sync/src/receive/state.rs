@@ -19,6 +19,8 @@ use crate::nix::LocalStore;
 pub struct Limits {
     /// Largest NAR accepted, in decompressed bytes.
     pub max_nar_size: u64,
+    /// Largest total of staged NARs, decompressed (`--max-staging-mib`).
+    pub max_staging: u64,
     /// Longest one NAR upload may take, queueing for a slot included.
     pub upload_timeout: Duration,
     /// Longest wait for the next body chunk. Nix 2.8 retries a PUT whose
@@ -41,6 +43,10 @@ pub struct ReceiveState {
     pub limits: Limits,
     /// One permit per NAR upload in progress (`--max-concurrent-uploads`).
     pub uploads: tokio::sync::Semaphore,
+    /// Per pusher name, the upload slots that pusher may hold at once
+    /// (half of `--max-concurrent-uploads`, at least 1): one token
+    /// trickling bytes cannot take every slot. Taken before `uploads`.
+    pub pusher_uploads: std::collections::HashMap<String, tokio::sync::Semaphore>,
     /// `Priority:` in `nix-cache-info`.
     pub priority: u32,
     pub metrics: ReceiveMetrics,

@@ -33,6 +33,18 @@ pub async fn put(
                 truncate(drv)
             ))
         })?;
+    // Only logs of derivations the store knows (valid, or the deriver of
+    // a valid path): nobody fills the log dir with logs of nothing.
+    let known = state.db.known_derivation(&path).await.map_err(|e| {
+        tracing::error!("store DB: {e}");
+        ReceiveError::Internal("cannot read the cache's store DB".into())
+    })?;
+    if !known {
+        return Err(ReceiveError::MissingReference(format!(
+            "{drv} is not in the cache's store, nor the deriver of a path in it; push the outputs before the log",
+            drv = truncate(drv)
+        )));
+    }
     if let Some(enc) = req.headers().get(CONTENT_ENCODING)
         && enc.as_bytes() != b"identity"
     {
@@ -41,7 +53,7 @@ pub async fn put(
                 .into(),
         ));
     }
-    let text = read_bounded(body, MAX_LOG_BYTES, "build log").await?;
+    let text = read_bounded(req, body, &state.limits, MAX_LOG_BYTES, true, "build log").await?;
     state.metrics.bytes_received.inc_by(text.len() as u64);
     let dir = state.location.log_dir();
     let base = path.to_string();

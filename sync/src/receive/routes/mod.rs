@@ -18,13 +18,22 @@ mod log;
 mod nar;
 mod narinfo;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use actix_web::http::Method;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::auth::Pusher;
 use super::error::{ReceiveError, ReceiveResult};
 use super::state::ReceiveState;
+
+/// Per connection: a request on it had both `Transfer-Encoding` and
+/// `Content-Length`, so every later request on it is refused (actix may
+/// already have parsed the bytes after it as pipelined requests).
+#[derive(Debug, Clone, Default)]
+pub struct Poisoned(Arc<AtomicBool>);
 
 /// The one handler actix calls (as its default service).
 pub async fn dispatch(
@@ -34,6 +43,30 @@ pub async fn dispatch(
 ) -> HttpResponse {
     let method = req.method().clone();
     let path = req.path().to_owned();
+    // RFC 9112 §6.3: a request with both Transfer-Encoding and
+    // Content-Length may be a smuggling attempt; refuse it and close the
+    // connection, never reading what follows as another request.
+    // Requests already pipelined behind such a request on the same
+    // connection were framed by an attacker's choice: refuse them too.
+    let poisoned = req.conn_data::<Poisoned>().cloned().unwrap_or_default();
+    let smuggling =
+        req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH);
+    if smuggling || poisoned.0.load(Ordering::SeqCst) {
+        poisoned.0.store(true, Ordering::SeqCst);
+        let e = ReceiveError::BadRequest(
+            "Transfer-Encoding and Content-Length together are not allowed".into(),
+        );
+        state
+            .metrics
+            .rejections
+            .with_label_values(&[e.reason()])
+            .inc();
+        tracing::info!(%method, path, "refused: {e}");
+        let mut resp = e.error_response();
+        resp.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        return resp;
+    }
     match route(&req, body, &state).await {
         Ok(resp) => {
             tracing::debug!(%method, path, status = resp.status().as_u16(), "answered");
@@ -82,11 +115,11 @@ async fn route(
     }
     if let Some(name) = path.strip_prefix("/nar/") {
         return match *method {
-            Method::HEAD => nar::head(state, name),
+            Method::HEAD => nar::head(state, &pusher, name),
             // The receiver serves no NAR bodies (larder-server does): a GET
             // answered 200 without the NAR would be a hard client failure.
             Method::GET => Err(ReceiveError::NotFound),
-            Method::PUT => nar::put(state, name, body).await,
+            Method::PUT => nar::put(req, state, &pusher, name, body).await,
             _ => Err(ReceiveError::MethodNotAllowed),
         };
     }
@@ -110,13 +143,13 @@ async fn route(
     if let Some(hash) = file.strip_suffix(".narinfo") {
         return match *method {
             Method::HEAD | Method::GET => narinfo::get(state, hash).await,
-            Method::PUT => narinfo::put(state, &pusher, hash, body).await,
+            Method::PUT => narinfo::put(req, state, &pusher, hash, body).await,
             _ => Err(ReceiveError::MethodNotAllowed),
         };
     }
     if let Some(hash) = file.strip_suffix(".ls") {
         return match *method {
-            Method::PUT => listing::put(hash, body).await,
+            Method::PUT => listing::put(req, state, hash, body).await,
             Method::HEAD | Method::GET => Err(ReceiveError::NotFound),
             _ => Err(ReceiveError::MethodNotAllowed),
         };

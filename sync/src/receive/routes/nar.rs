@@ -2,15 +2,20 @@
 //! to the staging area through the decompressor (see `staging`), checked
 //! against the file hash its URL names. `HEAD` says whether it is staged.
 
-use actix_web::{HttpResponse, web};
-use futures_util::StreamExt;
+use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::{Sha256Hash, nixbase32};
-use tokio::time::Instant;
+
+use super::body::{check_length, content_length, deadline, next_chunk};
+use crate::receive::auth::Pusher;
 
 use crate::receive::error::{ReceiveError, ReceiveResult};
 use crate::receive::intake::truncate;
 use crate::receive::staging::{self, Compression, StageError};
 use crate::receive::state::ReceiveState;
+
+/// Lowest average upload rate, in bytes per second, enforced once an
+/// upload has lasted `--upload-idle-timeout-secs` (408 below it).
+pub const MIN_RATE: u64 = 1024;
 
 /// Body chunks in flight between the connection and the decompressor.
 const CHANNEL_CHUNKS: usize = 8;
@@ -18,8 +23,12 @@ const CHANNEL_CHUNKS: usize = 8;
 /// 200 when a NAR is staged under this URL (Nix then skips its PUT, and
 /// one more narinfo is expected for it), else 404. The receiver serves no
 /// NAR bodies: larder-server does.
-pub fn head(state: &web::Data<ReceiveState>, name: &str) -> ReceiveResult<HttpResponse> {
-    if state.staging.claim(&format!("nar/{name}")) {
+pub fn head(
+    state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
+    name: &str,
+) -> ReceiveResult<HttpResponse> {
+    if state.staging.claim(&format!("nar/{name}"), &pusher.name) {
         Ok(HttpResponse::Ok().finish())
     } else {
         Err(ReceiveError::NotFound)
@@ -27,68 +36,108 @@ pub fn head(state: &web::Data<ReceiveState>, name: &str) -> ReceiveResult<HttpRe
 }
 
 fn parse_name(name: &str) -> ReceiveResult<(Sha256Hash, Compression)> {
-    let (hash, compression) = Compression::from_file_name(name).map_err(|ext| {
-        ReceiveError::UnsupportedCompression(format!(
-            "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
-            truncate(&ext)
+    let bad = || {
+        ReceiveError::BadRequest(format!(
+            "bad NAR URL nar/{}: not <nix32 sha256>.nar[.xz|.zst|.bz2]",
+            truncate(name)
         ))
+    };
+    // A plain extension Nix could have chosen (`.nar.lz4`) is an
+    // unsupported compression (415); anything else (`..%2f..`) a bad URL.
+    let (hash, compression) = Compression::from_file_name(name).map_err(|ext| {
+        let plain = !ext.is_empty()
+            && ext != name
+            && ext
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            && !ext.contains("..");
+        if plain {
+            ReceiveError::UnsupportedCompression(format!(
+                "NAR compression .{} is not supported; push with ?compression=xz, zstd, bzip2 or none",
+                truncate(&ext)
+            ))
+        } else {
+            bad()
+        }
     })?;
     let bytes = nixbase32::decode(hash)
         .ok()
         .filter(|b| b.len() == 32 && hash.len() == 52)
-        .ok_or_else(|| {
-            ReceiveError::BadRequest(format!(
-                "NAR URL nar/{} does not start with a nix32 SHA-256",
-                truncate(name)
-            ))
-        })?;
+        .ok_or_else(bad)?;
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&bytes);
     Ok((Sha256Hash(digest), compression))
 }
 
 pub async fn put(
+    req: &HttpRequest,
     state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
     name: &str,
     mut body: web::Payload,
 ) -> ReceiveResult<HttpResponse> {
     let (file_hash, compression) = parse_name(name)?;
-    let deadline = Instant::now() + state.limits.upload_timeout;
+    let announced = content_length(req)?;
+    let deadline = deadline(&state.limits);
+    // The pusher's own slots first: one token cannot hold every slot.
+    let mine = state
+        .pusher_uploads
+        .get(&pusher.name)
+        .ok_or_else(|| ReceiveError::Internal("unknown pusher".into()))?;
+    let _mine = tokio::time::timeout_at(deadline, mine.acquire())
+        .await
+        .map_err(|_| ReceiveError::Timeout)?
+        .map_err(|_| ReceiveError::Internal("shutting down".into()))?;
     let _permit = tokio::time::timeout_at(deadline, state.uploads.acquire())
         .await
         .map_err(|_| ReceiveError::Timeout)?
         .map_err(|_| ReceiveError::Internal("shutting down".into()))?;
+    let room = state
+        .limits
+        .max_staging
+        .saturating_sub(state.staging.staged_bytes());
+    if room == 0 {
+        return Err(staging_full(state));
+    }
     let upload = state.staging.new_upload().map_err(|e| {
         tracing::error!("staging dir {}: {e}", state.staging.dir().display());
         ReceiveError::Internal("cannot write to the staging dir".into())
     })?;
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-    let limit = state.limits.max_nar_size;
+    let limit = state.limits.max_nar_size.min(room);
+    let by_staging = room < state.limits.max_nar_size;
     let task =
         tokio::task::spawn_blocking(move || staging::receive(upload, compression, limit, rx));
     let metrics = &state.metrics;
-    let streamed = tokio::time::timeout_at(deadline, async {
-        loop {
-            let next = tokio::time::timeout(state.limits.idle_timeout, body.next())
-                .await
-                .map_err(|_| ReceiveError::Timeout)?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk
-                .map_err(|e| ReceiveError::BadRequest(format!("NAR upload interrupted: {e}")))?;
+    let mut received_bytes = 0u64;
+    let started = tokio::time::Instant::now();
+    let streamed = async {
+        while let Some(chunk) = next_chunk(&mut body, &state.limits, deadline, "NAR").await? {
             metrics.bytes_received.inc_by(chunk.len() as u64);
+            received_bytes += chunk.len() as u64;
+            // Slowloris: a byte now and then never trips the idle timeout;
+            // after the first idle period the average must stay above
+            // MIN_RATE bytes/s.
+            let elapsed = started.elapsed();
+            if elapsed > state.limits.idle_timeout
+                && (received_bytes as f64) < MIN_RATE as f64 * elapsed.as_secs_f64()
+            {
+                return Err(ReceiveError::Timeout);
+            }
             if tx.send(chunk).await.is_err() {
                 break; // the decompressor stopped: its error says why
             }
         }
         Ok::<(), ReceiveError>(())
-    })
+    }
     .await;
     drop(tx);
     let received = task
         .await
         .map_err(|e| ReceiveError::Internal(format!("upload worker failed: {e}")))?;
-    streamed.map_err(|_| ReceiveError::Timeout)??;
+    streamed?;
     let (upload, digests) = received.map_err(|e| match e {
+        StageError::TooLarge { .. } if by_staging => staging_full(state),
         StageError::TooLarge { limit } => ReceiveError::TooLarge(format!(
             "NAR larger than --max-nar-size-mib ({} MiB) once decompressed",
             limit >> 20
@@ -97,11 +146,13 @@ pub async fn put(
             "the {} stream cannot be decompressed: {detail}",
             compression.narinfo_name()
         )),
+        StageError::NotNar(e) => ReceiveError::BadRequest(format!("the upload is {e}")),
         StageError::Io(e) => {
             tracing::error!("staging dir {}: {e}", state.staging.dir().display());
             ReceiveError::Internal("cannot write to the staging dir".into())
         }
     })?;
+    check_length(announced, received_bytes, "NAR")?;
     if digests.file_hash != file_hash {
         return Err(ReceiveError::HashMismatch(format!(
             "the uploaded bytes hash to {}, not to the URL's {file_hash}",
@@ -110,7 +161,7 @@ pub async fn put(
     }
     state
         .staging
-        .stage(&format!("nar/{name}"), upload, digests)
+        .stage(&format!("nar/{name}"), &pusher.name, upload, digests)
         .map_err(|e| {
             tracing::error!("staging dir {}: {e}", state.staging.dir().display());
             ReceiveError::Internal("cannot write to the staging dir".into())
@@ -123,4 +174,12 @@ pub async fn put(
         "staged"
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+fn staging_full(state: &ReceiveState) -> ReceiveError {
+    tracing::warn!(
+        "staging is full (--max-staging-mib {} MiB); refusing an upload",
+        state.limits.max_staging >> 20
+    );
+    ReceiveError::Busy("the cache's staging area is full; retry later".into())
 }

@@ -47,13 +47,14 @@ pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<H
 }
 
 pub async fn put(
+    req: &actix_web::HttpRequest,
     state: &web::Data<ReceiveState>,
     pusher: &Pusher,
     hash: &str,
     body: web::Payload,
 ) -> ReceiveResult<HttpResponse> {
     let hash = intake::url_hash(hash)?;
-    let body = read_bounded(body, MAX_NARINFO_BYTES, "narinfo").await?;
+    let body = read_bounded(req, body, &state.limits, MAX_NARINFO_BYTES, true, "narinfo").await?;
     let info = intake::parse(&hash, &body, state.location.store_dir())?;
     let state2 = state.clone();
     let pusher = pusher.clone();
@@ -65,19 +66,23 @@ pub async fn put(
     Ok(HttpResponse::Ok().finish())
 }
 
-/// Check, root and import one narinfo; the staged NAR it names loses its
-/// claim whatever happens. Blocking (SQLite, `nix copy`).
+/// Check, root and import one narinfo; the staged NAR it names loses the
+/// caller's claim whatever happens (never another pusher's). Blocking (SQLite, `nix copy`).
 fn accept(state: &ReceiveState, pusher: &Pusher, info: &NarInfo) -> ReceiveResult<()> {
     let url = match intake::nar_url(info) {
         Ok(url) => url,
         Err(e) => {
-            state.staging.release(&info.url);
+            state.staging.release(&info.url, &pusher.name);
             return Err(e);
         }
     };
-    let result = check_signatures(state.sigs.keys_for(&pusher.name), info)
+    let result = info
+        .ca
+        .as_deref()
+        .map_or(Ok(()), |ca| intake::check_ca(ca, &info.nar_hash))
+        .and_then(|()| check_signatures(state.sigs.keys_for(&pusher.name), info))
         .and_then(|()| accept_checked(state, pusher, info, &url));
-    state.staging.release(&url);
+    state.staging.release(&url, &pusher.name);
     result
 }
 
@@ -104,9 +109,9 @@ fn accept_checked(
         root()?;
         return Ok(());
     }
-    let staged = state.staging.get(url).ok_or_else(|| {
+    let staged = state.staging.get(url, &pusher.name).ok_or_else(|| {
         ReceiveError::NotStaged(format!(
-            "narinfo URL {} names no uploaded NAR; upload it first",
+            "narinfo URL {} names no NAR uploaded by this pusher; upload it first",
             intake::truncate(url)
         ))
     })?;
