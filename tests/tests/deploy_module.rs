@@ -278,15 +278,7 @@ fn server_runs_on_the_modules_units() {
     let module = ModuleEval::new(&config);
     assert_eq!(module.failed(), Vec::<String>::new());
     let creds = credentials(dir.path(), &[]);
-    let out = module
-        .command("larder-server", "ExecStartPre", &creds)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_start_pre(&mut module.command("larder-server", "ExecStartPre", &creds));
 
     require_tool("systemd-socket-activate", "systemd");
     let port = free_port();
@@ -340,16 +332,11 @@ fn signer_runs_on_the_modules_units() {
         &[("key-0", &std::fs::read_to_string(&key).unwrap())],
     );
     let socket = dir.path().join("signer.sock");
-    let out = module
-        .command("larder-signer", "ExecStartPre", &creds)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_start_pre(
+        module
+            .command("larder-signer", "ExecStartPre", &creds)
+            .arg("--socket")
+            .arg(&socket),
     );
     let mut signer = Logged::spawn(
         "larder-signer",
@@ -367,6 +354,17 @@ fn signer_runs_on_the_modules_units() {
             .arg(&socket),
     );
     assert!(reply.contains(public.trim()), "{reply}");
+}
+
+/// Run a unit's `ExecStartPre` (a check, run as root by systemd) and
+/// require it to pass.
+fn run_start_pre(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A larder-sync unit's `ExecStart` running on the test's chroot stores
@@ -494,16 +492,11 @@ fn receiver_runs_on_the_modules_units() {
     } } } } });
     let module = ModuleEval::new(&config);
     let creds = credentials(dir.path(), &[("tokens", "ci tok-ci-0123456789abcdef\n")]);
-    let out = module
-        .command("larder-sync-receive", "ExecStartPre", &creds)
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_start_pre(
+        module
+            .command("larder-sync-receive", "ExecStartPre", &creds)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("NIX_REMOTE"),
     );
     let mut receiver = Logged::spawn(
         "larder-sync-receive",
