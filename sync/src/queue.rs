@@ -15,6 +15,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use crate::error::{Result, SyncError};
 
+/// How long a queue operation waits for another process's write.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `PRAGMA user_version` of a queue file this code understands.
 const QUEUE_VERSION: i64 = 1;
 
@@ -113,13 +116,34 @@ impl Queue {
             conn,
             path: path.to_owned(),
         };
-        queue.init().map_err(|e| classify(path, e))?;
+        queue.init_retrying().map_err(|e| classify(path, e))?;
         queue.check_version()?;
         Ok(queue)
     }
 
+    /// [`Self::init`], again while another process holds the file busy.
+    ///
+    /// Switching a new file to WAL needs it to itself, and SQLite answers
+    /// "database is locked" at once instead of calling the busy handler
+    /// when two processes create the queue at the same moment (a watcher
+    /// starting while the post-build-hook enqueues). Every step of `init`
+    /// is idempotent, so it is simply run again, for up to [`BUSY_TIMEOUT`].
+    fn init_retrying(&mut self) -> rusqlite::Result<()> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self.init() {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                result => return result,
+            }
+        }
+    }
+
     fn init(&mut self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // Reading the journal mode is the first read of the file: a file
         // that is not SQLite fails here, before anything is written.
         let mode: String = self
@@ -400,6 +424,15 @@ impl Queue {
         };
         run().map_err(|e| self.err(e))
     }
+}
+
+/// SQLite's "database is locked" (or "table is locked"): another
+/// connection holds what this one needs, and trying again may succeed.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 /// A file that is not a database, or a damaged one, is `QueueCorrupt`;

@@ -129,3 +129,32 @@ fn a_restart_makes_failed_paths_due_at_once() {
     assert_eq!(q.reset_backoff().unwrap(), 1);
     assert_eq!(q.due(10).unwrap().len(), 2);
 }
+
+/// Many processes open a queue file that does not exist yet at the same
+/// moment (a watcher starting while the post-build-hook enqueues): every one
+/// of them gets a working queue, none "database is locked".
+#[test]
+fn concurrent_first_opens_all_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.sqlite");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut q = Queue::open(&path)?;
+                    let p = format!("/nix/store/{i:032}-x");
+                    q.enqueue(&[p])
+                })
+            })
+            .collect();
+        for t in threads {
+            let result = t.join().unwrap();
+            assert!(result.is_ok(), "round {round}: {:?}", result.err());
+        }
+        let q = Queue::open_existing(&path).unwrap();
+        assert_eq!(q.stats().unwrap().depth, 8, "round {round}");
+    }
+}
