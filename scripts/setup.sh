@@ -5,10 +5,10 @@ set -euo pipefail
 
 packages=(nix-bin curl zstd sqlite3 ca-certificates)
 # Tests that are about them start real servers: sshd (sync), nginx (bench and
-# the proxy recipes), Caddy (its recipe),
+# the proxy recipes), Caddy and Varnish (their recipes),
 # Prometheus (the dashboard); systemd-analyze checks the unit files.
 if [ "${1:-}" = "--test" ]; then
-  packages+=(openssh-server nginx caddy bzip2 prometheus systemd)
+  packages+=(openssh-server nginx caddy varnish bzip2 prometheus systemd)
 fi
 
 missing=()

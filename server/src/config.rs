@@ -150,6 +150,9 @@ pub struct Settings {
     /// Milliseconds a narinfo lookup (hit or miss) is remembered; 0 = always ask the DB.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub path_info_ttl_ms: u64,
+    /// Seconds shared HTTP caches (proxies, CDNs) may keep a narinfo and nix-cache-info (`Cache-Control: public, max-age`); 0 = `no-store`. NAR URLs are immutable whatever this says.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub narinfo_max_age_secs: u64,
     /// TLS certificate chain (PEM); serve HTTPS with --tls-key.
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -203,6 +206,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     pub cache_size_mib: u64,
     pub path_info_ttl_ms: u64,
+    /// `max-age` of narinfo and nix-cache-info for shared caches; 0 = `no-store`.
+    pub narinfo_max_age_secs: u64,
     /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub signer: Option<SignerConfig>,
@@ -336,6 +341,7 @@ impl Settings {
             cache_dir: self.cache_dir,
             cache_size_mib: self.cache_size_mib,
             path_info_ttl_ms: self.path_info_ttl_ms,
+            narinfo_max_age_secs: self.narinfo_max_age_secs,
             tls,
             signer,
             log: self.log,

@@ -1,4 +1,4 @@
-//! The reverse-proxy recipes of `contrib/` (nginx, Caddy) run for real in
+//! The reverse-proxy recipes of `contrib/` (nginx, Caddy, Varnish) run for real in
 //! front of a test's larder-server and receiver: the recipe file is used as
 //! is, except for mechanical substitutions (the public listen address and
 //! TLS lines become a loopback port, the two upstream ports the test's),
@@ -40,73 +40,82 @@ impl TestProxy {
     /// proxying to larder-server on `server` and the receiver on `receive`
     /// (both `127.0.0.1:PORT`).
     pub fn nginx(server: &str, receive: &str) -> TestProxy {
-        let dir = tempfile::Builder::new()
-            .prefix("larder-nginx-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let recipe = fs::read_to_string(contrib("nginx/larder.conf")).expect("nginx recipe");
-        let mut site = substitute(
-            &recipe,
-            "listen 443 ssl;",
-            &format!("listen 127.0.0.1:{port};"),
-        );
-        for line in [
-            "listen [::]:443 ssl;",
-            "ssl_certificate ",
-            "ssl_certificate_key ",
-        ] {
-            site = site
-                .lines()
-                .filter(|l| !l.trim_start().starts_with(line))
-                .collect::<Vec<_>>()
-                .join("\n");
-        }
-        site = substitute(
+        let (dir, port) = proxy_dir("nginx");
+        let site = loopback_site(&contrib("nginx/larder.conf"), port);
+        let site = substitute(
             &site,
             &format!("server {RECIPE_SERVER};"),
             &format!("server {server};"),
         );
-        site = substitute(
+        let site = substitute(
             &site,
             &format!("server {RECIPE_RECEIVE};"),
             &format!("server {receive};"),
         );
-        fs::write(dir.path().join("larder.conf"), site).unwrap();
-        let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-            .iter()
-            .map(|t| format!("  {t}_temp_path {};\n", dir.path().join(t).display()))
-            .collect();
-        let log = dir.path().join("error.log");
-        let config = format!(
-            "daemon off;\n# One process, so that killing it stops it all.\nmaster_process off;\npid {pid};\n\
-             error_log {log} info;\nevents {{ worker_connections 256; }}\n\
-             http {{\n  access_log {access};\n{temps}  include {site};\n}}\n",
-            pid = dir.path().join("nginx.pid").display(),
-            log = log.display(),
-            access = dir.path().join("access.log").display(),
-            site = dir.path().join("larder.conf").display(),
+        start_nginx(&site, dir, port)
+    }
+
+    /// nginx with the caching front `contrib/nginx/larder-cache.conf`, its
+    /// cache in a temp dir, in front of larder-server on `server`.
+    pub fn nginx_cache(server: &str) -> TestProxy {
+        let (dir, port) = proxy_dir("nginx");
+        let site = loopback_site(&contrib("nginx/larder-cache.conf"), port);
+        let site = substitute(
+            &site,
+            &format!("server {RECIPE_SERVER};"),
+            &format!("server {server};"),
         );
-        let conf = dir.path().join("nginx.conf");
-        fs::write(&conf, config).unwrap();
-        let mut cmd = Command::new("nginx");
-        cmd.arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .args(["-e", log.to_str().unwrap()]);
-        TestProxy::spawn("nginx", &mut cmd, port, log, dir)
+        let cache = dir.path().join("cache");
+        let site = substitute(
+            &site,
+            "/var/cache/nginx/larder ",
+            &format!("{} ", cache.display()),
+        );
+        start_nginx(&site, dir, port)
+    }
+
+    /// varnishd with `contrib/varnish/larder.vcl` (its backend port made
+    /// `server`'s) and the flags the recipe names, in the foreground, as
+    /// the invoking user (`-j none`), with a 256 MiB memory store.
+    pub fn varnish(server: &str) -> TestProxy {
+        let (dir, port) = proxy_dir("varnish");
+        let vcl = fs::read_to_string(contrib("varnish/larder.vcl")).expect("VCL recipe");
+        let (host, backend_port) = server.rsplit_once(':').expect("ADDR:PORT");
+        let vcl = substitute(
+            &vcl,
+            ".host = \"127.0.0.1\";",
+            &format!(".host = \"{host}\";"),
+        );
+        let vcl = substitute(
+            &vcl,
+            ".port = \"5000\";",
+            &format!(".port = \"{backend_port}\";"),
+        );
+        assert!(
+            vcl.contains("http_gzip_support=off"),
+            "the recipe's flags changed"
+        );
+        let file = dir.path().join("larder.vcl");
+        fs::write(&file, vcl).unwrap();
+        let log = dir.path().join("varnishd.log");
+        let mut cmd = Command::new("varnishd");
+        cmd.args(["-F", "-j", "none", "-a", &format!("127.0.0.1:{port}")])
+            .arg("-n")
+            .arg(dir.path().join("work"))
+            .arg("-f")
+            .arg(&file)
+            .args(["-p", "http_gzip_support=off", "-s", "malloc,256m"])
+            .args(["-T", "none"])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(&log).unwrap());
+        TestProxy::spawn("varnishd", &mut cmd, port, log, dir)
     }
 
     /// Caddy with `contrib/caddy/Caddyfile`, its site address made
     /// `http://127.0.0.1:PORT` (no certificate), proxying as
     /// [`TestProxy::nginx`] does.
     pub fn caddy(server: &str, receive: &str) -> TestProxy {
-        let dir = tempfile::Builder::new()
-            .prefix("larder-caddy-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
+        let (dir, port) = proxy_dir("caddy");
         let recipe = fs::read_to_string(contrib("caddy/Caddyfile")).expect("Caddyfile");
         let mut site = substitute(
             &recipe,
@@ -164,6 +173,68 @@ impl TestProxy {
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A temp dir for a proxy's files, and a free loopback port for it.
+fn proxy_dir(name: &str) -> (tempfile::TempDir, u16) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("larder-{name}-"))
+        .tempdir()
+        .expect("tempdir");
+    (dir, free_port())
+}
+
+/// An nginx recipe with its public `listen 443 ssl` and TLS lines made a
+/// plain loopback `port`.
+fn loopback_site(recipe: &Path, port: u16) -> String {
+    let recipe = fs::read_to_string(recipe).expect("nginx recipe");
+    let site = substitute(
+        &recipe,
+        "listen 443 ssl;",
+        &format!("listen 127.0.0.1:{port};"),
+    );
+    site.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            ![
+                "listen [::]:443 ssl;",
+                "ssl_certificate ",
+                "ssl_certificate_key ",
+            ]
+            .iter()
+            .any(|tls| l.starts_with(tls))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// nginx in the foreground, one process, with `site` included in its
+/// `http {}` and every temp path in `dir`.
+fn start_nginx(site: &str, dir: tempfile::TempDir, port: u16) -> TestProxy {
+    fs::write(dir.path().join("larder.conf"), site).unwrap();
+    let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("  {t}_temp_path {};\n", dir.path().join(t).display()))
+        .collect();
+    let log = dir.path().join("error.log");
+    let config = format!(
+        "daemon off;\n# One process, so that killing it stops it all.\nmaster_process off;\npid {pid};\n\
+         error_log {log} info;\nevents {{ worker_connections 256; }}\n\
+         http {{\n  access_log {access};\n{temps}  include {site};\n}}\n",
+        pid = dir.path().join("nginx.pid").display(),
+        log = log.display(),
+        access = dir.path().join("access.log").display(),
+        site = dir.path().join("larder.conf").display(),
+    );
+    let conf = dir.path().join("nginx.conf");
+    fs::write(&conf, config).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", log.to_str().unwrap()]);
+    TestProxy::spawn("nginx", &mut cmd, port, log, dir)
 }
 
 impl Drop for TestProxy {

@@ -8,6 +8,7 @@
 
 mod cache_info;
 mod html;
+mod http_cache;
 mod landing;
 mod listing;
 mod log;

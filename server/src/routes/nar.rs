@@ -31,6 +31,9 @@
 //!   identical files for 27 MB; `--single-thread` a different one). A
 //!   mismatch cannot go unnoticed: Nix checks the NAR hash of what it
 //!   decompressed.
+//!
+//! Shared caches: `Cache-Control`, `ETag`, `If-None-Match` (304) and
+//! `If-Range` as `http_cache.rs` describes.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -44,6 +47,7 @@ use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
+use super::http_cache::{EntityTag, IMMUTABLE, short_lived};
 use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
 use crate::error::ServerError;
@@ -106,21 +110,42 @@ pub async fn get(
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(&state, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
-    let range_header = req.headers().get(header::RANGE).map(|v| v.as_bytes());
-    let cache_key = format!(
-        "{}-zstd{}",
-        info.nar_hash.to_nix32(),
-        state.config.zstd_level
-    );
+    let nar_hash = info.nar_hash.to_nix32();
+    let cache_control = match url.nar_hash {
+        Some(_) => IMMUTABLE.to_owned(),
+        None => short_lived(state.config.narinfo_max_age_secs),
+    };
+    let zstd_tag = EntityTag::weak(format!("{nar_hash}-zstd"));
+    let identity_tag = EntityTag::strong(nar_hash.clone());
+    // A Range under an If-Range that does not match: the whole body.
+    let ranged_tag = if url.zstd { &zstd_tag } else { &identity_tag };
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .map(|v| v.as_bytes())
+        .filter(|_| ranged_tag.range_allowed(&req));
+    let cache_key = format!("{nar_hash}-zstd{}", state.config.zstd_level);
     if url.zstd {
-        return zst_file(&state, &info, &cache_key, head, range_header).await;
+        if zstd_tag.none_match(&req) {
+            return Ok(not_modified(&zstd_tag, &cache_control, false));
+        }
+        let mut response = zst_file(&state, &info, &cache_key, head, range_header).await?;
+        validators(&mut response, &zstd_tag, &cache_control);
+        return Ok(response);
     }
     let range = match range_header {
         Some(h) => range::parse(h, info.nar_size)?,
         None => None,
     };
     let zstd = range.is_none() && accepts(&req, "zstd");
+    let tag = if zstd { &zstd_tag } else { &identity_tag };
+    if tag.none_match(&req) {
+        return Ok(not_modified(tag, &cache_control, true));
+    }
     let mut builder = nar_headers(zstd);
+    builder
+        .insert_header((header::ETAG, tag.header_value()))
+        .insert_header((header::CACHE_CONTROL, cache_control));
     if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
@@ -141,6 +166,29 @@ pub async fn get(
         .status(StatusCode::PARTIAL_CONTENT)
         .insert_header((header::CONTENT_RANGE, range.content_range(size)));
     response.identity(builder, range.start, range.end)
+}
+
+/// 304 Not Modified for a client or shared cache that holds `tag` already.
+fn not_modified(tag: &EntityTag, cache_control: &str, vary: bool) -> HttpResponse {
+    let mut builder = HttpResponse::NotModified();
+    builder
+        .insert_header((header::ETAG, tag.header_value()))
+        .insert_header((header::CACHE_CONTROL, cache_control.to_owned()));
+    if vary {
+        builder.insert_header((header::VARY, "Accept-Encoding"));
+    }
+    builder.finish()
+}
+
+/// Add the validator and lifetime of a successful `.nar.zst` response.
+fn validators(response: &mut HttpResponse, tag: &EntityTag, cache_control: &str) {
+    let headers = response.headers_mut();
+    if let Ok(value) = header::HeaderValue::try_from(tag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = header::HeaderValue::from_str(cache_control) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
 }
 
 /// A `.nar.zst`: the cached file if there is one (ranges honoured), else

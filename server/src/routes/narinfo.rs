@@ -1,11 +1,14 @@
 //! `GET|HEAD /<hash32>.narinfo` (and `?json`): a path's metadata from the
 //! store DB, with the URL its NAR is served at. `?json` is `nix path-info
-//! --json`'s element for the path, `signatures` included.
+//! --json`'s element for the path, `signatures` included. Shared caches may
+//! keep either for `--narinfo-max-age-secs` (see `http_cache.rs`).
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use larder_store::db::PathInfo;
 use larder_store::narinfo::NarInfo;
 
+use super::http_cache::short_lived;
 use crate::config::Compression;
 use crate::error::ServerError;
 use crate::state::AppState;
@@ -17,13 +20,16 @@ pub async fn get(
     hash: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
     let info = lookup::by_hash_memo(&state, &hash).await?;
+    let cache_control = short_lived(state.config.narinfo_max_age_secs);
     // Both shapes carry the same signatures (the DB's and the signer's),
     // and fail the same way while the signer is down.
     let sigs = signing::signatures(&state, &info).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         let mut json = info.nix_json(state.location.store_dir());
         json.sigs = sigs;
-        return Ok(HttpResponse::Ok().json(json));
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, cache_control))
+            .json(json));
     }
     let narinfo = NarInfo {
         store_dir: state.location.store_dir().to_owned(),
@@ -41,6 +47,7 @@ pub async fn get(
     };
     Ok(HttpResponse::Ok()
         .content_type("text/x-nix-narinfo")
+        .insert_header((header::CACHE_CONTROL, cache_control))
         .body(narinfo.to_string()))
 }
 
