@@ -132,6 +132,9 @@ pub struct Settings {
     /// Seconds running downloads get to finish on SIGTERM/SIGINT (0 = none: cut them).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shutdown_timeout_secs: u64,
+    /// Seconds to keep serving after SIGTERM/SIGINT with `/health` answering 503 `draining`, so load balancers stop sending before the listeners close; 0 = close at once.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_delay_secs: u64,
     /// Seconds a download may make no progress (the client accepts no bytes) before it is disconnected; 0 = never.
     #[arg(long, default_value_t = 60)]
     pub send_timeout_secs: u64,
@@ -199,6 +202,8 @@ pub struct Config {
     pub keep_alive_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
+    /// Serving on after a stop signal, `/health` saying draining.
+    pub drain_delay_secs: u64,
     /// 0 = never.
     pub send_timeout_secs: u64,
     pub read_threads: usize,
@@ -335,6 +340,7 @@ impl Settings {
             keep_alive_secs: self.keep_alive_secs,
             request_timeout_secs: self.request_timeout_secs,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
+            drain_delay_secs: self.drain_delay_secs,
             send_timeout_secs: self.send_timeout_secs,
             read_threads: self.read_threads,
             db_threads: self.db_threads,

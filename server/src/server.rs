@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
@@ -11,10 +12,12 @@ use crate::listen::{connection, systemd, tls};
 use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
+use crate::state::AppState;
 
 /// Open the store, bind, and serve until SIGINT/SIGTERM, which let running
 /// downloads finish within `--shutdown-timeout-secs` (actix's graceful
-/// shutdown: listeners close at once, connections drain). SIGHUP is logged
+/// shutdown: listeners close, connections drain) after
+/// `--drain-delay-secs` (see [`stop_on_signals`]). SIGHUP is logged
 /// and ignored (see [`ignore_hangups`]).
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = web::Data::new(app_state(&config)?);
@@ -34,6 +37,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .keep_alive(Duration::from_secs(config.keep_alive_secs))
     .client_request_timeout(Duration::from_secs(config.request_timeout_secs))
     .shutdown_timeout(config.shutdown_timeout_secs)
+    // Stop signals are ours (`stop_on_signals`): draining comes first.
+    .disable_signals()
     .on_connect(move |conn, _| connection::configure(conn, send_timeout));
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
@@ -64,8 +69,47 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         "larder-server listening"
     );
     let running = server.run();
+    stop_on_signals(
+        state.clone(),
+        running.handle(),
+        Duration::from_secs(config.drain_delay_secs),
+    );
     systemd::notify_ready();
     running.await.map_err(StartupError::Server)
+}
+
+/// On SIGTERM or SIGINT: mark the server draining (`/health` answers 503
+/// from now on), keep serving for `drain_delay` so load balancers polling
+/// `/health` stop sending new requests here, then stop gracefully: the
+/// listeners close and running downloads get `--shutdown-timeout-secs`. A
+/// second signal during the delay stops at once (gracefully all the same).
+fn stop_on_signals(state: web::Data<AppState>, server: ServerHandle, drain_delay: Duration) {
+    use std::sync::atomic::Ordering;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot handle SIGTERM/SIGINT; stop the server with SIGKILL");
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            drain_delay_secs = drain_delay.as_secs(),
+            "stopping: /health says draining; serving on for the drain delay, then closing"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(drain_delay) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        server.stop(true).await;
+    });
 }
 
 /// SIGHUP's default action would kill the server (exit 129, no log line).

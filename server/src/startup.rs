@@ -198,5 +198,6 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         path_info_memo: PathInfoMemo::new(Duration::from_millis(config.path_info_ttl_ms), 100_000),
         plan_cache: PlanCache::new(NonZeroUsize::new(4096).expect("non-zero")),
         signer_client,
+        draining: std::sync::atomic::AtomicBool::new(false),
     })
 }

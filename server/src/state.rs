@@ -4,6 +4,7 @@
 //! module of the same name.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
@@ -32,4 +33,7 @@ pub struct AppState {
     pub plan_cache: PlanCache,
     /// The client of larder-signer, when `signer-socket` is set.
     pub signer_client: Option<Arc<SignerClient>>,
+    /// Set once SIGTERM or SIGINT arrived (`server.rs`): running downloads
+    /// finish, and `/health` tells load balancers to send nothing new.
+    pub draining: AtomicBool,
 }

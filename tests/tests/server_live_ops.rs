@@ -153,7 +153,10 @@ fn a_hung_signer_costs_one_timeout_and_health_says_down() {
         ],
     );
     let health = || server.get("/health", &[]).text();
-    assert_eq!(health(), "{\"status\":\"ok\",\"signer\":\"up\"}\n");
+    assert_eq!(
+        health(),
+        "{\"status\":\"ok\",\"store\":\"ok\",\"signer\":\"up\"}\n"
+    );
 
     signer.signal("STOP");
     let url = |p: &String| format!("/{}.narinfo", hash_part(p));
@@ -197,7 +200,7 @@ fn sighup_is_logged_and_ignored_by_the_server() {
 }
 
 #[test]
-fn sigterm_lets_a_running_download_finish_then_exits() {
+fn sigterm_drains_then_lets_a_running_download_finish_then_exits() {
     let store = TestStore::new();
     let big = store
         .build_expr(&shell_derivation(
@@ -211,7 +214,10 @@ fn sigterm_lets_a_running_download_finish_then_exits() {
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .expect("narSize");
-    let mut server = LarderServer::start(&store, &["--shutdown-timeout-secs", "60"]);
+    let mut server = LarderServer::start(
+        &store,
+        &["--shutdown-timeout-secs", "60", "--drain-delay-secs", "5"],
+    );
     let narinfo = server
         .get(&format!("/{}.narinfo", hash_part(&big)), &[])
         .text();
@@ -228,8 +234,26 @@ fn sigterm_lets_a_running_download_finish_then_exits() {
     let mut body = response.into_reader();
     let mut first = vec![0u8; 1 << 16];
     body.read_exact(&mut first).unwrap();
+    // A load balancer's keep-alive connection, open before the signal.
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut balancer = std::net::TcpStream::connect(&addr).expect("connect");
+    assert!(health_on(&mut balancer).starts_with("HTTP/1.1 200"));
     // 64 MiB cannot sit in socket buffers: the server is still sending.
     server.signal("TERM");
+    // For the drain delay, /health says draining, on open connections and
+    // new ones alike, and everything else is still served.
+    let draining = |reply: &str| {
+        reply.starts_with("HTTP/1.1 503") && reply.contains("{\"status\":\"draining\"")
+    };
+    eventually("/health says draining", || {
+        draining(&health_on(&mut balancer))
+    });
+    let mut fresh = std::net::TcpStream::connect(&addr).expect("still accepting while draining");
+    assert!(draining(&health_on(&mut fresh)));
+    assert_eq!(server.get("/nix-cache-info", &[]).status, 200);
+    // Idle keep-alive connections would hold the graceful stop until their
+    // keep-alive timeout; a balancer closes them once /health says 503.
+    drop((balancer, fresh));
     eventually("the server stops accepting", || {
         ureq::get(&format!("{}/health", server.url()))
             .timeout(Duration::from_secs(2))
@@ -241,4 +265,24 @@ fn sigterm_lets_a_running_download_finish_then_exits() {
     assert_eq!(first.len() as u64 + rest.len() as u64, nar_size);
     let status = server.wait_exit();
     assert!(status.success(), "{status}\n{}", server.log());
+}
+
+/// `GET /health` on an open keep-alive connection: the whole response.
+fn health_on(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Write;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !reply.ends_with(b"}\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
 }

@@ -1,12 +1,19 @@
 //! `GET /health` and `GET /version`.
 //!
-//! `/health` answers JSON, `{"status":"ok","signer":"up"}`: `signer` is
-//! `none` without `--signer-socket`, else `up` or `down` as the server last
-//! saw it (down while its circuit breaker is open; with the signer's keys
-//! checked at most every `--signer-key-check-secs`). The status is 200 as
-//! long as the server answers (liveness: systemd and `scripts/run.sh` wait
-//! on it); `/health?signer=required` answers 503 while the signer is down,
-//! for a load balancer that should take this server out of rotation then.
+//! `/health` answers JSON, `{"status":"ok","store":"ok","signer":"up"}`,
+//! for systemd, `scripts/run.sh` and load balancers in front of replicas:
+//! - `status`: `ok`; `draining` once SIGTERM/SIGINT arrived (running
+//!   downloads finish, nothing new should come); `unavailable` when the
+//!   store DB cannot be read. 503 unless `ok`.
+//! - `store`: `ok` or `unreadable` (a query on the DB's own threads).
+//! - `signer`: `none` without `--signer-socket`, else `up` or `down` as the
+//!   server last saw it (down while its circuit breaker is open; the keys
+//!   checked at most every `--signer-key-check-secs`). A down signer keeps
+//!   200 (the server still answers what it can: `--signer-down`), unless
+//!   the request says `?signer=required`: then 503, for a load balancer
+//!   that should take this server out of rotation while its signer is down.
+
+use std::sync::atomic::Ordering;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -21,11 +28,25 @@ pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
             client.state().as_str()
         }
     };
+    let store = match state.db.max_row_id().await {
+        Ok(_) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "health: the store DB cannot be read");
+            "unreadable"
+        }
+    };
+    let status = if state.draining.load(Ordering::Relaxed) {
+        "draining"
+    } else if store != "ok" {
+        "unavailable"
+    } else {
+        "ok"
+    };
     let required = req
         .query_string()
         .split('&')
         .any(|kv| kv == "signer=required");
-    let mut response = if required && signer == "down" {
+    let mut response = if status != "ok" || (required && signer == "down") {
         HttpResponse::ServiceUnavailable()
     } else {
         HttpResponse::Ok()
@@ -33,7 +54,9 @@ pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     response
         .content_type("application/json")
         .insert_header(("Cache-Control", "no-store"))
-        .body(format!("{{\"status\":\"ok\",\"signer\":\"{signer}\"}}\n"))
+        .body(format!(
+            "{{\"status\":\"{status}\",\"store\":\"{store}\",\"signer\":\"{signer}\"}}\n"
+        ))
 }
 
 pub async fn version() -> HttpResponse {
