@@ -1,4 +1,4 @@
-//! The reverse-proxy recipes of `contrib/` (nginx, Caddy, Varnish) run for real in
+//! The reverse-proxy and cache recipes of `contrib/` (nginx, Caddy, Varnish) run for real in
 //! front of a test's larder-server and receiver: the recipe file is used as
 //! is, except for mechanical substitutions (the public listen address and
 //! TLS lines become a loopback port, the two upstream ports the test's),
@@ -71,6 +71,17 @@ impl TestProxy {
             "/var/cache/nginx/larder ",
             &format!("{} ", cache.display()),
         );
+        start_nginx(&site, dir, port)
+    }
+
+    /// nginx with `contrib/nginx/larder-replicas.conf` in front of the
+    /// larder-servers at `replicas` (three `127.0.0.1:PORT`).
+    pub fn nginx_replicas(replicas: [&str; 3]) -> TestProxy {
+        let (dir, port) = proxy_dir("nginx");
+        let mut site = loopback_site(&contrib("nginx/larder-replicas.conf"), port);
+        for (i, addr) in replicas.iter().enumerate() {
+            site = substitute(&site, &format!("replica{}.example.org:5000", i + 1), addr);
+        }
         start_nginx(&site, dir, port)
     }
 
@@ -172,6 +183,13 @@ impl TestProxy {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many requests nginx logged as answered so far (its access log).
+    pub fn requests_logged(&self) -> usize {
+        fs::read_to_string(self._dir.path().join("access.log"))
+            .map(|l| l.lines().count())
+            .unwrap_or(0)
     }
 }
 
