@@ -14,7 +14,8 @@ export NIX_CONFIG="$(cat scripts/nix.conf)"
 
 echo "== building larder (release)"
 cargo build --release --locked -p larder-server -p larder-signer -p larder-sync
-bin=target/release
+# Where cargo put them: $CARGO_TARGET_DIR when set, else target/.
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 echo "== making a sample path in the host store with the real Nix"
 sample=$(nix-build --no-out-link -E 'derivation {

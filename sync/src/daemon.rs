@@ -71,6 +71,7 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     pub fn load(path: &Path) -> Result<DaemonConfig> {
         let config_err = |detail: String| SyncError::Config {
+            kind: "builders file",
             path: path.to_owned(),
             detail,
         };

@@ -88,8 +88,14 @@ pub enum SyncError {
         builder: String,
         detail: String,
     },
-    #[error("config file {path}: {detail}")]
-    Config { path: PathBuf, detail: String },
+    /// A file larder-sync reads besides `--config` (`kind`: "tokens file",
+    /// "builders file") is wrong; exit code 2.
+    #[error("{kind} {path}: {detail}")]
+    Config {
+        kind: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
         addr: String,

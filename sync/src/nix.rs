@@ -65,7 +65,7 @@ pub fn copy_to(
     no_check_sigs: bool,
     paths: &[String],
 ) -> Result<()> {
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.arg("copy");
     if let Some(root) = local.store_arg() {
         cmd.arg("--from").arg(root);
@@ -81,7 +81,7 @@ pub fn copy_to(
 /// builder's own signature, which a target that requires signatures
 /// accepts once it trusts the matching public key.
 pub fn sign(local: &LocalStore, key_file: &Path, paths: &[String]) -> Result<()> {
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.args(["store", "sign"]);
     if let Some(root) = local.store_arg() {
         cmd.arg("--store").arg(root);
@@ -93,7 +93,7 @@ pub fn sign(local: &LocalStore, key_file: &Path, paths: &[String]) -> Result<()>
 /// Nix's `netrc-file` setting (where `nix copy` finds http(s) credentials),
 /// as `nix show-config` reports it with the current `NIX_CONFIG`.
 pub fn netrc_file() -> Result<Option<PathBuf>> {
-    let out = run(Command::new("nix").arg("show-config"))?;
+    let out = run(nix().arg("show-config"))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("netrc-file = "))
@@ -105,7 +105,7 @@ pub fn netrc_file() -> Result<Option<PathBuf>> {
 /// It does not read any store path, so a target that refuses one path
 /// still answers, while an unreachable or unusable one does not.
 pub fn ping(target: &StoreUri) -> Result<()> {
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.args(["store", "ping", "--store", target.as_str()]);
     run(&mut cmd).map(drop)
 }
@@ -117,7 +117,7 @@ pub fn copy_from(
     sigs: &SigCheck,
     paths: &[String],
 ) -> Result<()> {
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.args(["copy", "--from", source.as_str()]);
     if let Some(root) = local.store_arg() {
         cmd.arg("--to").arg(root);
@@ -144,7 +144,7 @@ pub fn valid_paths(store: &OsString, paths: &[String]) -> Result<HashSet<String>
     if paths.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.args(["path-info", "--json", "--store"])
         .arg(store)
         .args(paths);
@@ -174,6 +174,17 @@ pub fn add_root(local: &LocalStore, path: &str, link: &Path) -> Result<()> {
     run(&mut cmd).map(drop)
 }
 
+/// The `nix` command with `nix-command` enabled for this call only: Debian's
+/// Nix 2.8 ships it disabled, and larder-sync must not depend on the
+/// host's nix.conf (or a `NIX_CONFIG` that replaced it) to use the `nix`
+/// subcommands it runs (`copy`, `store sign`, `store ping`, `path-info`,
+/// `show-config`).
+pub fn nix() -> Command {
+    let mut cmd = Command::new("nix");
+    cmd.args(["--extra-experimental-features", "nix-command"]);
+    cmd
+}
+
 /// Run a command to completion; a non-zero exit is [`SyncError::NixFailed`].
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let program = cmd.get_program().to_string_lossy().into_owned();
@@ -196,9 +207,11 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 
 /// A command line for messages, with long path lists shortened.
 fn describe(cmd: &Command) -> String {
+    // The flag [`nix`] adds says nothing about what failed.
     let args: Vec<String> = cmd
         .get_args()
         .map(|a| a.to_string_lossy().into_owned())
+        .skip_while(|a| a == "--extra-experimental-features" || a == "nix-command")
         .collect();
     let shown = if args.len() > 8 {
         format!("{} … (+{} more)", args[..8].join(" "), args.len() - 8)

@@ -28,6 +28,18 @@ pub mod sync;
 /// and its libraries are bind-mounted with `sandbox-paths`.
 pub const NIX_CONFIG: &str = include_str!("../../scripts/nix.conf");
 
+/// [`NIX_CONFIG`] without `experimental-features`: the environment larder's
+/// own processes get in tests, as on a stock Debian host (Nix 2.8 with
+/// `nix-command` disabled), so that every test proves larder enables what
+/// it uses itself.
+pub fn larder_nix_config() -> String {
+    NIX_CONFIG
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("experimental-features"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 pub fn require_nix() {
     let ok = Command::new("nix")
         .arg("--version")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::process::{Running, binary, free_port, wait_until};
-use crate::{NIX_CONFIG, TestStore, nix_command};
+use crate::{TestStore, nix_command};
 
 /// The pusher every test receiver knows: `ci` with this token.
 pub const PUSHER: &str = "ci";
@@ -58,7 +58,7 @@ impl TestReceiver {
             .open(&self.log)
             .expect("log file");
         let mut cmd = Command::new(binary("larder-sync"));
-        cmd.env("NIX_CONFIG", NIX_CONFIG)
+        cmd.env("NIX_CONFIG", crate::larder_nix_config())
             .env("LARDER_SYNC_LOG", "larder_sync=debug,info")
             .arg("--store-root")
             .arg(&self.store_root)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use larder_store::db::StoreDb;
 
 use crate::process::{Running, binary};
-use crate::{NIX_CONFIG, TestStore, run};
+use crate::{TestStore, run};
 
 /// Numbers the watcher logs of one test.
 static LOGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -39,7 +39,7 @@ impl SyncSetup {
     /// `larder-sync --queue … --store-root … ARGS`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("larder-sync"));
-        cmd.env("NIX_CONFIG", NIX_CONFIG)
+        cmd.env("NIX_CONFIG", crate::larder_nix_config())
             .env("LARDER_SYNC_LOG", "larder_sync=debug,info")
             .arg("--queue")
             .arg(&self.queue)

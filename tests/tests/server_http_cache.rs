@@ -91,6 +91,9 @@ fn nar_urls_are_immutable_and_revalidate() {
         // identity one does not make it "not modified", nor the reverse.
         let zstd = server.get(url, &[("Accept-Encoding", "zstd")]);
         assert_eq!(zstd.header("Content-Encoding"), Some("zstd"));
+        // Ranges are offsets in the identity NAR, not in this body.
+        assert_eq!(zstd.header("Accept-Ranges"), Some("none"));
+        assert_eq!(nar.header("Accept-Ranges"), Some("bytes"));
         assert_eq!(zstd.header("ETag"), Some(weak.as_str()));
         assert_eq!(zstd.header("Cache-Control"), Some(IMMUTABLE));
         let zstd = server.get(

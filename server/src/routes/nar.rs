@@ -332,15 +332,21 @@ async fn checked_info(
 }
 
 /// A `.nar`: a NAR, maybe zstd-encoded for this client, varying with
-/// `Accept-Encoding`; ranges are on the identity encoding.
+/// `Accept-Encoding`; ranges are on the identity encoding only, so a
+/// zstd-encoded answer says `Accept-Ranges: none`.
 fn nar_headers(zstd: bool) -> HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
     builder
         .content_type(NAR_TYPE)
-        .insert_header((header::VARY, "Accept-Encoding"))
-        .insert_header((header::ACCEPT_RANGES, "bytes"));
+        .insert_header((header::VARY, "Accept-Encoding"));
+    // Ranges are offsets in the identity NAR: a client resuming a zstd
+    // body with one would splice plain bytes onto compressed ones.
     if zstd {
-        builder.insert_header((header::CONTENT_ENCODING, "zstd"));
+        builder
+            .insert_header((header::CONTENT_ENCODING, "zstd"))
+            .insert_header((header::ACCEPT_RANGES, "none"));
+    } else {
+        builder.insert_header((header::ACCEPT_RANGES, "bytes"));
     }
     builder
 }

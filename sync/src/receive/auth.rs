@@ -46,6 +46,7 @@ pub struct Tokens {
 
 fn config_err(path: &Path, detail: String) -> SyncError {
     SyncError::Config {
+        kind: "tokens file",
         path: path.to_owned(),
         detail,
     }

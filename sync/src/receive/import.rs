@@ -12,13 +12,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use larder_store::narinfo::NarInfo;
 
 use super::error::{ReceiveError, ReceiveResult};
 use super::staging::Staging;
-use crate::nix::{LocalStore, run};
+use crate::nix::{LocalStore, nix, run};
 
 /// Import the path of `info` from the NAR staged under `url`. Returns
 /// `Ok(false)` when no NAR is staged there (any more). Blocking.
@@ -39,7 +38,7 @@ pub fn import(
     }
     write_cache(dir.path(), info, &nar_name).map_err(io_err)?;
 
-    let mut cmd = Command::new("nix");
+    let mut cmd = nix();
     cmd.args(["copy", "--no-recursive", "--no-check-sigs", "--from"])
         .arg(format!("file://{}", dir.path().display()));
     if local.root() != Path::new("/") {
