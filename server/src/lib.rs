@@ -86,6 +86,7 @@ pub mod signer_client;
 pub mod signing;
 pub mod startup;
 pub mod state;
+pub mod view;
 
 pub use server::run;
 pub use startup::{StartupError, check};

@@ -20,6 +20,7 @@ use crate::nar::plan_cache::PlanCache;
 use crate::path_info_memo::PathInfoMemo;
 use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
+use crate::view::{View, Views};
 
 /// Why the server did not start; each names the setting to fix.
 #[derive(Debug, Error)]
@@ -49,6 +50,10 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
     Server(std::io::Error),
+    /// A view's roots, roots file or tokens file is wrong, or its first
+    /// closure could not be computed.
+    #[error("{0}")]
+    View(String),
 }
 
 fn open_store(config: &Config) -> Result<(StoreLocation, StoreDb), StartupError> {
@@ -90,10 +95,18 @@ pub fn check(config: &Config) -> Result<String, StartupError> {
     if let Some(dir) = &config.cache_dir {
         check_cache_dir(dir)?;
     }
+    for view in &config.views {
+        crate::view::config::check_paths(view).map_err(StartupError::View)?;
+        if let Some(file) = &view.tokens_file {
+            crate::view::tokens::Tokens::load(file)
+                .map_err(|e| StartupError::View(format!("[[view]] {:?}: {e}", view.name)))?;
+        }
+    }
     Ok(format!(
-        "store {} (files under {}), newest path row {newest}",
+        "store {} (files under {}), newest path row {newest}, {} view(s)",
         location.store_dir(),
-        location.real_store_dir().display()
+        location.real_store_dir().display(),
+        config.views.len().max(1)
     ))
 }
 
@@ -189,7 +202,9 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         ))),
         None => None,
     };
+    let views = Arc::new(views(config, &location, &db, &metrics)?);
     Ok(AppState {
+        views,
         config: config.clone(),
         location,
         db,
@@ -199,4 +214,39 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         plan_cache: PlanCache::new(NonZeroUsize::new(4096).expect("non-zero")),
         signer_client,
     })
+}
+
+/// The configured views with their first closures computed and their
+/// watchers started; or the one view of the whole store.
+fn views(
+    config: &Config,
+    location: &StoreLocation,
+    db: &StoreDb,
+    metrics: &Metrics,
+) -> Result<Views, StartupError> {
+    if config.views.is_empty() {
+        return Ok(Views {
+            views: vec![Arc::new(View::everything(config.priority))],
+        });
+    }
+    let mut views = Vec::new();
+    for c in &config.views {
+        let (view, first_row) =
+            View::from_config(c, config.priority, location, db).map_err(StartupError::View)?;
+        let gauge = metrics.view_paths.with_label_values(&[&view.name]);
+        if let (Some(members), Some(row)) = (&view.members, first_row) {
+            gauge.set(view.size().unwrap_or(0) as i64);
+            let recompute = metrics.view_recompute.clone();
+            members
+                .clone()
+                .watch(db.clone(), row, move |size, took| {
+                    gauge.set(size as i64);
+                    recompute.observe(took.as_secs_f64());
+                })
+                .map_err(|e| StartupError::View(format!("view {}: thread: {e}", view.name)))?;
+        }
+        tracing::info!(view = %view.name, prefix = ?view.prefix, host = ?view.host, private = view.tokens.is_some(), paths = ?view.size(), "view ready");
+        views.push(Arc::new(view));
+    }
+    Ok(Views { views })
 }

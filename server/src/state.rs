@@ -14,6 +14,7 @@ use crate::nar::nar_cache::NarCache;
 use crate::nar::plan_cache::PlanCache;
 use crate::path_info_memo::PathInfoMemo;
 use crate::signer_client::SignerClient;
+use crate::view::Views;
 
 /// Built once at startup (`startup::app_state`) and shared by every worker.
 pub struct AppState {
@@ -32,4 +33,7 @@ pub struct AppState {
     pub plan_cache: PlanCache,
     /// The client of larder-signer, when `signer-socket` is set.
     pub signer_client: Option<Arc<SignerClient>>,
+    /// The views requests are placed in (`view/select.rs`); one view of
+    /// the whole store when none is configured.
+    pub views: Arc<Views>,
 }

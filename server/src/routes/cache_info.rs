@@ -1,15 +1,17 @@
-//! `GET /nix-cache-info`: the store dir clients must share, and our priority.
+//! `GET /nix-cache-info`: the store dir clients must share, and the view's
+//! priority.
 
 use actix_web::{HttpResponse, web};
 
 use crate::state::AppState;
+use crate::view::select::ViewRef;
 
-pub async fn get(state: web::Data<AppState>) -> HttpResponse {
+pub async fn get(state: web::Data<AppState>, view: ViewRef) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/x-nix-cache-info")
         .body(format!(
             "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
             state.location.store_dir(),
-            state.config.priority
+            view.priority
         ))
 }

@@ -51,6 +51,8 @@ use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
 use crate::nar::range::{self, ByteRange};
 use crate::state::AppState;
+use crate::view::View;
+use crate::view::select::ViewRef;
 
 const ROUTE: &str = "/nar/{file}";
 const NAR_TYPE: &str = "application/x-nix-nar";
@@ -101,10 +103,11 @@ pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     file: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     let url = parse_file(&file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
-    let info = checked_info(&state, &url, req.query_string()).await?;
+    let info = checked_info(&state, &view, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
     let range_header = req.headers().get(header::RANGE).map(|v| v.as_bytes());
     let cache_key = format!(
@@ -260,9 +263,12 @@ async fn fill_first(
     .map_err(ServerError::Compression)
 }
 
-/// The valid path the URL names, whose NAR hash is the URL's.
+/// The valid path of `view` the URL names, whose NAR hash is the URL's.
+/// There is no NAR-hash index: a URL without the path's hash part (in
+/// its name or `?hash=`) is absent, so a NAR hash alone finds nothing.
 async fn checked_info(
     state: &AppState,
+    view: &View,
     url: &NarUrl,
     query: &str,
 ) -> Result<Arc<PathInfo>, ServerError> {
@@ -271,7 +277,7 @@ async fn checked_info(
         .clone()
         .or_else(|| query_hash(query))
         .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
-    let info = lookup::by_hash(state, &path_hash).await?;
+    let info = lookup::by_hash(state, view, &path_hash).await?;
     if let Some(nar_hash) = &url.nar_hash
         && info.nar_hash != *nar_hash
     {

@@ -9,17 +9,19 @@ use larder_store::narinfo::NarInfo;
 use crate::config::Compression;
 use crate::error::ServerError;
 use crate::state::AppState;
+use crate::view::select::ViewRef;
 use crate::{lookup, signing};
 
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     hash: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let info = lookup::by_hash_memo(&state, &hash).await?;
+    let info = lookup::by_hash_memo(&state, &view, &hash).await?;
     // Both shapes carry the same signatures (the DB's and the signer's),
     // and fail the same way while the signer is down.
-    let sigs = signing::signatures(&state, &info).await?;
+    let sigs = signing::signatures(&state, &view, &info).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         let mut json = info.nix_json(state.location.store_dir());
         json.sigs = sigs;

@@ -29,6 +29,7 @@ use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::lookup;
 use crate::state::AppState;
+use crate::view::select::ViewRef;
 
 /// The route pattern, as the request metrics label it.
 const ROUTE: &str = "/serve/{hash}/{tail:.*}";
@@ -59,9 +60,16 @@ fn confined() -> HttpResponseBuilder {
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     let hash = req.match_info().query("hash").to_owned();
-    let info = lookup::by_hash(&state, &hash).await?;
+    if !view.serve {
+        return Err(ServerError::NotFound(format!(
+            "/serve is off in view {}",
+            view.name
+        )));
+    }
+    let info = lookup::by_hash(&state, &view, &hash).await?;
     let root = state.location.real_path(&info.path);
     // The raw (still percent-encoded) path, so that `%2e%2e` and `%2f` are
     // decoded exactly once, here, before the `..` check.
