@@ -95,6 +95,7 @@ pub fn check(config: &Config) -> Result<String, StartupError> {
     if let Some(dir) = &config.cache_dir {
         check_cache_dir(dir)?;
     }
+    check_view_keys(config)?;
     for view in &config.views {
         crate::view::config::check_paths(view).map_err(StartupError::View)?;
         if let Some(file) = &view.tokens_file {
@@ -231,15 +232,15 @@ fn views(
     }
     let mut views = Vec::new();
     for c in &config.views {
-        let (view, first_row) =
+        let view =
             View::from_config(c, config.priority, location, db).map_err(StartupError::View)?;
         let gauge = metrics.view_paths.with_label_values(&[&view.name]);
-        if let (Some(members), Some(row)) = (&view.members, first_row) {
+        if let Some(members) = &view.members {
             gauge.set(view.size().unwrap_or(0) as i64);
             let recompute = metrics.view_recompute.clone();
             members
                 .clone()
-                .watch(db.clone(), row, move |size, took| {
+                .watch(db.clone(), move |size, took| {
                     gauge.set(size as i64);
                     recompute.observe(took.as_secs_f64());
                 })
@@ -249,4 +250,52 @@ fn views(
         views.push(Arc::new(view));
     }
     Ok(Views { views })
+}
+
+/// Every key a view names is one the signer holds, when the signer answers
+/// now (it may start after the server: then the first narinfo tells).
+fn check_view_keys(config: &Config) -> Result<(), StartupError> {
+    use larder_store::signer_proto::{Reply, Request, encode_frame, read_frame_blocking};
+    let Some(signer) = &config.signer else {
+        return Ok(());
+    };
+    if config.views.iter().all(|v| v.keys.is_empty()) {
+        return Ok(());
+    }
+    let ask = || -> Result<Vec<String>, String> {
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(&signer.socket).map_err(|e| e.to_string())?;
+        let timeout = Some(Duration::from_millis(signer.timeout_ms));
+        stream
+            .set_read_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        let frame = encode_frame(&Request::PublicKeys).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut stream, &frame).map_err(|e| e.to_string())?;
+        match read_frame_blocking(&mut stream).map_err(|e| e.to_string())? {
+            Reply::PublicKeys(keys) => Ok(keys),
+            _ => Err("unexpected reply".to_owned()),
+        }
+    };
+    let held: Vec<String> = match ask() {
+        Ok(keys) => keys
+            .iter()
+            .filter_map(|k| k.split_once(':').map(|(name, _)| name.to_owned()))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(socket = %signer.socket.display(), error = %e, "cannot check the views' key names with the signer now");
+            return Ok(());
+        }
+    };
+    for view in &config.views {
+        if let Some(missing) = view.keys.iter().find(|k| !held.contains(k)) {
+            return Err(StartupError::View(format!(
+                "[[view]] {:?}: keys names {missing:?}, which the signer does not hold (it holds {held:?}); fix keys or the signer's --key-file",
+                view.name
+            )));
+        }
+    }
+    Ok(())
 }

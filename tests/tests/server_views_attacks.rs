@@ -277,3 +277,41 @@ fn check_config_refuses_bad_views() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_config_refuses_a_key_the_signer_does_not_hold() {
+    let store = TestStore::new();
+    let signer = larder_tests::signer::TestSigner::start(&store, &[]);
+    let files = ViewFiles::new();
+    let roots = files.gc_roots("roots", &[]);
+    let check = |key: &str| {
+        let config = files.config(&format!(
+            "[[view]]\nname = \"a\"\ngc-root-dirs = [\"{}\"]\nkeys = [\"{key}\"]\n",
+            roots.display()
+        ));
+        Command::new(binary("larder-server"))
+            .arg("--store-root")
+            .arg(store.root())
+            .arg("--config")
+            .arg(&config)
+            .arg("--signer-socket")
+            .arg(&signer.socket)
+            .arg("--check-config")
+            .env_remove("LARDER_SERVER_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = check("nope-1");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nope-1") && stderr.contains("larder-test-1"),
+        "{stderr}"
+    );
+    let out = check("larder-test-1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

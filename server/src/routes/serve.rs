@@ -93,7 +93,11 @@ pub async fn get(
         }
         Target::Directory(entries) => confined()
             .content_type("text/html; charset=utf-8")
-            .body(listing(req.path(), &entries)),
+            // Links under the view's prefix, which the router stripped.
+            .body(listing(
+                &format!("{}{}", view.base_path(), req.path()),
+                &entries,
+            )),
     })
 }
 

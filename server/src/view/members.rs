@@ -15,7 +15,7 @@
 //! so it is absent whether or not the set still names it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use larder_store::db::StoreDb;
@@ -49,6 +49,8 @@ pub struct Members {
     spec: RootSpec,
     include_drvs: bool,
     current: RwLock<Arc<Closure>>,
+    /// What `current` was computed from (the watcher's last look).
+    last: Mutex<Inputs>,
 }
 
 /// Whether `path` is a derivation (`.drv`).
@@ -66,17 +68,21 @@ impl Members {
         spec: RootSpec,
         include_drvs: bool,
         db: &StoreDb,
-    ) -> Result<(Arc<Members>, i64), String> {
+    ) -> Result<Arc<Members>, String> {
         let members = Arc::new(Members {
             view: view.to_owned(),
             spec,
             include_drvs,
             current: RwLock::new(Arc::new(Closure::default())),
+            last: Mutex::new(Inputs {
+                roots: Vec::new(),
+                max_row_id: -1,
+            }),
         });
         let inputs = members.inputs(db)?;
-        let max_row_id = inputs.max_row_id;
         members.recompute(db, &inputs)?;
-        Ok((members, max_row_id))
+        *members.last.lock().unwrap_or_else(|e| e.into_inner()) = inputs;
+        Ok(members)
     }
 
     /// The closure in use now.
@@ -126,15 +132,10 @@ impl Members {
     pub fn watch(
         self: Arc<Self>,
         db: StoreDb,
-        first_row_id: i64,
         on_change: impl Fn(usize, Duration) + Send + 'static,
     ) -> std::io::Result<()> {
         let name = format!("larder-view-{}", self.view);
         std::thread::Builder::new().name(name).spawn(move || {
-            let mut last = Inputs {
-                roots: self.spec.resolve(),
-                max_row_id: first_row_id,
-            };
             loop {
                 std::thread::sleep(POLL);
                 let inputs = match self.inputs(&db) {
@@ -144,14 +145,15 @@ impl Members {
                         continue;
                     }
                 };
-                if inputs == last {
+                let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                if inputs == *last {
                     continue;
                 }
                 match self.recompute(&db, &inputs) {
                     Ok((size, took)) => {
                         tracing::info!(view = %self.view, roots = inputs.roots.len(), paths = size, ms = took.as_millis() as u64, "view recomputed");
                         on_change(size, took);
-                        last = inputs;
+                        *last = inputs;
                     }
                     Err(e) => tracing::warn!(error = %e, "view not recomputed; keeping the last set"),
                 }

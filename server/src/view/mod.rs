@@ -78,14 +78,13 @@ impl View {
     }
 
     /// Build a configured view: load its tokens and compute its first
-    /// closure (blocking). Returns the first DB row id seen, for
-    /// [`Members::watch`].
+    /// closure (blocking); [`Members::watch`] keeps it current.
     pub fn from_config(
         c: &ViewConfig,
         default_priority: u32,
         location: &StoreLocation,
         db: &StoreDb,
-    ) -> Result<(View, Option<i64>), String> {
+    ) -> Result<View, String> {
         config::check_paths(c)?;
         let tokens = match &c.tokens_file {
             Some(f) => Some(Tokens::load(f).map_err(|e| format!("[[view]] {:?}: {e}", c.name))?),
@@ -93,17 +92,16 @@ impl View {
         };
         let rooted = c.rooted();
         let include_drvs = c.include_drvs.unwrap_or(!rooted);
-        let (members, row_id) = if rooted {
+        let members = if rooted {
             let spec = RootSpec {
                 location: location.clone(),
                 roots: c.roots.clone(),
                 roots_file: c.roots_file.clone(),
                 gc_root_dirs: c.gc_root_dirs.clone(),
             };
-            let (m, row) = Members::new(&c.name, spec, include_drvs, db)?;
-            (Some(m), Some(row))
+            Some(Members::new(&c.name, spec, include_drvs, db)?)
         } else {
-            (None, None)
+            None
         };
         let view = View {
             name: c.name.clone(),
@@ -117,7 +115,7 @@ impl View {
             tokens,
             members,
         };
-        Ok((view, row_id))
+        Ok(view)
     }
 
     /// Whether a path with this hash part may be in the view: asked before
