@@ -8,10 +8,10 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Config;
 use crate::listen::socket::{self, Listener};
 use crate::listen::{connection, systemd, tls};
+use crate::placement;
 use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
-use crate::view;
 
 /// Open the store, bind, and serve until SIGINT/SIGTERM, which let running
 /// downloads finish within `--shutdown-timeout-secs` (actix's graceful
@@ -27,7 +27,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
-            .wrap_fn(view::select::select_view)
+            .wrap_fn(placement::select_view)
             .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })

@@ -3,8 +3,8 @@
 
 use actix_web::{HttpResponse, web};
 
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 
 pub async fn get(state: web::Data<AppState>, view: ViewRef) -> HttpResponse {
     HttpResponse::Ok()

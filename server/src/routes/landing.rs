@@ -5,8 +5,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::html::html_escape;
 use super::setup::{cache_url, nix_conf, view_keys};
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, view: ViewRef) -> HttpResponse {
     let raw_url = cache_url(&req, &state, &view);

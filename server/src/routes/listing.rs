@@ -9,8 +9,8 @@ use larder_store::nar::NarPlan;
 
 use crate::error::ServerError;
 use crate::lookup;
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 
 pub async fn get(
     state: web::Data<AppState>,

@@ -15,8 +15,8 @@ use larder_store::StorePath;
 use super::negotiate::accepts;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 
 const ROUTE: &str = "/log/{drv}";
 

@@ -50,9 +50,9 @@ use crate::error::ServerError;
 use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
 use crate::nar::range::{self, ByteRange};
+use crate::placement::ViewRef;
 use crate::state::AppState;
 use crate::view::View;
-use crate::view::select::ViewRef;
 
 const ROUTE: &str = "/nar/{file}";
 const NAR_TYPE: &str = "application/x-nix-nar";

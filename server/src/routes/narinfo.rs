@@ -8,8 +8,8 @@ use larder_store::narinfo::NarInfo;
 
 use crate::config::Compression;
 use crate::error::ServerError;
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 use crate::{lookup, signing};
 
 pub async fn get(

@@ -28,8 +28,8 @@ use super::html::html_escape;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::lookup;
+use crate::placement::ViewRef;
 use crate::state::AppState;
-use crate::view::select::ViewRef;
 
 /// The route pattern, as the request metrics label it.
 const ROUTE: &str = "/serve/{hash}/{tail:.*}";

@@ -7,15 +7,14 @@
 //! path: [`View::admits_hash`] is asked before the DB (so both cost the
 //! same), [`View::admits`] after it (a `.drv` in a view without drvs).
 //! Several views share one server ([`Views`]), chosen by the first URL path
-//! segment (`/team/…`) and/or the `Host` header ([`select`], a middleware
-//! that also checks a private view's tokens, [`tokens`], before any route
-//! runs). Their configuration is the `[[view]]` tables of the `--config`
+//! segment (`/team/…`) and/or the `Host` header ([`Views::select`]; the
+//! middleware in `placement.rs` does it, and checks a private view's
+//! tokens, [`tokens`], before any route runs). Their configuration is the `[[view]]` tables of the `--config`
 //! file ([`config`]).
 
 pub mod config;
 pub mod members;
 pub mod roots;
-pub mod select;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -166,4 +165,86 @@ impl View {
 #[derive(Debug)]
 pub struct Views {
     pub views: Vec<Arc<View>>,
+}
+
+impl Views {
+    /// The view a request for raw `path` on `host` (lower case, no port)
+    /// selects, and the path the routes should see when a prefix is
+    /// stripped. The most specific match wins: prefix and host, then
+    /// prefix, then host, then the view with neither.
+    pub fn select(&self, host: Option<&str>, path: &str) -> Option<(Arc<View>, Option<String>)> {
+        let segment = path.strip_prefix('/')?.split('/').next().unwrap_or("");
+        let mut best: Option<(u8, &Arc<View>)> = None;
+        for v in &self.views {
+            if v.host.as_deref().is_some_and(|h| Some(h) != host) {
+                continue;
+            }
+            if v.prefix.as_deref().is_some_and(|p| p != segment) {
+                continue;
+            }
+            let score = 2 * u8::from(v.prefix.is_some()) + u8::from(v.host.is_some());
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, v));
+            }
+        }
+        let (_, view) = best?;
+        let rest = view.prefix.as_deref().map(|p| {
+            let rest = &path[1 + p.len()..];
+            if rest.is_empty() {
+                "/".to_owned()
+            } else {
+                rest.to_owned()
+            }
+        });
+        Some((view.clone(), rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, prefix: Option<&str>, host: Option<&str>) -> Arc<View> {
+        let mut v = View::everything(30);
+        v.name = name.to_owned();
+        v.prefix = prefix.map(str::to_owned);
+        v.host = host.map(str::to_owned);
+        Arc::new(v)
+    }
+
+    #[test]
+    fn the_most_specific_view_wins_and_encoded_prefixes_do_not_match() {
+        let views = Views {
+            views: vec![
+                view("root", None, None),
+                view("a", Some("a"), None),
+                view("h", None, Some("h.example")),
+                view("ha", Some("a"), Some("h.example")),
+            ],
+        };
+        let pick = |host: Option<&str>, path: &str| {
+            views
+                .select(host, path)
+                .map(|(v, rest)| (v.name.clone(), rest))
+        };
+        assert_eq!(pick(None, "/x.narinfo"), Some(("root".into(), None)));
+        assert_eq!(
+            pick(None, "/a/x.narinfo"),
+            Some(("a".into(), Some("/x.narinfo".into())))
+        );
+        assert_eq!(pick(None, "/a"), Some(("a".into(), Some("/".into()))));
+        assert_eq!(pick(Some("h.example"), "/"), Some(("h".into(), None)));
+        assert_eq!(
+            pick(Some("h.example"), "/a/"),
+            Some(("ha".into(), Some("/".into())))
+        );
+        for sneaky in ["/a%2fx.narinfo", "/A/x.narinfo", "/a..", "/%61/x"] {
+            assert_eq!(pick(None, sneaky).unwrap().0, "root", "{sneaky}");
+        }
+        let only_prefixed = Views {
+            views: vec![view("a", Some("a"), None)],
+        };
+        assert!(only_prefixed.select(None, "/b/x.narinfo").is_none());
+        assert!(only_prefixed.select(None, "/").is_none());
+    }
 }
