@@ -347,3 +347,41 @@ fn two_views_sign_with_their_own_keys_and_announce_their_priorities() {
         "{landing}"
     );
 }
+
+#[test]
+fn a_profile_root_follows_its_generations() {
+    let store = TestStore::new();
+    let a = store
+        .build_expr(&shell_derivation("gen-a", "echo a > $out"))
+        .remove(0);
+    let b = store
+        .build_expr(&shell_derivation("gen-b", "echo b > $out"))
+        .remove(0);
+    let files = ViewFiles::new();
+    let profile = files.path("profile");
+    let set = |p: &str| {
+        larder_tests::run(
+            store
+                .nix("nix-env")
+                .arg("-p")
+                .arg(&profile)
+                .args(["--set", p]),
+        );
+    };
+    set(&a);
+    let config = files.config(&format!(
+        "[[view]]\nname = \"profile\"\nroots = [\"{}\"]\n",
+        profile.display()
+    ));
+    let server = LarderServer::start(&store, &["--config", config.to_str().unwrap()]);
+    let status = |p: &str| {
+        server
+            .get(&format!("/{}.narinfo", hash_part(p)), &[])
+            .status
+    };
+    assert_eq!((status(&a), status(&b)), (200, 404));
+    set(&b);
+    eventually("the new generation is served", || {
+        status(&b) == 200 && status(&a) == 404
+    });
+}

@@ -7,8 +7,9 @@
 //!
 //! Symlink targets are the host's view of the store (`/nix/store/…`): for a
 //! chroot store (`store-root` other than `/`) an absolute target outside
-//! the store dir is looked up under the store root, like Nix does for
-//! `--store /tmp/x`. A root inside a store path (`/nix/store/…-x/bin/y`)
+//! the store dir is looked up under the store root first (a profile link
+//! such as `/nix/var/nix/profiles/x`, as Nix writes them for `--store
+//! /tmp/x`), then as it is (an indirect root's out-link, `/tmp/result`). A root inside a store path (`/nix/store/…-x/bin/y`)
 //! roots that store path. Anything not ending in the store is ignored.
 
 use std::path::{Component, Path, PathBuf};
@@ -116,11 +117,19 @@ impl RootSpec {
         }
     }
 
-    /// Where an absolute path of the store's own filesystem view is.
+    /// Where an absolute path of the store's own filesystem view is: under
+    /// the store root if it exists there, else as it is.
     fn on_disk(&self, p: &Path) -> PathBuf {
         match p.strip_prefix("/") {
-            Ok(rel) => self.location.root().join(rel),
-            Err(_) => p.to_path_buf(),
+            Ok(rel) if self.location.root() != Path::new("/") => {
+                let inside = self.location.root().join(rel);
+                if std::fs::symlink_metadata(&inside).is_ok() {
+                    inside
+                } else {
+                    p.to_path_buf()
+                }
+            }
+            _ => p.to_path_buf(),
         }
     }
 }
@@ -134,6 +143,7 @@ mod tests {
     const A: &str = "0123456789abcdfghijklmnpqrsvwxyz-a";
     const B: &str = "1123456789abcdfghijklmnpqrsvwxyz-b";
     const C: &str = "2123456789abcdfghijklmnpqrsvwxyz-c";
+    const D: &str = "3123456789abcdfghijklmnpqrsvwxyz-d";
 
     #[test]
     fn symlinks_dirs_and_files_resolve_to_store_paths() {
@@ -153,6 +163,10 @@ mod tests {
         symlink(format!("/nix/store/{B}/bin/x"), gc.join("deep/er/file")).unwrap();
         symlink("/etc/passwd", gc.join("outside")).unwrap();
         symlink("loop", gc.join("loop")).unwrap();
+        // An indirect root: an out-link outside the chroot, by its real path.
+        let out_link = dir.path().join("result");
+        symlink(format!("/nix/store/{D}"), &out_link).unwrap();
+        symlink(&out_link, gc.join("auto")).unwrap();
         let file = dir.path().join("roots");
         std::fs::write(&file, format!("# c\n/nix/store/{C}\n\n/etc\n")).unwrap();
         let spec = RootSpec {
@@ -162,6 +176,6 @@ mod tests {
             gc_root_dirs: vec![gc],
         };
         let got: Vec<String> = spec.resolve().iter().map(|p| p.to_string()).collect();
-        assert_eq!(got, [A, B, C]);
+        assert_eq!(got, [A, B, C, D]);
     }
 }
