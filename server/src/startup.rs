@@ -234,8 +234,14 @@ fn views(
     for c in &config.views {
         let view =
             View::from_config(c, config.priority, location, db).map_err(StartupError::View)?;
-        let gauge = metrics.view_paths.with_label_values(&[&view.name]);
+        // Exported at 0 from the start, like every series with known labels.
+        for status in ["200", "401", "404"] {
+            metrics
+                .view_requests
+                .with_label_values(&[&view.name, status]);
+        }
         if let Some(members) = &view.members {
+            let gauge = metrics.view_paths.with_label_values(&[&view.name]);
             gauge.set(view.size().unwrap_or(0) as i64);
             let recompute = metrics.view_recompute.clone();
             members
