@@ -13,8 +13,9 @@
 //! served is measured from outside, and the recomputation itself from the
 //! server's `larder_view_recompute_seconds`.
 //!
-//! `cargo build --release -p larder-server && cargo run --release -p
-//! larder-bench --bin views`; prints the Markdown of
+//! `cargo build --release -p larder-server && cargo run -p larder-bench
+//! --bin views` (the server measured is the release build; the client's
+//! work is the same for both servers); prints the Markdown of
 //! `bench/results/views.md`.
 
 use std::path::Path;
@@ -24,7 +25,7 @@ use larder_bench::Error;
 use larder_bench::http::Connection;
 use larder_bench::load::fetch_narinfos;
 use larder_bench::report::{load_average, machine, median};
-use larder_bench::servers::{larder, memory_kib, pin_binaries};
+use larder_bench::servers::{larder, memory_kib};
 use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 
@@ -33,7 +34,6 @@ const PASSES: usize = 5;
 
 fn main() -> Result<(), Error> {
     let work = tempfile::Builder::new().prefix("larder-views-").tempdir()?;
-    pin_binaries(work.path())?;
     let root = work.path().join("store");
     let made = Instant::now();
     let paths = make_store(&root)?;
