@@ -9,6 +9,97 @@ let
   common = import ./common.nix { inherit lib pkgs; };
   hardening = import ./hardening.nix;
   configFile = common.configFile "larder-server.toml" cfg.settings;
+  # A view's tokens file reaches the DynamicUser through LoadCredential.
+  credentialsDir = "/run/credentials/larder-server.service";
+  tokenCredential = v: "view-${v.name}-tokens";
+  privateViews = lib.filter (v: v.tokensFile != null) cfg.views;
+  # One [[view]] table of the config file (null values are left out).
+  viewTable = v: {
+    inherit (v) name prefix host everything roots serve priority keys;
+    roots-file = v.rootsFile;
+    gc-root-dirs = v.gcRootDirs;
+    include-drvs = v.includeDrvs;
+    include-logs = v.includeLogs;
+    tokens-file = if v.tokensFile == null then null else "${credentialsDir}/${tokenCredential v}";
+  };
+  viewOptions = { ... }: {
+    options = {
+      name = mkOption {
+        type = types.strMatching "[A-Za-z0-9_-][A-Za-z0-9._-]*";
+        description = "The view's name (metrics label, realm).";
+      };
+      prefix = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "team";
+        description = "Serve the view at `/<prefix>/…`.";
+      };
+      host = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "team-cache.example.org";
+        description = "Serve the view to requests for this `Host`.";
+      };
+      everything = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Serve the whole store instead of the closure of roots.";
+      };
+      roots = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/nix/var/nix/profiles/system" ];
+        description = "Symlinks (profiles, GC roots) or store paths whose closures the view serves.";
+      };
+      rootsFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "A file listing one store path a line; read again whenever it changes.";
+      };
+      gcRootDirs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/nix/var/nix/gcroots/larder" ];
+        description = "Directories searched for symlinks into the store (e.g. larder-sync's GC-root directory).";
+      };
+      includeDrvs = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "Serve `.drv` files (default: only with `everything`).";
+      };
+      includeLogs = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "Serve build logs of the view's paths (default: only with `everything`).";
+      };
+      serve = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "Serve files inside store paths at `/serve` (default: only with `everything`).";
+      };
+      priority = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+        description = "`Priority` in the view's nix-cache-info (default: `settings.priority`).";
+      };
+      keys = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "team-1" ];
+        description = "Names of larder-signer's keys that sign this view (default: every key).";
+      };
+      tokensFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/larder-team.tokens";
+        description = ''
+          Read tokens (`NAME TOKEN` a line, mode 0600): the view is private.
+          A string, so the file never enters the store; handed to the
+          server alone by LoadCredential.
+        '';
+      };
+    };
+  };
   tls = cfg.tlsCertFile != null;
   exe = "${cfg.package}/bin/larder-server";
   # %d is the credentials directory: the TLS key is readable by this
@@ -50,6 +141,16 @@ in
       default = null;
       example = "/var/lib/acme/cache.example.org/key.pem";
       description = "PEM private key for `tlsCertFile`, as a string so it never enters the store.";
+    };
+
+    views = mkOption {
+      type = types.listOf (types.submodule viewOptions);
+      default = [ ];
+      example = lib.literalExpression ''[ { name = "team"; prefix = "team"; gcRootDirs = [ "/nix/var/nix/gcroots/larder" ]; tokensFile = "/run/keys/larder-team.tokens"; } ]'';
+      description = ''
+        Views of the store (README "Private caches"), rendered as the
+        `[[view]]` tables of the config file. Empty: the whole store at `/`.
+      '';
     };
 
     settings = common.settingsOption {
@@ -102,6 +203,7 @@ in
     ];
 
     services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.settings.socket);
+    services.larder.server.settings.view = mkIf (cfg.views != [ ]) (map viewTable cfg.views);
 
     networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && common.tcpPort cfg.listen != null) (common.tcpPort cfg.listen);
 
@@ -130,7 +232,8 @@ in
         # holds the DB open; this unprivileged user could not, and SQLite
         # cannot read a WAL DB without it.
         ExecStartPre = "+${command} --check-config";
-        LoadCredential = lib.optionals tls [ "tls-cert:${cfg.tlsCertFile}" "tls-key:${cfg.tlsKeyFile}" ];
+        LoadCredential = lib.optionals tls [ "tls-cert:${cfg.tlsCertFile}" "tls-key:${cfg.tlsKeyFile}" ]
+          ++ map (v: "${tokenCredential v}:${v.tokensFile}") privateViews;
         Restart = "on-failure";
         RestartSec = 2;
         TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin

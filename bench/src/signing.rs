@@ -143,6 +143,7 @@ fn round_trips(
         for fp in fingerprints {
             let request = Request::Sign {
                 fingerprint: fp.clone(),
+                keys: None,
             };
             std::io::Write::write_all(&mut stream, &encode_frame(&request)?)?;
             match read_frame_blocking::<Reply, _>(&mut stream)? {

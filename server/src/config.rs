@@ -19,6 +19,8 @@ use clap::{Parser, ValueEnum};
 use larder_store::cli::Convention;
 use thiserror::Error;
 
+use crate::view::config::{self as view_config, ViewConfig};
+
 /// larder-server's name and environment prefix.
 pub const CONVENTION: Convention = Convention {
     binary: "larder-server",
@@ -34,7 +36,14 @@ pub enum ConfigError {
         value: String,
         fix: &'static str,
     },
+    /// A `[[view]]` table of the `--config` file is wrong; the message
+    /// names the file or the view, and the key.
+    #[error("{0}")]
+    Views(String),
 }
+
+/// Tables of the `--config` file that are no flags: `[[view]]`.
+pub const SECTIONS: &[&str] = &["view"];
 
 /// How narinfo files advertise NARs (independent of HTTP `Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,6 +189,9 @@ pub struct Settings {
     /// Seconds between checks of the signer's public keys: when they changed (rotation), cached signatures are dropped and the landing page shows the new keys.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub signer_key_check_secs: u64,
+    /// The URL clients use (behind a proxy: `https://cache.example`), for the landing page and /nix.conf; unset = from the request's Host.
+    #[arg(long)]
+    pub public_url: Option<String>,
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `larder_server=debug,info`.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -216,6 +228,11 @@ pub struct Config {
     /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub signer: Option<SignerConfig>,
+    /// `public-url` without a trailing `/`.
+    pub public_url: Option<String>,
+    /// The `[[view]]` tables of the `--config` file; empty: one view of
+    /// the whole store.
+    pub views: Vec<ViewConfig>,
     pub log: String,
 }
 
@@ -272,6 +289,24 @@ impl Settings {
                 "use an absolute path such as /nix/store",
             ));
         }
+        let views = match &self.config {
+            Some(file) => view_config::read_views(file).map_err(ConfigError::Views)?,
+            None => Vec::new(),
+        };
+        view_config::check_views(&views).map_err(ConfigError::Views)?;
+        let public_url = match self.public_url {
+            None => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(invalid(
+                    "public-url",
+                    url,
+                    "use the URL clients use, starting with https:// or http://",
+                ));
+            }
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -350,6 +385,8 @@ impl Settings {
             narinfo_max_age_secs: self.narinfo_max_age_secs,
             tls,
             signer,
+            public_url,
+            views,
             log: self.log,
         })
     }
@@ -371,9 +408,13 @@ mod tests {
 
     fn settings(args: &[&str], file: Option<&Path>) -> Result<Config, String> {
         let args = std::iter::once("larder-server").chain(args.iter().copied());
-        let parsed: Settings =
-            larder_store::cli::try_parse_from(&CONVENTION, args, file.map(Path::to_owned))
-                .map_err(|e| e.to_string())?;
+        let parsed: Settings = larder_store::cli::try_parse_with_sections(
+            &CONVENTION,
+            SECTIONS,
+            args,
+            file.map(Path::to_owned),
+        )
+        .map_err(|e| e.to_string())?;
         parsed.resolve().map_err(|e| e.to_string())
     }
 

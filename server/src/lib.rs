@@ -10,7 +10,8 @@
 //!    [`error::ServerError`], one exhaustive match to a status), [`metrics`]
 //!    (the Prometheus definitions), [`path_info_memo`], [`signer_client`]
 //!    (larder-signer's unix-socket client with its per-fingerprint cache),
-//!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`].
+//!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`], [`view`]
+//!    (views of the store: their roots, closures, tokens and selection).
 //! 1. **Building blocks**: [`body`] (streamed, metered response bodies),
 //!    [`nar::range`], [`nar::nar_cache`] (the on-disk compressed-NAR
 //!    cache), [`listen::socket`] (every kind of listening socket as one
@@ -20,9 +21,10 @@
 //!    config, store location and DB, metrics, and each cache in a field
 //!    named for its module.
 //! 3. **What handlers do with the state**: [`lookup`] (hash part → path
-//!    info), [`signing`] (a narinfo's signatures), [`request_metrics`] (the
-//!    middleware); and [`startup`], which opens the store and builds the
-//!    state ([`startup::StartupError`] names the setting to fix).
+//!    info, within the request's view), [`signing`] (a narinfo's
+//!    signatures), [`request_metrics`] and [`placement`] (the middlewares);
+//!    and [`startup`], which opens the store and builds the state
+//!    ([`startup::StartupError`] names the setting to fix).
 //! 4. [`routes`]: the router, one file per endpoint.
 //! 5. [`server`]: [`run`] puts the middleware and the router on the socket.
 //!
@@ -39,16 +41,21 @@
 //! A request then goes:
 //!
 //! 1. **Metrics middleware** ([`request_metrics`]): times the request to its
-//!    response headers and counts it by matched route pattern and status.
-//! 2. **Router** ([`routes`]): one file per endpoint. Every handler
+//!    response headers and counts it by matched route pattern and status
+//!    (and by view).
+//! 2. **Placement** ([`placement`]): the request's view, from `Host` and
+//!    the first path segment; a private view's token checked (401 on every
+//!    route otherwise); the view's prefix stripped. Lookups then answer
+//!    anything outside the view exactly as an absent path.
+//! 3. **Router** ([`routes`]): one file per endpoint. Every handler
 //!    answers GET and HEAD; other methods get 405 with `Allow`. The
 //!    router's table of routes ([`routes::SERIES`]) also names every
 //!    metric series, which `run` creates at 0 before the first request.
-//! 3. **Lookup** ([`lookup`]): the 32-character hash part is validated,
+//! 4. **Lookup** ([`lookup`]): the 32-character hash part is validated,
 //!    then the DB is queried on a blocking thread (never on the reactor).
 //!    Malformed and absent hashes are both 404. narinfo and `.ls` lookups
 //!    go through a short-lived memo ([`path_info_memo`]).
-//! 4. **Decide before the headers.** NAR, listing, log and file handlers do
+//! 5. **Decide before the headers.** NAR, listing, log and file handlers do
 //!    everything that can fail first: the NAR route walks the store path
 //!    into a [`larder_store::nar::NarPlan`] (every file `lstat`ed, sizes
 //!    known; recent plans are kept in [`nar::plan_cache`]) and checks it
@@ -57,13 +64,13 @@
 //!    A zstd response first looks in the compressed-NAR cache
 //!    ([`nar::nar_cache`], when `cache-dir` is set): a hit is served as a
 //!    static file with its `Content-Length`, without walking the store path.
-//! 5. **Stream.** Bodies come from blocking threads through bounded
+//! 6. **Stream.** Bodies come from blocking threads through bounded
 //!    channels ([`body`], and [`nar::compress`] for zstd), wrapped in
 //!    [`body::MeteredStream`] for byte counts and durations. A failure after
 //!    the headers is yielded as an error item, and actix then drops the
 //!    connection: the client sees a broken download, never a clean short
 //!    one, which Nix would treat as a hard failure with no fallback.
-//! 6. **Errors** ([`error::ServerError`]): one enum, one exhaustive match to
+//! 7. **Errors** ([`error::ServerError`]): one enum, one exhaustive match to
 //!    a status; the client gets the status phrase, the log gets the detail.
 //!
 //! The server holds no key. narinfo signatures are the DB's own plus, with
@@ -78,6 +85,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod nar;
 pub mod path_info_memo;
+pub mod placement;
 pub mod request_metrics;
 pub mod routes;
 pub mod server;
@@ -86,6 +94,7 @@ pub mod signer_client;
 pub mod signing;
 pub mod startup;
 pub mod state;
+pub mod view;
 
 pub use server::run;
 pub use startup::{StartupError, check};

@@ -12,26 +12,60 @@ use larder_store::db::PathInfo;
 use crate::error::ServerError;
 use crate::path_info_memo::Answer;
 use crate::state::AppState;
+use crate::view::View;
 
-/// The valid path whose hash part is `hash`, asking the DB. A malformed
-/// hash is a miss like an absent one: clients treat both as "not in
-/// this cache".
-pub async fn by_hash(state: &AppState, hash: &str) -> Result<Arc<PathInfo>, ServerError> {
+/// The valid path of `view` whose hash part is `hash`, asking the DB. A
+/// malformed hash is a miss like an absent one, and so is a path outside
+/// the view (asked before the DB, so that both cost the same): clients
+/// treat all three as "not in this cache".
+pub async fn by_hash(
+    state: &AppState,
+    view: &View,
+    hash: &str,
+) -> Result<Arc<PathInfo>, ServerError> {
     let parsed = parse_hash(hash)?;
-    found(hash, query(state, &parsed).await?)
+    admitted_hash(view, &parsed)?;
+    admitted(view, found(hash, query(state, &parsed).await?)?)
 }
 
 /// [`by_hash`] through the short-lived memo (for narinfo and
 /// listings; see `path_info_memo.rs`).
-pub async fn by_hash_memo(state: &AppState, hash: &str) -> Result<Arc<PathInfo>, ServerError> {
+pub async fn by_hash_memo(
+    state: &AppState,
+    view: &View,
+    hash: &str,
+) -> Result<Arc<PathInfo>, ServerError> {
     let parsed = parse_hash(hash)?;
+    admitted_hash(view, &parsed)?;
     if let Some(answer) = state.path_info_memo.get(&parsed) {
         state.metrics.memo_hits.inc();
-        return found(hash, answer);
+        return admitted(view, found(hash, answer)?);
     }
     let answer = query(state, &parsed).await?;
     state.path_info_memo.put(parsed, answer.clone());
-    found(hash, answer)
+    admitted(view, found(hash, answer)?)
+}
+
+fn admitted_hash(view: &View, hash: &StorePathHash) -> Result<(), ServerError> {
+    if view.admits_hash(hash) {
+        Ok(())
+    } else {
+        Err(ServerError::NotFound(format!(
+            "{hash} is not in view {}",
+            view.name
+        )))
+    }
+}
+
+fn admitted(view: &View, info: Arc<PathInfo>) -> Result<Arc<PathInfo>, ServerError> {
+    if view.admits(&info.path) {
+        Ok(info)
+    } else {
+        Err(ServerError::NotFound(format!(
+            "{} is not served by view {}",
+            info.path, view.name
+        )))
+    }
 }
 
 async fn query(state: &AppState, hash: &StorePathHash) -> Result<Answer, ServerError> {

@@ -1,9 +1,9 @@
 //! The `larder-server` binary: configuration, logging, then [`larder_server::run`].
 
-use larder_server::config::{CONVENTION, Settings};
+use larder_server::config::{CONVENTION, SECTIONS, Settings};
 
 fn main() -> std::process::ExitCode {
-    let settings: Settings = larder_store::cli::parse(&CONVENTION);
+    let settings: Settings = larder_store::cli::parse_with_sections(&CONVENTION, SECTIONS);
     let check_only = settings.check_config;
     let config = match settings.resolve() {
         Ok(config) => config,

@@ -10,7 +10,8 @@
 //! dashboard, and `increase()` misses that first event.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The label values one route's series take: what [`Metrics::preset`]
@@ -58,6 +59,13 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub cache_evictions: IntCounter,
     pub cache_bytes: IntGauge,
+    /// Requests by view and status (`view/select.rs` places them).
+    pub view_requests: IntCounterVec,
+    /// Paths in each rooted view's closure.
+    pub view_paths: IntGaugeVec,
+    /// Time to recompute a view's closure after its roots or the store
+    /// changed.
+    pub view_recompute: Histogram,
 }
 
 impl Metrics {
@@ -124,6 +132,27 @@ impl Metrics {
             "larder_path_info_memo_hits_total",
             "Lookups answered without the DB",
         )?;
+        let view_requests = IntCounterVec::new(
+            Opts::new(
+                "larder_view_requests_total",
+                "HTTP requests placed in a view, by view and status",
+            ),
+            &["view", "status"],
+        )?;
+        let view_paths = IntGaugeVec::new(
+            Opts::new("larder_view_paths", "Store paths a rooted view serves"),
+            &["view"],
+        )?;
+        let view_recompute = Histogram::with_opts(
+            HistogramOpts::new(
+                "larder_view_recompute_seconds",
+                "Time to recompute a view's closure",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 4.0, 8)?),
+        )?;
+        registry.register(Box::new(view_requests.clone()))?;
+        registry.register(Box::new(view_paths.clone()))?;
+        registry.register(Box::new(view_recompute.clone()))?;
         registry.register(Box::new(memo_hits.clone()))?;
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(cache_misses.clone()))?;
@@ -156,6 +185,9 @@ impl Metrics {
             cache_misses,
             cache_evictions,
             cache_bytes,
+            view_requests,
+            view_paths,
+            view_recompute,
         })
     }
 

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::web;
+use actix_web::{HttpMessage, web};
 
 use crate::body::Metered;
 use crate::state::AppState;
+use crate::view::View;
 
 /// Middleware (`App::wrap_fn`): count each request by matched route and
 /// status, and time it to its response headers.
@@ -33,6 +34,10 @@ where
             let route = (res.request().match_pattern()).unwrap_or_else(|| "unmatched".to_owned());
             let status = res.status().as_u16().to_string();
             metrics.requests.with_label_values(&[&route, &status]).inc();
+            if let Some(view) = res.request().extensions().get::<std::sync::Arc<View>>() {
+                let labels = [view.name.as_str(), status.as_str()];
+                metrics.view_requests.with_label_values(&labels).inc();
+            }
             let elapsed = start.elapsed().as_secs_f64();
             metrics
                 .duration

@@ -9,6 +9,7 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Config;
 use crate::listen::socket::{self, Listener};
 use crate::listen::{connection, systemd, tls};
+use crate::placement;
 use crate::request_metrics;
 use crate::routes;
 use crate::startup::{StartupError, app_state};
@@ -29,6 +30,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap_fn(placement::select_view)
             .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })

@@ -131,19 +131,24 @@ impl SignerClient {
         }
     }
 
-    /// Signatures for `fingerprint`, from the cache or the signer.
-    pub async fn sign(self: &Arc<Self>, fingerprint: String) -> Result<Vec<String>, SignerError> {
+    /// Signatures for `fingerprint` by the keys named in `keys` (`None`:
+    /// every key the signer holds), from the cache or the signer.
+    pub async fn sign(
+        self: &Arc<Self>,
+        fingerprint: String,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<String>, SignerError> {
         if self.key_check_due() {
             // Down: the cache still holds good signatures; the sign
             // request below reports the outage if it must ask.
             let _ = self.refresh_public_keys().await;
         }
-        if let Some(sigs) = lock(&self.signatures).get(&fingerprint) {
+        if let Some(sigs) = lock(&self.signatures).get(&cache_key(&fingerprint, keys)) {
             self.metrics.cache.with_label_values(&["hit"]).inc();
             return Ok(sigs.clone());
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
-        self.sign_uncached(fingerprint).await
+        self.sign_uncached(fingerprint, keys).await
     }
 
     /// A permit to [`SignerClient::warm`], if fewer than [`MAX_WARMERS`]
@@ -156,13 +161,13 @@ impl SignerClient {
     /// Sign ahead what clients will ask next (a narinfo's references: Nix
     /// fetches a closure's narinfos one after another), so that their
     /// requests find the cache warm. The first failure ends a run.
-    pub async fn warm(self: &Arc<Self>, fingerprints: Vec<String>) {
+    pub async fn warm(self: &Arc<Self>, fingerprints: Vec<String>, keys: Option<&[String]>) {
         for fingerprint in fingerprints {
-            if lock(&self.signatures).contains(&fingerprint) {
+            if lock(&self.signatures).contains(&cache_key(&fingerprint, keys)) {
                 continue;
             }
             self.metrics.cache.with_label_values(&["prefetch"]).inc();
-            if self.sign_uncached(fingerprint).await.is_err() {
+            if self.sign_uncached(fingerprint, keys).await.is_err() {
                 return;
             }
         }
@@ -171,16 +176,19 @@ impl SignerClient {
     async fn sign_uncached(
         self: &Arc<Self>,
         fingerprint: String,
+        keys: Option<&[String]>,
     ) -> Result<Vec<String>, SignerError> {
+        let key = cache_key(&fingerprint, keys);
         let request = Request::Sign {
-            fingerprint: fingerprint.clone(),
+            fingerprint,
+            keys: keys.map(<[String]>::to_vec),
         };
         let generation = self.generation.load(Ordering::SeqCst);
         match self.call(request).await? {
             Reply::Signatures(sigs) => {
                 let mut cache = lock(&self.signatures);
                 if self.generation.load(Ordering::SeqCst) == generation {
-                    cache.put(fingerprint, sigs.clone());
+                    cache.put(key, sigs.clone());
                 }
                 Ok(sigs)
             }
@@ -320,6 +328,15 @@ impl SignerClient {
         if idle.len() < MAX_IDLE {
             idle.push(stream);
         }
+    }
+}
+
+/// The signature cache's key: the fingerprint, after the key names asked
+/// for (a fingerprint has no newline, so the two cannot run together).
+fn cache_key(fingerprint: &str, keys: Option<&[String]>) -> String {
+    match keys {
+        None => fingerprint.to_owned(),
+        Some(names) => format!("{}\n{fingerprint}", names.join(",")),
     }
 }
 

@@ -12,25 +12,32 @@ use crate::config::SignerDown;
 use crate::error::ServerError;
 use crate::signer_client::{SignerClient, SignerError};
 use crate::state::AppState;
+use crate::view::View;
 
 /// The signatures a narinfo carries: the path's own from the DB, plus
 /// larder-signer's when one is configured. While the signer is down this
 /// is what `--signer-down` says: a 404 (the default), a 503, or the DB's
 /// signatures alone (see [`SignerDown`] for what Nix does with each).
-pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>, ServerError> {
+/// The signer signs with the keys `view` names (every key when it names
+/// none).
+pub async fn signatures(
+    state: &AppState,
+    view: &View,
+    info: &PathInfo,
+) -> Result<Vec<String>, ServerError> {
     let mut sigs = info.sigs.clone();
     let (Some(client), Some(config)) = (&state.signer_client, &state.config.signer) else {
         return Ok(sigs);
     };
     let fp = info.fingerprint(state.location.store_dir());
-    match client.sign(fp).await {
+    match client.sign(fp, view.keys.as_deref()).await {
         Ok(extra) => {
             for sig in extra {
                 if !sigs.contains(&sig) {
                     sigs.push(sig);
                 }
             }
-            warm_references(state, client, info);
+            warm_references(state, client, view, info);
             Ok(sigs)
         }
         // The path went away between our lookup and the signer's (GC).
@@ -56,7 +63,7 @@ pub async fn signatures(state: &AppState, info: &PathInfo) -> Result<Vec<String>
 
 /// In the background, have the signer sign `info`'s references, which
 /// a client copying the closure asks for next.
-fn warm_references(state: &AppState, client: &Arc<SignerClient>, info: &PathInfo) {
+fn warm_references(state: &AppState, client: &Arc<SignerClient>, view: &View, info: &PathInfo) {
     // Per request: decide before allocating anything.
     let mut refs = info
         .references
@@ -70,7 +77,7 @@ fn warm_references(state: &AppState, client: &Arc<SignerClient>, info: &PathInfo
         return;
     };
     let refs: Vec<StorePath> = refs.cloned().collect();
-    let (db, client) = (state.db.clone(), client.clone());
+    let (db, client, keys) = (state.db.clone(), client.clone(), view.keys.clone());
     actix_web::rt::spawn(async move {
         let _permit = permit;
         let lookup = tokio::task::spawn_blocking(move || {
@@ -81,7 +88,7 @@ fn warm_references(state: &AppState, client: &Arc<SignerClient>, info: &PathInfo
                 .collect::<Vec<String>>()
         });
         if let Ok(fingerprints) = lookup.await {
-            client.warm(fingerprints).await;
+            client.warm(fingerprints, keys.as_deref()).await;
         }
     });
 }

@@ -20,6 +20,7 @@ use crate::nar::plan_cache::PlanCache;
 use crate::path_info_memo::PathInfoMemo;
 use crate::signer_client::{SignerClient, SignerClientMetrics};
 use crate::state::AppState;
+use crate::view::{View, Views};
 
 /// Why the server did not start; each names the setting to fix.
 #[derive(Debug, Error)]
@@ -49,6 +50,10 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server: {0}")]
     Server(std::io::Error),
+    /// A view's roots, roots file or tokens file is wrong, or its first
+    /// closure could not be computed.
+    #[error("{0}")]
+    View(String),
 }
 
 fn open_store(config: &Config) -> Result<(StoreLocation, StoreDb), StartupError> {
@@ -90,10 +95,19 @@ pub fn check(config: &Config) -> Result<String, StartupError> {
     if let Some(dir) = &config.cache_dir {
         check_cache_dir(dir)?;
     }
+    check_view_keys(config)?;
+    for view in &config.views {
+        crate::view::config::check_paths(view).map_err(StartupError::View)?;
+        if let Some(file) = &view.tokens_file {
+            crate::view::tokens::Tokens::load(file)
+                .map_err(|e| StartupError::View(format!("[[view]] {:?}: {e}", view.name)))?;
+        }
+    }
     Ok(format!(
-        "store {} (files under {}), newest path row {newest}",
+        "store {} (files under {}), newest path row {newest}, {} view(s)",
         location.store_dir(),
-        location.real_store_dir().display()
+        location.real_store_dir().display(),
+        config.views.len().max(1)
     ))
 }
 
@@ -189,7 +203,9 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         ))),
         None => None,
     };
+    let views = Arc::new(views(config, &location, &db, &metrics)?);
     Ok(AppState {
+        views,
         config: config.clone(),
         location,
         db,
@@ -200,4 +216,93 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
         signer_client,
         draining: std::sync::atomic::AtomicBool::new(false),
     })
+}
+
+/// The configured views with their first closures computed and their
+/// watchers started; or the one view of the whole store.
+fn views(
+    config: &Config,
+    location: &StoreLocation,
+    db: &StoreDb,
+    metrics: &Metrics,
+) -> Result<Views, StartupError> {
+    if config.views.is_empty() {
+        return Ok(Views {
+            views: vec![Arc::new(View::everything(config.priority))],
+        });
+    }
+    let mut views = Vec::new();
+    for c in &config.views {
+        let view =
+            View::from_config(c, config.priority, location, db).map_err(StartupError::View)?;
+        // Exported at 0 from the start, like every series with known labels.
+        for status in ["200", "401", "404"] {
+            metrics
+                .view_requests
+                .with_label_values(&[&view.name, status]);
+        }
+        if let Some(members) = &view.members {
+            let gauge = metrics.view_paths.with_label_values(&[&view.name]);
+            gauge.set(view.size().unwrap_or(0) as i64);
+            let recompute = metrics.view_recompute.clone();
+            members
+                .clone()
+                .watch(db.clone(), move |size, took| {
+                    gauge.set(size as i64);
+                    recompute.observe(took.as_secs_f64());
+                })
+                .map_err(|e| StartupError::View(format!("view {}: thread: {e}", view.name)))?;
+        }
+        tracing::info!(view = %view.name, prefix = ?view.prefix, host = ?view.host, private = view.tokens.is_some(), paths = ?view.size(), "view ready");
+        views.push(Arc::new(view));
+    }
+    Ok(Views { views })
+}
+
+/// Every key a view names is one the signer holds, when the signer answers
+/// now (it may start after the server: then the first narinfo tells).
+fn check_view_keys(config: &Config) -> Result<(), StartupError> {
+    use larder_store::signer_proto::{Reply, Request, encode_frame, read_frame_blocking};
+    let Some(signer) = &config.signer else {
+        return Ok(());
+    };
+    if config.views.iter().all(|v| v.keys.is_empty()) {
+        return Ok(());
+    }
+    let ask = || -> Result<Vec<String>, String> {
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(&signer.socket).map_err(|e| e.to_string())?;
+        let timeout = Some(Duration::from_millis(signer.timeout_ms));
+        stream
+            .set_read_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        let frame = encode_frame(&Request::PublicKeys).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut stream, &frame).map_err(|e| e.to_string())?;
+        match read_frame_blocking(&mut stream).map_err(|e| e.to_string())? {
+            Reply::PublicKeys(keys) => Ok(keys),
+            _ => Err("unexpected reply".to_owned()),
+        }
+    };
+    let held: Vec<String> = match ask() {
+        Ok(keys) => keys
+            .iter()
+            .filter_map(|k| k.split_once(':').map(|(name, _)| name.to_owned()))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(socket = %signer.socket.display(), error = %e, "cannot check the views' key names with the signer now");
+            return Ok(());
+        }
+    };
+    for view in &config.views {
+        if let Some(missing) = view.keys.iter().find(|k| !held.contains(k)) {
+            return Err(StartupError::View(format!(
+                "[[view]] {:?}: keys names {missing:?}, which the signer does not hold (it holds {held:?}); fix keys or the signer's --key-file",
+                view.name
+            )));
+        }
+    }
+    Ok(())
 }

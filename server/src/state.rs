@@ -15,6 +15,7 @@ use crate::nar::nar_cache::NarCache;
 use crate::nar::plan_cache::PlanCache;
 use crate::path_info_memo::PathInfoMemo;
 use crate::signer_client::SignerClient;
+use crate::view::Views;
 
 /// Built once at startup (`startup::app_state`) and shared by every worker.
 pub struct AppState {
@@ -36,4 +37,7 @@ pub struct AppState {
     /// Set once SIGTERM or SIGINT arrived (`server.rs`): running downloads
     /// finish, and `/health` tells load balancers to send nothing new.
     pub draining: AtomicBool,
+    /// The views requests are placed in (`view/select.rs`); one view of
+    /// the whole store when none is configured.
+    pub views: Arc<Views>,
 }

@@ -260,7 +260,10 @@ async fn run(cli: Cli) -> Result<(), SignerError> {
             metrics,
         } => {
             let req = match (fingerprint, metrics) {
-                (Some(fingerprint), _) => Request::Sign { fingerprint },
+                (Some(fingerprint), _) => Request::Sign {
+                    fingerprint,
+                    keys: None,
+                },
                 (None, true) => Request::Metrics,
                 (None, false) => Request::PublicKeys,
             };

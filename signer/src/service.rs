@@ -55,7 +55,7 @@ impl Signer {
         };
         self.metrics.requests.with_label_values(&[op]).inc();
         match request {
-            Request::Sign { fingerprint } => self.sign(&fingerprint).await,
+            Request::Sign { fingerprint, keys } => self.sign(&fingerprint, keys.as_deref()).await,
             Request::PublicKeys => {
                 Reply::PublicKeys(self.keys().iter().map(|k| k.public().to_string()).collect())
             }
@@ -63,14 +63,28 @@ impl Signer {
         }
     }
 
-    async fn sign(&self, fingerprint: &str) -> Reply {
+    /// Sign with every key, or with the keys named in `only` (all of
+    /// which must be held: a server view naming a key the signer lacks
+    /// gets a refusal, not a narinfo its clients would reject).
+    async fn sign(&self, fingerprint: &str, only: Option<&[String]>) -> Reply {
         let start = Instant::now();
+        let keys = self.keys();
+        if let Some(missing) = only
+            .unwrap_or_default()
+            .iter()
+            .find(|name| !keys.iter().any(|k| k.name() == name.as_str()))
+        {
+            return self.refused(Refusal {
+                code: RefusalCode::UnknownKey,
+                reason: format!("no key named {missing:?} is loaded"),
+            });
+        }
         let reply = match policy::check(self.policy, &self.db, fingerprint).await {
             Ok(fp) => {
                 let text = fp.to_string();
                 Reply::Signatures(
-                    self.keys()
-                        .iter()
+                    keys.iter()
+                        .filter(|k| only.is_none_or(|names| names.iter().any(|n| n == k.name())))
                         .map(|k| {
                             self.metrics.signatures.with_label_values(&[k.name()]).inc();
                             k.sign(&text).to_string()

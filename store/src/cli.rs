@@ -106,9 +106,21 @@ impl CliError {
 /// Parse the process's command line under `convention`, or print the error
 /// and exit.
 pub fn parse<T: CommandFactory + FromArgMatches>(convention: &Convention) -> T {
+    parse_with_sections(convention, &[])
+}
+
+/// [`parse`], where the `--config` file may also hold the tables named in
+/// `sections` (e.g. `view` for `[[view]]`): they are no flags, so they are
+/// left for the binary to read and check itself (with its own unknown-key
+/// checks naming the file).
+pub fn parse_with_sections<T: CommandFactory + FromArgMatches>(
+    convention: &Convention,
+    sections: &[&str],
+) -> T {
     let var = format!("{}_CONFIG", convention.env_prefix);
     let from_env = std::env::var_os(&var).map(PathBuf::from);
-    try_parse_from(convention, std::env::args_os(), from_env).unwrap_or_else(|e| e.exit(convention))
+    try_parse_with_sections(convention, sections, std::env::args_os(), from_env)
+        .unwrap_or_else(|e| e.exit(convention))
 }
 
 /// Parse `args` (program name first) under `convention`. `config_from_env`
@@ -124,10 +136,26 @@ where
     I: IntoIterator<Item = A>,
     A: Into<OsString> + Clone,
 {
+    try_parse_with_sections(convention, &[], args, config_from_env)
+}
+
+/// [`try_parse_from`] with the file's `sections` left to the caller (see
+/// [`parse_with_sections`]).
+pub fn try_parse_with_sections<T, I, A>(
+    convention: &Convention,
+    sections: &[&str],
+    args: I,
+    config_from_env: Option<PathBuf>,
+) -> Result<T, CliError>
+where
+    T: CommandFactory + FromArgMatches,
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut command = with_convention(T::command(), convention, true);
     if let Some(path) = config_path(&args).or(config_from_env) {
-        command = with_file(command, convention, &path)?;
+        command = with_file(command, convention, &path, sections)?;
     }
     let matches = command.try_get_matches_from(args)?;
     Ok(T::from_arg_matches(&matches)?)
@@ -188,7 +216,12 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 }
 
 /// `command` with the file's values as its flags' defaults.
-fn with_file(command: Command, convention: &Convention, path: &Path) -> Result<Command, CliError> {
+fn with_file(
+    command: Command,
+    convention: &Convention,
+    path: &Path,
+    sections: &[&str],
+) -> Result<Command, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
         path: path.to_owned(),
         var: format!("{}_CONFIG", convention.env_prefix),
@@ -200,6 +233,9 @@ fn with_file(command: Command, convention: &Convention, path: &Path) -> Result<C
     })?;
     let mut settings = Vec::with_capacity(table.len());
     for (key, value) in &table {
+        if sections.contains(&key.as_str()) {
+            continue;
+        }
         if is_action(convention, key) || !knows(&command, key) {
             return Err(CliError::UnknownKey {
                 path: path.to_owned(),

@@ -296,6 +296,23 @@ impl StoreDb {
             .await
     }
 
+    /// The closure of `roots` (every valid path they reach through the
+    /// `Refs` table, roots included, each with its deriver), read in one
+    /// transaction: Nix's `computeFSClosure` over references. Paths for
+    /// which `follow` is false are left out and not walked through; roots
+    /// that are not valid are skipped. Blocks (about 5 µs per path).
+    ///
+    /// # Errors
+    /// [`DbError::Sqlite`] when a query fails, [`DbError::Corrupt`] when a
+    /// path in the closure does not parse.
+    pub fn closure_blocking(
+        &self,
+        roots: &[StorePath],
+        follow: &dyn Fn(&StorePath) -> bool,
+    ) -> Result<Vec<(StorePath, Option<StorePath>)>, DbError> {
+        self.with_conn(|conn, loc| query::closure(conn, loc, roots, follow))
+    }
+
     /// [`StoreDb::query_valid_blocking`] on the DB's threads.
     ///
     /// # Errors

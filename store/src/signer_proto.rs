@@ -7,7 +7,9 @@
 //! bytes of UTF-8 JSON. Frames over [`MAX_FRAME`] are refused. A connection
 //! carries any number of request/reply pairs, in order.
 //!
-//! Requests: `{"op":"sign","fingerprint":"1;/nix/store/…;sha256:…;N;…"}`,
+//! Requests: `{"op":"sign","fingerprint":"1;/nix/store/…;sha256:…;N;…"}`
+//! (optionally with `"keys":["name",…]`: sign only with the keys of those
+//! names, as a server view that names its keys asks),
 //! `{"op":"public-keys"}`, `{"op":"metrics"}`.
 //! Replies: `{"signatures":["name:base64",…]}`, `{"public_keys":["name:base64",…]}`,
 //! `{"metrics":"<Prometheus text>"}`, or
@@ -25,11 +27,17 @@ pub const MAX_FRAME: u32 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    /// `sign`: sign this fingerprint with every key. Answered with
-    /// [`Reply::Signatures`] or [`Reply::Refused`].
+    /// `sign`: sign this fingerprint with every key (or with the keys
+    /// named in `keys`). Answered with [`Reply::Signatures`] or
+    /// [`Reply::Refused`] (code `unknown-key` when a named key is not held).
     Sign {
         /// The canonical fingerprint text (see [`crate::fingerprint`]).
         fingerprint: String,
+        /// Key names (the part before `:`) to sign with; absent = every
+        /// key. Absent from the JSON when `None`, so older signers still
+        /// understand requests without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keys: Option<Vec<String>>,
     },
     /// `public-keys`: the public halves of the signer's keys, answered with
     /// [`Reply::PublicKeys`].
@@ -59,11 +67,13 @@ pub enum RefusalCode {
     Forbidden,
     /// The signer could not check (store DB unreadable, …).
     Internal,
+    /// A key named in the request is not one the signer holds.
+    UnknownKey,
 }
 
 impl RefusalCode {
     /// Every code, so that metrics can export each one from the start.
-    pub const ALL: [RefusalCode; 8] = [
+    pub const ALL: [RefusalCode; 9] = [
         RefusalCode::Malformed,
         RefusalCode::BadFingerprint,
         RefusalCode::NotInStore,
@@ -72,6 +82,7 @@ impl RefusalCode {
         RefusalCode::ReferencesMismatch,
         RefusalCode::Forbidden,
         RefusalCode::Internal,
+        RefusalCode::UnknownKey,
     ];
 
     /// The code as it appears in JSON, logs and the `code` metric label
@@ -86,6 +97,7 @@ impl RefusalCode {
             RefusalCode::ReferencesMismatch => "references-mismatch",
             RefusalCode::Forbidden => "forbidden",
             RefusalCode::Internal => "internal",
+            RefusalCode::UnknownKey => "unknown-key",
         }
     }
 }
@@ -226,11 +238,19 @@ mod tests {
     fn json_shapes_are_as_documented() {
         let r = Request::Sign {
             fingerprint: "1;x".into(),
+            keys: None,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"op":"sign","fingerprint":"1;x"}"#
         );
+        let r = Request::Sign {
+            fingerprint: "1;x".into(),
+            keys: Some(vec!["a".into()]),
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"op":"sign","fingerprint":"1;x","keys":["a"]}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), r);
         assert_eq!(
             serde_json::to_string(&Request::PublicKeys).unwrap(),
             r#"{"op":"public-keys"}"#

@@ -20,6 +20,7 @@ pub mod server;
 pub mod signer;
 pub mod sshd;
 pub mod sync;
+pub mod views;
 
 /// The `NIX_CONFIG` every test uses, the same file `scripts/run.sh` and
 /// `scripts/test.sh` export (`scripts/nix.conf`): no sandbox (tests run as

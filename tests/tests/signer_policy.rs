@@ -20,7 +20,7 @@ fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let mut cmd = Command::new(binary("larder-signer"));
     cmd.arg("request").arg("--socket").arg(&signer.socket);
     match request {
-        Request::Sign { fingerprint } => cmd.args(["--fingerprint", fingerprint]),
+        Request::Sign { fingerprint, .. } => cmd.args(["--fingerprint", fingerprint]),
         Request::Metrics => cmd.arg("--metrics"),
         Request::PublicKeys => &mut cmd,
     };
@@ -72,6 +72,7 @@ fn signs_only_what_the_store_holds() {
     }
     let sign = |fp: &Fingerprint| Request::Sign {
         fingerprint: fp.to_string(),
+        keys: None,
     };
     assert!(matches!(ask(&signer, &sign(&good)), Reply::Signatures(s) if s.len() == 1));
 
@@ -110,6 +111,7 @@ fn signs_only_what_the_store_holds() {
     for garbage in ["", "garbage", "1;/etc/passwd;sha256:x;1;", "1;;;;"] {
         let req = Request::Sign {
             fingerprint: garbage.to_owned(),
+            keys: None,
         };
         assert_eq!(
             refusal_code(ask(&signer, &req)),
@@ -150,6 +152,7 @@ fn the_real_nix_accepts_the_signers_signatures() {
             &signer,
             &Request::Sign {
                 fingerprint: fp.to_owned(),
+                keys: None,
             },
         ) {
             Reply::Signatures(sigs) => sigs,

@@ -14,20 +14,38 @@
 //! - narinfo and `nix-cache-info` live `--narinfo-max-age-secs`: signatures
 //!   change when the signer's keys rotate, and a path can be collected.
 //!   Misses are never kept (`no-store`, see `error.rs`).
+//! - In a private view (one with tokens) every lifetime is `private`:
+//!   shared caches keep nothing, since they would serve it to anyone.
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderValue};
 
-/// `Cache-Control` of a URL that names its content.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+use crate::view::View;
 
-/// `Cache-Control` of what may change: `public, max-age=SECS`, or
-/// `no-store` when `secs` is 0.
-pub fn short_lived(secs: u64) -> String {
+/// Who may keep a response: any cache, or (for a private view, whose
+/// requests carry a token) only the client's own. RFC 9111 §3.5 lets a
+/// shared cache store an answer to an authorized request once it says
+/// `public`, and hand it to anyone after; `private` forbids that.
+fn scope(view: &View) -> &'static str {
+    if view.tokens.is_some() {
+        "private"
+    } else {
+        "public"
+    }
+}
+
+/// `Cache-Control` of a URL that names its content.
+pub fn immutable(view: &View) -> String {
+    format!("{}, max-age=31536000, immutable", scope(view))
+}
+
+/// `Cache-Control` of what may change: `public, max-age=SECS` (`private`
+/// in a private view), or `no-store` when `secs` is 0.
+pub fn short_lived(secs: u64, view: &View) -> String {
     if secs == 0 {
         "no-store".to_owned()
     } else {
-        format!("public, max-age={secs}")
+        format!("{}, max-age={secs}", scope(view))
     }
 }
 
@@ -152,7 +170,9 @@ mod tests {
     fn header_values() {
         assert_eq!(EntityTag::strong("a").header_value(), "\"a\"");
         assert_eq!(EntityTag::weak("a").header_value(), "W/\"a\"");
-        assert_eq!(short_lived(0), "no-store");
-        assert_eq!(short_lived(30), "public, max-age=30");
+        let open = View::everything(40);
+        assert_eq!(short_lived(0, &open), "no-store");
+        assert_eq!(short_lived(30, &open), "public, max-age=30");
+        assert_eq!(immutable(&open), "public, max-age=31536000, immutable");
     }
 }

@@ -9,13 +9,15 @@ use larder_store::nar::NarPlan;
 
 use crate::error::ServerError;
 use crate::lookup;
+use crate::placement::ViewRef;
 use crate::state::AppState;
 
 pub async fn get(
     state: web::Data<AppState>,
     hash: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let info = lookup::by_hash_memo(&state, &hash).await?;
+    let info = lookup::by_hash_memo(&state, &view, &hash).await?;
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
     let mut body = b"{\"version\":1,\"root\":".to_vec();
     body.extend_from_slice(&plan.listing_json());

@@ -15,6 +15,7 @@ use larder_store::StorePath;
 use super::negotiate::accepts;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
+use crate::placement::ViewRef;
 use crate::state::AppState;
 
 const ROUTE: &str = "/log/{drv}";
@@ -28,10 +29,18 @@ pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     drv: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     // A valid basename has no '/' and cannot be `..`: it stays in the log dir.
     let drv = StorePath::from_basename(&drv)
         .map_err(|e| ServerError::NotFound(format!("log name {drv:?}: {e}")))?;
+    // Before the file system: a log outside the view costs what an absent one does.
+    if !view.admits_log(&drv) {
+        return Err(ServerError::NotFound(format!(
+            "log of {drv} is not in view {}",
+            view.name
+        )));
+    }
     let name = drv.to_string();
     let base = state.location.log_dir().join(&name[..2]).join(&name[2..]);
     let log = web::block(move || open(base))

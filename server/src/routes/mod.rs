@@ -16,7 +16,9 @@ mod metrics;
 mod nar;
 mod narinfo;
 mod negotiate;
+mod nix_conf;
 mod serve;
+mod setup;
 mod status;
 
 use actix_web::http::header;
@@ -63,6 +65,7 @@ const fn series(
 pub const SERIES: &[RouteSeries] = &[
     series("/", COMMON, &[], false),
     series("/nix-cache-info", COMMON, &[], false),
+    series("/nix.conf", COMMON, &[], false),
     series("/health", COMMON, &[], false),
     series("/version", COMMON, &[], false),
     series("/metrics", COMMON, &[], false),
@@ -93,6 +96,7 @@ pub const SERIES: &[RouteSeries] = &[
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/", read().to(landing::get)))
         .service(endpoint("/nix-cache-info", read().to(cache_info::get)))
+        .service(endpoint("/nix.conf", read().to(nix_conf::get)))
         .service(endpoint("/health", read().to(status::health)))
         .service(endpoint("/version", read().to(status::version)))
         .service(endpoint("/metrics", read().to(metrics::get)))

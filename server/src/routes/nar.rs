@@ -47,14 +47,16 @@ use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
-use super::http_cache::{EntityTag, IMMUTABLE, short_lived};
+use super::http_cache::{EntityTag, immutable, short_lived};
 use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
 use crate::error::ServerError;
 use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
 use crate::nar::range::{self, ByteRange};
+use crate::placement::ViewRef;
 use crate::state::AppState;
+use crate::view::View;
 
 const ROUTE: &str = "/nar/{file}";
 const NAR_TYPE: &str = "application/x-nix-nar";
@@ -105,15 +107,16 @@ pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     file: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     let url = parse_file(&file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
-    let info = checked_info(&state, &url, req.query_string()).await?;
+    let info = checked_info(&state, &view, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
     let nar_hash = info.nar_hash.to_nix32();
     let cache_control = match url.nar_hash {
-        Some(_) => IMMUTABLE.to_owned(),
-        None => short_lived(state.config.narinfo_max_age_secs),
+        Some(_) => immutable(&view),
+        None => short_lived(state.config.narinfo_max_age_secs, &view),
     };
     let zstd_tag = EntityTag::weak(format!("{nar_hash}-zstd"));
     let identity_tag = EntityTag::strong(nar_hash.clone());
@@ -308,9 +311,12 @@ async fn fill_first(
     .map_err(ServerError::Compression)
 }
 
-/// The valid path the URL names, whose NAR hash is the URL's.
+/// The valid path of `view` the URL names, whose NAR hash is the URL's.
+/// There is no NAR-hash index: a URL without the path's hash part (in
+/// its name or `?hash=`) is absent, so a NAR hash alone finds nothing.
 async fn checked_info(
     state: &AppState,
+    view: &View,
     url: &NarUrl,
     query: &str,
 ) -> Result<Arc<PathInfo>, ServerError> {
@@ -319,7 +325,7 @@ async fn checked_info(
         .clone()
         .or_else(|| query_hash(query))
         .ok_or_else(|| ServerError::NotFound("NAR URL without ?hash=".to_owned()))?;
-    let info = lookup::by_hash(state, &path_hash).await?;
+    let info = lookup::by_hash(state, view, &path_hash).await?;
     if let Some(nar_hash) = &url.nar_hash
         && info.nar_hash != *nar_hash
     {

@@ -11,6 +11,7 @@ use larder_store::narinfo::NarInfo;
 use super::http_cache::short_lived;
 use crate::config::Compression;
 use crate::error::ServerError;
+use crate::placement::ViewRef;
 use crate::state::AppState;
 use crate::{lookup, signing};
 
@@ -18,12 +19,13 @@ pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
     hash: web::Path<String>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let info = lookup::by_hash_memo(&state, &hash).await?;
-    let cache_control = short_lived(state.config.narinfo_max_age_secs);
+    let info = lookup::by_hash_memo(&state, &view, &hash).await?;
+    let cache_control = short_lived(state.config.narinfo_max_age_secs, &view);
     // Both shapes carry the same signatures (the DB's and the signer's),
     // and fail the same way while the signer is down.
-    let sigs = signing::signatures(&state, &info).await?;
+    let sigs = signing::signatures(&state, &view, &info).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         let mut json = info.nix_json(state.location.store_dir());
         json.sigs = sigs;

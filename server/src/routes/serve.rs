@@ -28,6 +28,7 @@ use super::html::html_escape;
 use crate::body::{reader_body, respond};
 use crate::error::ServerError;
 use crate::lookup;
+use crate::placement::ViewRef;
 use crate::state::AppState;
 
 /// The route pattern, as the request metrics label it.
@@ -59,9 +60,16 @@ fn confined() -> HttpResponseBuilder {
 pub async fn get(
     req: HttpRequest,
     state: web::Data<AppState>,
+    view: ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     let hash = req.match_info().query("hash").to_owned();
-    let info = lookup::by_hash(&state, &hash).await?;
+    if !view.serve {
+        return Err(ServerError::NotFound(format!(
+            "/serve is off in view {}",
+            view.name
+        )));
+    }
+    let info = lookup::by_hash(&state, &view, &hash).await?;
     let root = state.location.real_path(&info.path);
     // The raw (still percent-encoded) path, so that `%2e%2e` and `%2f` are
     // decoded exactly once, here, before the `..` check.
@@ -85,7 +93,11 @@ pub async fn get(
         }
         Target::Directory(entries) => confined()
             .content_type("text/html; charset=utf-8")
-            .body(listing(req.path(), &entries)),
+            // Links under the view's prefix, which the router stripped.
+            .body(listing(
+                &format!("{}{}", view.base_path(), req.path()),
+                &entries,
+            )),
     })
 }
 

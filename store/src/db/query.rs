@@ -31,6 +31,9 @@ const REFERENCES: &str = "SELECT ValidPaths.path FROM Refs \
      JOIN ValidPaths ON Refs.reference = ValidPaths.id \
      WHERE Refs.referrer = ?1 ORDER BY ValidPaths.path";
 const AFTER: &str = "SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id LIMIT ?2";
+const ID_OF: &str = "SELECT id FROM ValidPaths WHERE path = ?1";
+const PATH_AND_DERIVER: &str = "SELECT path, deriver FROM ValidPaths WHERE id = ?1";
+const REFERENCE_IDS: &str = "SELECT reference FROM Refs WHERE referrer = ?1";
 const MAX_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM ValidPaths";
 const VALID: &str = "SELECT 1 FROM ValidPaths WHERE path = ?1";
 /// No index on `deriver`: a table scan, for rare callers (build-log uploads).
@@ -260,4 +263,58 @@ pub(super) fn known_derivation(
         .query_row(params![loc.display_path(drv)], |_| Ok(()))
         .optional()?;
     Ok(found.is_some())
+}
+
+/// The closure of `roots` under the `Refs` table, in one read transaction:
+/// every valid path reachable from a valid root, each with its deriver.
+/// Paths `follow` refuses are left out and not walked through. Roots that
+/// are not valid are skipped.
+pub(super) fn closure(
+    conn: &mut Connection,
+    loc: &StoreLocation,
+    roots: &[StorePath],
+    follow: &dyn Fn(&StorePath) -> bool,
+) -> Result<Vec<(StorePath, Option<StorePath>)>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let mut out = Vec::new();
+    {
+        let mut id_of = tx.prepare_cached(ID_OF)?;
+        let mut row_of = tx.prepare_cached(PATH_AND_DERIVER)?;
+        let mut refs_of = tx.prepare_cached(REFERENCE_IDS)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut pending: Vec<i64> = Vec::new();
+        for root in roots {
+            let id: Option<i64> = id_of
+                .query_row(params![loc.display_path(root)], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = id.filter(|id| seen.insert(*id)) {
+                pending.push(id);
+            }
+        }
+        while let Some(id) = pending.pop() {
+            let (full, deriver): (String, Option<String>) = match row_of
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                Some(row) => row,
+                None => continue,
+            };
+            let path = parse_path(loc, id, "path", &full)?;
+            if !follow(&path) {
+                continue;
+            }
+            // A deriver that does not parse only costs its build log.
+            let deriver = deriver.and_then(|d| loc.parse_path(&d).ok());
+            out.push((path, deriver));
+            let mut rows = refs_of.query(params![id])?;
+            while let Some(row) = rows.next()? {
+                let reference: i64 = row.get(0)?;
+                if seen.insert(reference) {
+                    pending.push(reference);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
