@@ -34,7 +34,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .keep_alive(Duration::from_secs(config.keep_alive_secs))
     .client_request_timeout(Duration::from_secs(config.request_timeout_secs))
     .shutdown_timeout(config.shutdown_timeout_secs)
-    .on_connect(move |conn, _| connection::configure(conn, send_timeout));
+    .on_connect(move |conn, data| connection::configure(conn, data, send_timeout));
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,
