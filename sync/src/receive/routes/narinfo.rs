@@ -9,6 +9,7 @@ use larder_store::narinfo::NarInfo;
 
 use super::body::read_bounded;
 use crate::receive::auth::Pusher;
+use crate::receive::ca;
 use crate::receive::error::{ReceiveError, ReceiveResult};
 use crate::receive::import::import;
 use crate::receive::intake::{self, MAX_NARINFO_BYTES};
@@ -116,6 +117,7 @@ fn accept_checked(
         ))
     })?;
     intake::matches_staged(info, &staged)?;
+    ca::check(info, &staged.file)?;
     intake::references_present(&state.db, info)?;
     let arrival = root()?;
     let started = Instant::now();
