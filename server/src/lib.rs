@@ -10,7 +10,9 @@
 //!    [`error::ServerError`], one exhaustive match to a status), [`metrics`]
 //!    (the Prometheus definitions), [`path_info_memo`], [`signer_client`]
 //!    (larder-signer's unix-socket client with its per-fingerprint cache),
-//!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`].
+//!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`],
+//!    [`listen::unix_stall`] (the send timeout of unix-socket connections),
+//!    [`framing`] (the middleware refusing ambiguously framed requests).
 //! 1. **Building blocks**: [`body`] (streamed, metered response bodies),
 //!    [`nar::range`], [`nar::nar_cache`] (the on-disk compressed-NAR
 //!    cache), [`listen::socket`] (every kind of listening socket as one
@@ -40,6 +42,8 @@
 //!
 //! 1. **Metrics middleware** ([`request_metrics`]): times the request to its
 //!    response headers and counts it by matched route pattern and status.
+//!    Inside it, [`framing`] answers 400 and closes the connection for a
+//!    request with both `Transfer-Encoding` and `Content-Length`.
 //! 2. **Router** ([`routes`]): one file per endpoint. Every handler
 //!    answers GET and HEAD; other methods get 405 with `Allow`. The
 //!    router's table of routes ([`routes::SERIES`]) also names every
@@ -73,6 +77,7 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod listen;
 pub mod lookup;
 pub mod metrics;

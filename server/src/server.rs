@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
+use crate::framing;
 use crate::listen::socket::{self, Listener};
 use crate::listen::{connection, systemd, tls};
 use crate::request_metrics;
@@ -26,6 +27,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap_fn(framing::refuse_ambiguous)
             .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })

@@ -22,16 +22,19 @@ use actix_web::dev::Extensions;
 use actix_web::rt::net::{TcpStream, UnixStream};
 
 use super::unix_stall;
+use crate::framing::Poisoned;
 
 type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
 /// For `HttpServer::on_connect`: set the options on `conn` when it is a TCP
 /// connection (plain or TLS), or start the stall watch of a unix-socket
 /// connection (kept in `data`, the connection's extensions, so that it ends
-/// with the connection). `send_timeout`: `None` leaves the kernel's default
+/// with the connection). Every connection also gets its [`Poisoned`] mark
+/// (see [`crate::framing`]). `send_timeout`: `None` leaves the kernel's default
 /// (retransmissions give up after about 15 minutes; zero-window probing
 /// never does) and no watch.
 pub fn configure(conn: &dyn Any, data: &mut Extensions, send_timeout: Option<Duration>) {
+    data.insert(Poisoned::default());
     if let Some(unix) = conn.downcast_ref::<UnixStream>() {
         if let Some(watch) = send_timeout.and_then(|timeout| unix_stall::watch(unix, timeout)) {
             data.insert(watch);
