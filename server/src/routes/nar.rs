@@ -106,7 +106,7 @@ pub async fn get(
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(&state, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
-    let range_header = req.headers().get(header::RANGE).map(|v| v.as_bytes());
+    let range_header = range::header(req.headers());
     let cache_key = format!(
         "{}-zstd{}",
         info.nar_hash.to_nix32(),
