@@ -110,6 +110,29 @@ fn tls_problems_are_refused_by_check_and_start() {
         &["--tls-cert", &p("a.crt"), "--tls-key", &p("b.key")],
         "tls-cert",
     );
+    // Files that are not files (reading them hung the check for ever) or
+    // far too large for PEM.
+    both_refuse(
+        &store,
+        &["--tls-cert", "/dev/zero", "--tls-key", &p("a.key")],
+        "not a regular file",
+    );
+    both_refuse(
+        &store,
+        &[
+            "--tls-cert",
+            &p("a.crt"),
+            "--tls-key",
+            dir.path().to_str().unwrap(),
+        ],
+        "not a regular file",
+    );
+    std::fs::write(p("huge.crt"), vec![b'A'; 2 << 20]).unwrap();
+    both_refuse(
+        &store,
+        &["--tls-cert", &p("huge.crt"), "--tls-key", &p("a.key")],
+        "more than a PEM file's",
+    );
 }
 
 #[test]
@@ -169,6 +192,7 @@ fn absurd_numbers_are_refused_with_the_valid_range() {
         ("--request-timeout-secs", "0", "1..=3600"),
         ("--signer-timeout-ms", "0", "1..=600000"),
         ("--max-connections", "0", "1..=1000000"),
+        ("--send-timeout-secs", "99999999999999", "0..=86400"),
     ] {
         both_refuse(&store, &[flag, value], range);
     }
