@@ -65,12 +65,16 @@ fn narinfo(path_hash: &str, url: &str, nar: &[u8]) -> String {
     )
 }
 
+/// From a path hash and a NAR URL: the hash to PUT to and a narinfo
+/// refused before it parses.
+type Refusal = fn(&str, &str) -> (String, String);
+
 #[test]
 fn narinfos_refused_before_parsing_leave_nothing_staged() {
     let host = TestStore::new();
     // Room for one 700 KiB NAR at a time.
     let receiver = TestReceiver::start(&host, &["--max-staging-mib", "1"]);
-    let refusals: [fn(&str, &str) -> (String, String); 4] = [
+    let refusals: [Refusal; 4] = [
         |hash, url| (hash.to_owned(), format!("URL: {url}\nnot a narinfo line\n")),
         |hash, url| {
             let other = "/tmp/store";
