@@ -167,4 +167,11 @@ fn a_stalled_unix_socket_client_is_disconnected_and_a_reading_one_is_not() {
     );
     let health = get(server.connect(), "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // With every client gone, nothing is left running: SIGTERM stops the
+    // server (a watch of a closed socket once spun and held the shutdown).
+    drop(stalled);
+    drop(reading);
+    server.process.signal("TERM");
+    let status = server.process.wait_exit();
+    assert!(status.success(), "{status}\n{}", server.log());
 }

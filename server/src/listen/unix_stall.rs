@@ -64,8 +64,11 @@ async fn run(fd: tokio::net::UnixStream, timeout: Duration, mut stopped: oneshot
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            ready = fd.writable() => match ready {
-                Ok(()) => {
+            ready = fd.ready(Interest::WRITABLE) => match ready {
+                // The peer is gone: actix sees that itself, and a closed
+                // socket stays "ready" for ever (a busy loop if watched).
+                Ok(r) if r.is_write_closed() || r.is_error() => return,
+                Ok(_) => {
                     // A wake-up: the peer read. Wait for the next one
                     // (a `WouldBlock` from `try_io` clears the readiness).
                     progress = Instant::now();
