@@ -145,7 +145,7 @@ pub struct Settings {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_delay_secs: u64,
     /// Seconds a download may make no progress (the client accepts no bytes) before it is disconnected; 0 = never.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub send_timeout_secs: u64,
     /// Threads reading files for downloads (one 256 KiB chunk per job, only while the client reads), 1 to 1024.
     #[arg(long, default_value_t = 16)]

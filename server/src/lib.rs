@@ -11,7 +11,9 @@
 //!    (the Prometheus definitions), [`path_info_memo`], [`signer_client`]
 //!    (larder-signer's unix-socket client with its per-fingerprint cache),
 //!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`], [`view`]
-//!    (views of the store: their roots, closures, tokens and selection).
+//!    (views of the store: their roots, closures, tokens and selection),
+//!    [`listen::unix_stall`] (the send timeout of unix-socket connections),
+//!    [`framing`] (the middleware refusing ambiguously framed requests).
 //! 1. **Building blocks**: [`body`] (streamed, metered response bodies),
 //!    [`nar::range`], [`nar::nar_cache`] (the on-disk compressed-NAR
 //!    cache), [`listen::socket`] (every kind of listening socket as one
@@ -42,7 +44,9 @@
 //!
 //! 1. **Metrics middleware** ([`request_metrics`]): times the request to its
 //!    response headers and counts it by matched route pattern and status
-//!    (and by view).
+//!    (and by view). Inside it, [`framing`] answers 400 and closes the
+//!    connection for a request with both `Transfer-Encoding` and
+//!    `Content-Length`.
 //! 2. **Placement** ([`placement`]): the request's view, from `Host` and
 //!    the first path segment; a private view's token checked (401 on every
 //!    route otherwise); the view's prefix stripped. Lookups then answer
@@ -80,6 +84,7 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod listen;
 pub mod lookup;
 pub mod metrics;

@@ -7,6 +7,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
+use crate::framing;
 use crate::listen::socket::{self, Listener};
 use crate::listen::{connection, systemd, tls};
 use crate::placement;
@@ -31,6 +32,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         App::new()
             .app_data(app_state.clone())
             .wrap_fn(placement::select_view)
+            .wrap_fn(framing::refuse_ambiguous)
             .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })
@@ -41,7 +43,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .shutdown_timeout(config.shutdown_timeout_secs)
     // Stop signals are ours (`stop_on_signals`): draining comes first.
     .disable_signals()
-    .on_connect(move |conn, _| connection::configure(conn, send_timeout));
+    .on_connect(move |conn, data| connection::configure(conn, data, send_timeout));
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,

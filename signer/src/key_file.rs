@@ -52,6 +52,13 @@ pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
         source,
     };
     let meta = fs::metadata(path).map_err(read_err)?;
+    // A device or FIFO would hang the read (or fill memory): a key file is
+    // a small regular file (a Nix secret key is under 200 bytes).
+    if !meta.is_file() || meta.len() > 64 << 10 {
+        return Err(read_err(std::io::Error::other(
+            "not a regular file of at most 64 KiB",
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 && !is_systemd_credential(path) {
         return Err(KeyFileError::TooOpen {

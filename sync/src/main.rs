@@ -25,6 +25,15 @@ const EXIT_NOT_DRAINED: u8 = 75;
 fn main() -> ExitCode {
     let cli: Cli = larder_store::cli::parse(&cli::CONVENTION);
     larder_store::cli::init_logging(&cli::CONVENTION, &cli.log);
+    if matches!(
+        cli.command,
+        Command::Watch(_)
+            | Command::WatchExec { .. }
+            | Command::Daemon { .. }
+            | Command::Receive(_)
+    ) {
+        ignore_hangups();
+    }
     let result = match cli.command {
         Command::Enqueue { ref paths } => return enqueue(&cli, paths),
         Command::Watch(ref args) => watch_config(&cli, args).and_then(Watcher::start).map(|w| {
@@ -57,6 +66,47 @@ fn main() -> ExitCode {
             _ => ExitCode::FAILURE,
         }
     })
+}
+
+/// SIGHUP's default action would kill a long-running larder-sync (exit
+/// 129, no log line; `receive` then leaves pushes half done). Settings are
+/// read once at start, so a hangup is logged and ignored, as larder-server
+/// does: restart to apply changes. The handler is in place before this
+/// returns; a thread of its own logs each hangup.
+fn ignore_hangups() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; it will stop larder-sync");
+            return;
+        }
+    };
+    let hangup = match runtime.block_on(async { signal(SignalKind::hangup()) }) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; it will stop larder-sync");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            let mut hangup = hangup;
+            runtime.block_on(async {
+                while hangup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP ignored: larder-sync reads its settings only at start; restart it to apply changes"
+                    );
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the SIGHUP thread; hangups are ignored silently");
+    }
 }
 
 /// Nix runs the post-build-hook synchronously and a failing hook stops all

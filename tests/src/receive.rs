@@ -98,6 +98,22 @@ impl TestReceiver {
         self.process = Some(process);
     }
 
+    /// Send a signal (`HUP`, `TERM`, …) to the running receiver.
+    pub fn signal(&self, signal: &str) {
+        self.process
+            .as_ref()
+            .expect("receiver running")
+            .signal(signal);
+    }
+
+    /// Panic if the receiver has exited.
+    pub fn assert_alive(&mut self) {
+        self.process
+            .as_mut()
+            .expect("receiver running")
+            .assert_alive();
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -110,6 +110,29 @@ fn tls_problems_are_refused_by_check_and_start() {
         &["--tls-cert", &p("a.crt"), "--tls-key", &p("b.key")],
         "tls-cert",
     );
+    // Files that are not files (reading them hung the check for ever) or
+    // far too large for PEM.
+    both_refuse(
+        &store,
+        &["--tls-cert", "/dev/zero", "--tls-key", &p("a.key")],
+        "not a regular file",
+    );
+    both_refuse(
+        &store,
+        &[
+            "--tls-cert",
+            &p("a.crt"),
+            "--tls-key",
+            dir.path().to_str().unwrap(),
+        ],
+        "not a regular file",
+    );
+    std::fs::write(p("huge.crt"), vec![b'A'; 2 << 20]).unwrap();
+    both_refuse(
+        &store,
+        &["--tls-cert", &p("huge.crt"), "--tls-key", &p("a.key")],
+        "more than a PEM file's",
+    );
 }
 
 #[test]
@@ -162,6 +185,41 @@ fn a_store_dir_that_matches_nothing_in_the_db_is_refused() {
 }
 
 #[test]
+fn a_signer_key_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let store = store_with_a_path();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("key.fifo");
+    run(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo));
+    // `output()` would wait for ever if the check read the FIFO.
+    let mut child = Command::new(binary("larder-signer"))
+        .args(["check", "--key-file"])
+        .arg(&fifo)
+        .arg("--store-root")
+        .arg(store.root())
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("larder-signer check hangs on a FIFO key file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("not a regular file"),
+        "{text}"
+    );
+}
+
+#[test]
 fn absurd_numbers_are_refused_with_the_valid_range() {
     let store = store_with_a_path();
     for (flag, value, range) in [
@@ -169,6 +227,7 @@ fn absurd_numbers_are_refused_with_the_valid_range() {
         ("--request-timeout-secs", "0", "1..=3600"),
         ("--signer-timeout-ms", "0", "1..=600000"),
         ("--max-connections", "0", "1..=1000000"),
+        ("--send-timeout-secs", "99999999999999", "0..=86400"),
     ] {
         both_refuse(&store, &[flag, value], range);
     }

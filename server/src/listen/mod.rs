@@ -7,3 +7,4 @@ pub mod connection;
 pub mod socket;
 pub mod systemd;
 pub mod tls;
+pub mod unix_stall;

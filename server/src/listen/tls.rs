@@ -26,11 +26,39 @@ pub enum TlsError {
     },
 }
 
+/// PEM files larger than this are not a certificate chain or a key.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// `path` is a regular file of at most [`MAX_PEM_BYTES`]: reading a device,
+/// a FIFO or a huge file would hang or fill memory before any check.
+fn pem_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".to_owned());
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(format!(
+            "is {} bytes, more than a PEM file's {MAX_PEM_BYTES}",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The rustls configuration from PEM files `cert` (the chain) and `key`.
+/// Errors: either file missing, not a regular PEM file of at most 1 MiB,
+/// holding nothing usable, the key readable by others, or the two not
+/// matching.
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let cert_error = |detail: String| TlsError::Cert {
         path: cert.to_owned(),
         detail,
     };
+    pem_file(cert).map_err(cert_error)?;
+    pem_file(key).map_err(|detail| TlsError::Key {
+        path: key.to_owned(),
+        detail,
+    })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_error(e.to_string()))?
         .collect::<Result<_, _>>()

@@ -5,9 +5,11 @@
 //! range unit it does not know. So a `Range` larder does not serve as one
 //! range (another unit, several ranges, a header that is not ASCII) is
 //! ignored and the whole body is sent with 200, never a 416 for a body that
-//! exists: a multipart answer is something no Nix client asks for. A
-//! `bytes` range that is malformed is a 400; one that starts past the end
-//! is a 416.
+//! exists: a multipart answer is something no Nix client asks for. So is a
+//! request with several `Range` header lines (the field is a singleton).
+//! A `bytes` range that is malformed is a 400; one that starts past the
+//! end is a 416, however many digits its numbers have (a number too large
+//! for 64 bits is past any end: a suffix that long is the whole body).
 
 use crate::error::ServerError;
 
@@ -50,9 +52,24 @@ pub fn parse(header: &[u8], size: u64) -> Result<Option<ByteRange>, ServerError>
     single(header, spec.trim(), size).map(Some)
 }
 
+/// The request's `Range` header when it has exactly one (`None` also for
+/// several lines, which are ignored like several ranges).
+pub fn header(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
+    let mut lines = headers.get_all(actix_web::http::header::RANGE);
+    let first = lines.next()?;
+    match lines.next() {
+        Some(_) => None,
+        None => Some(first.as_bytes()),
+    }
+}
+
 /// Whether `header` asks for one byte range (whatever the body's size).
 pub fn is_single_range(header: &[u8]) -> bool {
-    matches!(parse(header, u64::MAX), Ok(Some(_)))
+    // A range starting at 2^64 - 1 or beyond is unsatisfiable even here.
+    matches!(
+        parse(header, u64::MAX),
+        Ok(Some(_)) | Err(ServerError::RangeNotSatisfiable { .. })
+    )
 }
 
 fn single(header: &str, spec: &str, size: u64) -> Result<ByteRange, ServerError> {
@@ -63,7 +80,8 @@ fn single(header: &str, spec: &str, size: u64) -> Result<ByteRange, ServerError>
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
-        s.parse().map_err(|_| bad())
+        // All digits, so only too large to parse: past any body's end.
+        Ok(s.parse().unwrap_or(u64::MAX))
     };
     let range = if first.is_empty() {
         // `-N`: the last N bytes.
@@ -131,6 +149,7 @@ mod tests {
         assert_eq!(status("bytes"), 200);
         assert_eq!(ok("Bytes=2-", 10), (2, 10));
         assert!(is_single_range(b"bytes=100-"));
+        assert!(is_single_range(b"bytes=99999999999999999999999-"));
         assert!(!is_single_range(b"bytes=1-2,4-5"));
         assert!(!is_single_range(b"pages=1-2"));
         assert!(matches!(parse(b"bytes=\xff", 10), Ok(None)));
@@ -138,7 +157,15 @@ mod tests {
         assert_eq!(status("bytes=5-2"), 400);
         assert_eq!(status("bytes=a-b"), 400);
         assert_eq!(status("bytes=+1-2"), 400);
-        assert_eq!(status("bytes=99999999999999999999999-"), 400);
+        assert_eq!(status("bytes=99999999999999999999999-"), 416);
+        assert_eq!(
+            status("bytes=99999999999999999999999-99999999999999999999999"),
+            416
+        );
+        assert_eq!(ok("bytes=2-99999999999999999999999", 10), (2, 10));
+        assert_eq!(ok("bytes=-99999999999999999999999", 10), (0, 10));
+        assert_eq!(ok("bytes=0-18446744073709551615", 10), (0, 10));
+        assert_eq!(status("bytes=18446744073709551615-"), 416);
         assert_eq!(status("bytes=-"), 400);
     }
 }

@@ -122,11 +122,7 @@ pub async fn get(
     let identity_tag = EntityTag::strong(nar_hash.clone());
     // A Range under an If-Range that does not match: the whole body.
     let ranged_tag = if url.zstd { &zstd_tag } else { &identity_tag };
-    let range_header = req
-        .headers()
-        .get(header::RANGE)
-        .map(|v| v.as_bytes())
-        .filter(|_| ranged_tag.range_allowed(&req));
+    let range_header = range::header(req.headers()).filter(|_| ranged_tag.range_allowed(&req));
     let cache_key = format!("{nar_hash}-zstd{}", state.config.zstd_level);
     if url.zstd {
         if zstd_tag.none_match(&req) {

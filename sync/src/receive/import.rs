@@ -41,6 +41,12 @@ pub fn import(
     let mut cmd = nix();
     cmd.args(["copy", "--no-recursive", "--no-check-sigs", "--from"])
         .arg(format!("file://{}", dir.path().display()));
+    // A pushed `.drv` is itself the path to import: without `--derivation`
+    // Nix 2.8 tries to build its outputs (a 500). Only there: on any other
+    // path the flag makes Nix look for a deriver.
+    if info.store_path.name().ends_with(".drv") {
+        cmd.arg("--derivation");
+    }
     if local.root() != Path::new("/") {
         cmd.arg("--to").arg(local.root());
     }

@@ -95,7 +95,7 @@ pub fn check_ca(ca: &str, nar_hash: &larder_store::Sha256Hash) -> ReceiveResult<
 
 /// A `len`-byte hash in base16, nix32 or base64 (told apart by length, as
 /// Nix does).
-fn decode_hash(s: &str, len: usize) -> Option<Vec<u8>> {
+pub(super) fn decode_hash(s: &str, len: usize) -> Option<Vec<u8>> {
     use base64::Engine;
     let bytes = if s.len() == len * 2 {
         if !s.bytes().all(|b| b.is_ascii_hexdigit()) {

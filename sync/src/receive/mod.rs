@@ -23,6 +23,7 @@
 //! `nix copy` run on blocking threads.
 
 pub mod auth;
+pub mod ca;
 pub mod error;
 pub mod import;
 pub mod intake;

@@ -9,6 +9,7 @@ use larder_store::narinfo::NarInfo;
 
 use super::body::read_bounded;
 use crate::receive::auth::Pusher;
+use crate::receive::ca;
 use crate::receive::error::{ReceiveError, ReceiveResult};
 use crate::receive::import::import;
 use crate::receive::intake::{self, MAX_NARINFO_BYTES};
@@ -55,7 +56,13 @@ pub async fn put(
 ) -> ReceiveResult<HttpResponse> {
     let hash = intake::url_hash(hash)?;
     let body = read_bounded(req, body, &state.limits, MAX_NARINFO_BYTES, true, "narinfo").await?;
-    let info = intake::parse(&hash, &body, state.location.store_dir())?;
+    let info = match intake::parse(&hash, &body, state.location.store_dir()) {
+        Ok(info) => info,
+        Err(e) => {
+            release_named(state, pusher, &body);
+            return Err(e);
+        }
+    };
     let state2 = state.clone();
     let pusher = pusher.clone();
     let outcome = web::block(move || accept(&state2, &pusher, &info))
@@ -64,6 +71,18 @@ pub async fn put(
     state.update_staging_gauge();
     outcome?;
     Ok(HttpResponse::Ok().finish())
+}
+
+/// A narinfo refused before it parsed still names the NAR it came for:
+/// drop this pusher's claim on it, as a parsed one's refusal does, so that
+/// refused narinfos do not keep NARs staged (and fill `--max-staging-mib`)
+/// until the sweep.
+fn release_named(state: &ReceiveState, pusher: &Pusher, body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    if let Some(url) = text.lines().find_map(|l| l.strip_prefix("URL: ")) {
+        state.staging.release(url.trim(), &pusher.name);
+        state.update_staging_gauge();
+    }
 }
 
 /// Check, root and import one narinfo; the staged NAR it names loses the
@@ -116,6 +135,7 @@ fn accept_checked(
         ))
     })?;
     intake::matches_staged(info, &staged)?;
+    ca::check(info, &staged.file)?;
     intake::references_present(&state.db, info)?;
     let arrival = root()?;
     let started = Instant::now();
