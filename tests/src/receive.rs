@@ -98,6 +98,11 @@ impl TestReceiver {
         self.process = Some(process);
     }
 
+    /// The running receiver's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Running::pid)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -525,3 +525,70 @@ fn concurrent_pushes_build_logs_and_metrics() {
     assert!(value("larder_receive_import_duration_seconds_count") >= paths.len() as f64);
     assert_eq!(value("larder_receive_staging_bytes"), 0.0);
 }
+
+/// The `nix-daemon --stdio` children a receiver imports through.
+fn import_daemons(receiver: &TestReceiver) -> Vec<u32> {
+    let pid = receiver.pid().expect("receiver running");
+    let mut children = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let list = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    children.retain(|c| {
+        fs::read(format!("/proc/{c}/cmdline"))
+            .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"--stdio"))
+    });
+    children
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn exited(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn imports_survive_a_dead_nix_daemon_and_end_with_the_receiver() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let first = chain_closure(&ci, "daemon-a", 3);
+    let second = chain_closure(&ci, "daemon-b", 3);
+    let mut receiver = TestReceiver::start(&host, &[]);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let pushed = |paths: &[String]| {
+        let out = push(&ci, &receiver.url(), &netrc, &paths[paths.len() - 1..]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(valid_count(&host, paths), paths.len());
+    };
+    pushed(&first);
+    // The import connection stays open for the next push; kill it.
+    let daemons = import_daemons(&receiver);
+    assert!(!daemons.is_empty(), "no nix-daemon --stdio child");
+    for pid in &daemons {
+        run(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
+    }
+    pushed(&second);
+    assert!(receiver.log().contains("was dead"), "{}", receiver.log());
+    // A crash of the receiver ends its import children (end of input).
+    let daemons = import_daemons(&receiver);
+    assert!(!daemons.is_empty());
+    receiver.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemons.iter().all(|pid| exited(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "nix-daemon children outlived the receiver"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
