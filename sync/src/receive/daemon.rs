@@ -4,14 +4,22 @@
 //! (and a `CA:` field), takes its per-path lock and registers the path
 //! only once it is complete.
 //!
-//! Each connection is a long-lived `nix-daemon --stdio` child: with
-//! `--store ROOT` for a chroot store; for `/` Nix's default store, which
-//! is the system's nix-daemon where one runs (`nix-daemon --stdio` then
-//! relays to its socket) and the local store otherwise, exactly where
-//! `nix copy` would import. One process per import in flight, reused:
+//! Each connection is a `nix-daemon --stdio` child: with `--store ROOT`
+//! for a chroot store; for `/` Nix's default store, which is the system's
+//! nix-daemon where one runs (`nix-daemon --stdio` then relays to its
+//! socket) and the local store otherwise, exactly where `nix copy` would
+//! import. One process per import in flight, reused by the next import:
 //! the `nix copy` process per path this replaces cost ~250 ms of start-up
 //! and store opening per path on the benchmark machine (see
 //! bench/results/push.md).
+//!
+//! Why connections are short-lived all the same: Nix keeps a temporary GC
+//! root on every path a daemon process added until that process exits, so
+//! a connection kept forever would keep everything it ever imported from
+//! the host's GC, retention or not. [`Daemons::reap`] closes connections
+//! idle for [`IDLE_LIMIT`] and none is reused past [`MAX_AGE`]: a push's
+//! small paths share one process, and a path's temporary root outlives
+//! its import by well under a second once the push pauses.
 //!
 //! Wire format (Nix's `worker-protocol.hh`, `serialise.hh`): integers are
 //! u64 little-endian; a string is its length, its bytes and zero padding
@@ -23,6 +31,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use larder_store::narinfo::NarInfo;
 
@@ -49,6 +58,12 @@ const FRAME: usize = 128 << 10;
 const MAX_STRING: u64 = 1 << 20;
 /// Idle connections kept for the next import.
 const MAX_IDLE: usize = 8;
+/// An idle connection is closed after this long (see the module doc).
+pub const IDLE_LIMIT: Duration = Duration::from_millis(500);
+/// A connection is not reused once it is this old.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// How often [`Daemons::reap`] should run.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Why an import through nix-daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +108,7 @@ impl Daemons {
         info: &NarInfo,
         nar: &mut R,
     ) -> Result<(), DaemonError> {
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = self.lock().pop().filter(|c| c.started.elapsed() < MAX_AGE);
         let (mut conn, reused) = match pooled {
             Some(conn) => (conn, true),
             None => (Connection::open(&self.root)?, false),
@@ -106,12 +121,32 @@ impl Daemons {
             result = conn.add_to_store_nar(info, nar);
         }
         if result.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            conn.last_used = Instant::now();
+            let mut idle = self.lock();
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
             }
         }
         result
+    }
+
+    /// Close connections idle for [`IDLE_LIMIT`] or older than
+    /// [`MAX_AGE`] (their processes exit, with their temporary roots).
+    /// Blocking (waits for the children).
+    pub fn reap(&self) {
+        let expired: Vec<Connection> = {
+            let mut idle = self.lock();
+            let (keep, expired) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|c| c.last_used.elapsed() < IDLE_LIMIT && c.started.elapsed() < MAX_AGE);
+            *idle = keep;
+            expired
+        };
+        drop(expired);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -121,6 +156,8 @@ struct Connection {
     child: Child,
     to: BufWriter<ChildStdin>,
     from: BufReader<ChildStdout>,
+    started: Instant,
+    last_used: Instant,
 }
 
 impl Drop for Connection {
@@ -152,6 +189,8 @@ impl Connection {
             child,
             to: BufWriter::with_capacity(FRAME + 8, stdin),
             from: BufReader::new(stdout),
+            started: Instant::now(),
+            last_used: Instant::now(),
         };
         conn.handshake()?;
         Ok(conn)

@@ -228,6 +228,16 @@ async fn serve(
             sweeper.update_staging_gauge();
         }
     });
+    // Import connections end soon after a push pauses: each holds Nix's
+    // temporary roots on what it imported (see `daemon`).
+    let reaper = state.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(daemon::REAP_INTERVAL).await;
+            let s = reaper.clone();
+            let _ = actix_web::rt::task::spawn_blocking(move || s.daemons.reap()).await;
+        }
+    });
     if keep.is_active() {
         let pruner = state.clone();
         let keep = std::sync::Arc::new(keep);
