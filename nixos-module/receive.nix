@@ -2,9 +2,10 @@
 # `nix copy --to https://…` for token holders, on the cache host.
 #
 # Who it runs as: the static system user `larder-receive`, listed in Nix's
-# `trusted-users`, with NIX_REMOTE=daemon. Its imports are `nix copy
-# --no-check-sigs` through nix-daemon (it has checked the upload itself),
-# which nix-daemon allows a trusted user only; trusted means "may add any
+# `trusted-users`, with NIX_REMOTE=daemon. Its imports are unsigned
+# `wopAddToStoreNar` calls through nix-daemon (what `nix copy
+# --no-check-sigs` sends; it has checked the upload itself), which
+# nix-daemon allows a trusted user only; trusted means "may add any
 # path to the store", exactly the receiver's job, and nothing more on this
 # host: it keeps no capability, cannot write /nix/store or the DB itself,
 # and root's files stay out of reach. Not a DynamicUser: nix.conf names the
@@ -103,7 +104,7 @@ in
     };
     users.groups.${user} = { };
 
-    # For `nix copy --no-check-sigs` through nix-daemon (see the top).
+    # For unsigned imports through nix-daemon (see the top).
     # "root" too: a definition replaces NixOS's default ([ "root" ]), and
     # root's own services (watch, pull) import through nix-daemon as well.
     nix.settings.trusted-users = [ "root" user ];

@@ -114,6 +114,11 @@ impl TestReceiver {
             .assert_alive();
     }
 
+    /// The running receiver's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Running::pid)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -317,9 +317,20 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
         if copy.try_wait().unwrap().is_none() {
             hits += 1;
         }
+        let daemons = import_daemons(&receiver);
         receiver.kill();
         receiver.restart();
         let _ = copy.wait();
+        // The crashed receiver's nix-daemon children end at the end of
+        // their input; until then their temporary roots hold paths.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemons.iter().all(|pid| exited(*pid)) {
+            assert!(
+                Instant::now() < deadline,
+                "nix-daemon children outlived the receiver"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if valid_count(&host, &paths) == paths.len() {
             // Everything arrived: forget it all so the next round pushes
             // the whole closure again.
@@ -524,4 +535,110 @@ fn concurrent_pushes_build_logs_and_metrics() {
     assert!(value("larder_receive_bytes_total") > 0.0);
     assert!(value("larder_receive_import_duration_seconds_count") >= paths.len() as f64);
     assert_eq!(value("larder_receive_staging_bytes"), 0.0);
+}
+
+/// The `nix-daemon --stdio` children a receiver imports through.
+fn import_daemons(receiver: &TestReceiver) -> Vec<u32> {
+    let pid = receiver.pid().expect("receiver running");
+    let mut children = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let list = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    children.retain(|c| {
+        fs::read(format!("/proc/{c}/cmdline"))
+            .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"--stdio"))
+    });
+    children
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn exited(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+    })
+}
+
+/// Imports go through `nix-daemon --stdio` children, which hold Nix's
+/// temporary roots on what they imported until they exit: they end soon
+/// after a push, so the host's GC is not held back. Killing them at random
+/// during a push fails an import at worst; the pusher's retry completes
+/// and the store stays consistent.
+#[test]
+fn import_daemons_end_after_a_push_and_their_death_is_survived() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let first = chain_closure(&ci, "daemon-a", 3);
+    let second = chain_closure(&ci, "daemon-b", 30);
+    let receiver = TestReceiver::start(&host, &[]);
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let top = |paths: &[String]| paths[paths.len() - 1..].to_vec();
+    assert!(
+        push(&ci, &receiver.url(), &netrc, &top(&first))
+            .status
+            .success()
+    );
+    assert_eq!(valid_count(&host, &first), first.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !import_daemons(&receiver).is_empty() {
+        assert!(Instant::now() < deadline, "import daemons outlive the push");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::remove_dir_all(receiver.pusher_roots()).unwrap();
+    run(host.nix("nix-store").arg("--gc"));
+    assert_eq!(valid_count(&host, &first), 0, "GC held back");
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for pid in import_daemons(&receiver) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        // One attempt per request, for at most 3 s: a kill fails an
+        // import, and Nix's retries back off for minutes.
+        let mut copy = larder_tests::nix_command("nix")
+            .args(["copy", "--store"])
+            .arg(ci.root())
+            .args(["--to", &receiver.url(), "--option", "netrc-file"])
+            .arg(&netrc)
+            .args(["--option", "download-attempts", "1"])
+            .args(NO_NARINFO_CACHE)
+            .args(top(&second))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while copy.try_wait().unwrap().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = copy.kill();
+        let _ = copy.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let out = push(&ci, &receiver.url(), &netrc, &top(&second));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(valid_count(&host, &second), second.len());
+    assert_rooted(&receiver, &second);
+    let verify = run(host.nix("nix-store").args(["--verify", "--check-contents"]));
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        !stderr.contains("modified") && !stderr.contains("error"),
+        "{stderr}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Pushing the benchmark closure (>1.3 GiB of NARs) into a cache host, in
 //! the same run, three ways, each into a fresh destination:
 //! `nix copy --to http://…` through `larder-sync receive` (a netrc token;
-//! the receiver decompresses into staging and imports with the real Nix),
+//! the receiver decompresses into staging and imports through the real
+//! Nix's `nix-daemon --stdio`),
 //! `nix copy --to file://DIR` (a static binary cache: the floor), and
 //! `nix copy --to ssh-ng://root@127.0.0.1?remote-store=…` through a real
 //! sshd on loopback. http:// and file:// use the same client-side
@@ -548,7 +549,7 @@ fn render(passes: &[Pass], s: &Summary) -> String {
     );
     let _ = writeln!(
         md,
-        "Closure: {} paths, {:.1} MiB of NARs (largest {:.1} MiB), pushed from a chroot store with `nix copy --no-check-sigs` (Nix 2.8) into a fresh destination each time. MiB/s = NAR bytes / wall time of the client's `nix copy`, median of {} runs; receive/file is the median of the per-run ratios (receive's MiB/s over file's, measured side by side). Receiver: `{}`; its RSS is the VmHWM of the `larder-sync receive` process (its `nix copy` import children are separate processes).\n",
+        "Closure: {} paths, {:.1} MiB of NARs (largest {:.1} MiB), pushed from a chroot store with `nix copy --no-check-sigs` (Nix 2.8) into a fresh destination each time. MiB/s = NAR bytes / wall time of the client's `nix copy`, median of {} runs; receive/file is the median of the per-run ratios (receive's MiB/s over file's, measured side by side). Receiver: `{}`; its RSS is the VmHWM of the `larder-sync receive` process (its `nix-daemon --stdio` import children are separate processes).\n",
         s.paths,
         s.nar_bytes as f64 / MIB,
         s.largest as f64 / MIB,

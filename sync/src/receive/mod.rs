@@ -11,8 +11,8 @@
 //!    bytes must hash to `<filehash>`, the NAR must stay under the limit.
 //! 3. `PUT /<hash>.narinfo`, last: [`intake`] checks it against the staged
 //!    NAR and the store (every reference already valid), [`trust`] checks
-//!    required signatures, [`root`] roots the path, [`import`] runs the
-//!    real `nix copy` from a one-path `file://` cache in staging.
+//!    required signatures, [`root`] roots the path, [`import`] streams the
+//!    staged NAR to the real Nix ([`daemon`]: `nix-daemon --stdio`).
 //!
 //! Every request needs a pusher's token ([`auth`]); refusals are one-line
 //! 4xx bodies ([`error`]) counted in [`metrics`]. Reads (`nix-cache-info`,
@@ -20,10 +20,11 @@
 //! request, and an open receiver would tell anyone what the store holds.
 //!
 //! Async (actix-web) for the connections; SQLite, decompression and
-//! `nix copy` run on blocking threads.
+//! imports run on blocking threads.
 
 pub mod auth;
 pub mod ca;
+pub mod daemon;
 pub mod error;
 pub mod import;
 pub mod intake;
@@ -43,7 +44,6 @@ use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 
 use crate::error::{Result, SyncError};
-use crate::nix::LocalStore;
 use auth::Tokens;
 use metrics::ReceiveMetrics;
 use retention::ReceiveRetention;
@@ -145,7 +145,7 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         sigs,
         staging,
         db,
-        local: LocalStore::new(&config.store_root),
+        daemons: daemon::Daemons::new(&config.store_root),
         location,
         gc_root_dir: config.gc_root_dir.clone(),
         limits: Limits {
@@ -227,6 +227,16 @@ async fn serve(
             actix_web::rt::time::sleep(SWEEP_INTERVAL).await;
             sweeper.staging.sweep(max_age);
             sweeper.update_staging_gauge();
+        }
+    });
+    // Import connections end soon after a push pauses: each holds Nix's
+    // temporary roots on what it imported (see `daemon`).
+    let reaper = state.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(daemon::REAP_INTERVAL).await;
+            let s = reaper.clone();
+            let _ = actix_web::rt::task::spawn_blocking(move || s.daemons.reap()).await;
         }
     });
     if keep.is_active() {

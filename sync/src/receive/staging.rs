@@ -5,7 +5,8 @@
 //! - `upload-*`: a NAR being received (removed if the upload fails);
 //! - `staged-<n>.nar`: a complete, verified, decompressed NAR, known in
 //!   memory by the URL it was uploaded to (`nar/<filehash>.nar.xz`);
-//! - `import-*/`: a one-path `file://` binary cache `nix copy` reads from.
+//! - `import-*/`: left by earlier versions, which imported with
+//!   `nix copy --from file://`; removed at start.
 //!
 //! The index of staged NARs lives only in memory: after a restart every
 //! entry is stale ([`Staging::open`] removes them), Nix's HEAD on the NAR
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use larder_store::Sha256Hash;
 use sha2::{Digest, Sha256};
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::NamedTempFile;
 
 /// The xz decoder's memory limit: Nix's default preset 6 needs ~9 MiB,
 /// `xz -9` ~65 MiB; a stream asking for more is refused, not obeyed.
@@ -165,13 +166,6 @@ impl Staging {
             .tempfile_in(&self.dir)
     }
 
-    /// A new directory for one import; removed when dropped.
-    pub fn new_import_dir(&self) -> io::Result<TempDir> {
-        tempfile::Builder::new()
-            .prefix("import-")
-            .tempdir_in(&self.dir)
-    }
-
     /// HEAD on a NAR by `pusher`: true (and one more narinfo expected
     /// from that pusher) if staged.
     pub fn claim(&self, url: &str, pusher: &str) -> bool {
@@ -222,15 +216,12 @@ impl Staging {
             .cloned()
     }
 
-    /// Hard-link the NAR staged under `url` to `dest` (under the index
-    /// lock, so a concurrent [`Staging::release`] cannot remove it first).
-    pub fn link(&self, url: &str, dest: &Path) -> io::Result<bool> {
+    /// Open the NAR staged under `url` for reading (under the index lock,
+    /// so a concurrent [`Staging::release`] cannot remove it first; the
+    /// open file outlives a later removal). `None` if nothing is staged there.
+    pub fn open_staged(&self, url: &str) -> io::Result<Option<File>> {
         let index = self.index();
-        let Some(entry) = index.get(url) else {
-            return Ok(false);
-        };
-        fs::hard_link(&entry.file, dest)?;
-        Ok(true)
+        index.get(url).map(|e| File::open(&e.file)).transpose()
     }
 
     /// A narinfo from `pusher` naming `url` was handled (imported or
@@ -392,19 +383,23 @@ pub fn receive(
         syntax: larder_store::nar_check::NarChecker::new(),
     };
     let mut decoder = Decoder::new(compression, sink).map_err(StageError::Io)?;
-    let mut file_hasher = Sha256::new();
+    // Uncompressed, the file is the NAR: one SHA-256 pass, not two.
+    let mut file_hasher = (compression != Compression::None).then(Sha256::new);
     let mut file_size = 0u64;
     while let Some(chunk) = chunks.blocking_recv() {
-        file_hasher.update(&chunk);
+        if let Some(h) = &mut file_hasher {
+            h.update(&chunk);
+        }
         file_size += chunk.len() as u64;
         decoder.write_all(&chunk).map_err(|e| classify(e, limit))?;
     }
     let sink = decoder.finish().map_err(|e| classify(e, limit))?;
     sink.syntax.finish().map_err(StageError::NotNar)?;
+    let nar_hash = Sha256Hash(sink.hasher.finalize().into());
     let digests = Digests {
-        nar_hash: Sha256Hash(sink.hasher.finalize().into()),
+        nar_hash,
         nar_size: sink.size,
-        file_hash: Sha256Hash(file_hasher.finalize().into()),
+        file_hash: file_hasher.map_or(nar_hash, |h| Sha256Hash(h.finalize().into())),
         file_size,
     };
     Ok((upload, digests))

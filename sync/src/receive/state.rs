@@ -9,10 +9,10 @@ use larder_store::StoreLocation;
 use larder_store::db::StoreDb;
 
 use super::auth::Tokens;
+use super::daemon::Daemons;
 use super::metrics::ReceiveMetrics;
 use super::staging::Staging;
 use super::trust::SigPolicy;
-use crate::nix::LocalStore;
 
 /// Per-request limits.
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +36,8 @@ pub struct ReceiveState {
     pub staging: Staging,
     /// The host store's DB, read-only: validity and references.
     pub db: StoreDb,
-    /// Where imports go (`nix copy --to`).
-    pub local: LocalStore,
+    /// Where imports go: `nix-daemon --stdio` connections to the store.
+    pub daemons: Daemons,
     pub location: StoreLocation,
     pub gc_root_dir: PathBuf,
     pub limits: Limits,

@@ -139,7 +139,7 @@ fn accept_checked(
     intake::references_present(&state.db, info)?;
     let arrival = root()?;
     let started = Instant::now();
-    match import(&state.local, &state.staging, info, url) {
+    match import(&state.daemons, &state.staging, info, url) {
         Ok(true) => {
             state
                 .metrics
