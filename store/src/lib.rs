@@ -40,6 +40,7 @@ pub mod path;
 pub mod public_key;
 pub mod signature;
 pub mod signer_proto;
+pub mod tokens;
 
 pub use hash::Sha256Hash;
 pub use location::StoreLocation;

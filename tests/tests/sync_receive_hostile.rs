@@ -396,7 +396,7 @@ fn bad_flags_and_config_exit_2_without_a_panic() {
     let out = run(dir.path(), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("not a file"), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
     for (args, needle) in cases {
         let out = run(&receiver.tokens, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -94,10 +94,7 @@ async fn route(
     body: web::Payload,
     state: &web::Data<ReceiveState>,
 ) -> ReceiveResult<HttpResponse> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     let pusher: Pusher = state
         .tokens
         .authenticate(header)
