@@ -200,7 +200,7 @@ pub fn check_views(views: &[ViewConfig]) -> Result<(), String> {
 }
 
 /// Checks against the filesystem, for `--check-config` and startup: root
-/// directories and the roots file exist.
+/// directories exist and the roots file is a readable regular file.
 pub fn check_paths(view: &ViewConfig) -> Result<(), String> {
     let at = format!("[[view]] {:?}", view.name);
     for dir in &view.gc_root_dirs {
@@ -216,7 +216,7 @@ pub fn check_paths(view: &ViewConfig) -> Result<(), String> {
         }
     }
     if let Some(file) = &view.roots_file {
-        std::fs::File::open(file)
+        super::roots::read_roots_file(file)
             .map_err(|e| format!("{at}: roots-file {}: {e}", file.display()))?;
     }
     Ok(())
