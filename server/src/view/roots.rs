@@ -216,7 +216,8 @@ mod tests {
     fn garbage_lines_in_a_roots_file_cost_only_themselves() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("roots");
-        let mut text = b"\x00\xff\xfe not utf-8 \x80\n../x\nrelative\n/nix/store/\n/nix/store/..\n".to_vec();
+        let mut text =
+            b"\x00\xff\xfe not utf-8 \x80\n../x\nrelative\n/nix/store/\n/nix/store/..\n".to_vec();
         text.extend_from_slice(format!("  /nix/store/{A}  \r\n/nix/store/{B}\x00\n").as_bytes());
         std::fs::write(&file, text).unwrap();
         let spec = RootSpec {
