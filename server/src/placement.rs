@@ -100,10 +100,13 @@ fn place(req: &mut ServiceRequest, views: &Views) -> Result<(), HttpResponse> {
     // Before the token check, so refused requests count under the view.
     req.extensions_mut().insert(view.clone());
     if let Some(tokens) = &view.tokens {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        // Exactly one `Authorization`: with two, which one a proxy or
+        // the client meant is a guess, so neither is taken.
+        let mut auths = req.headers().get_all(header::AUTHORIZATION);
+        let auth = match (auths.next(), auths.next()) {
+            (Some(only), None) => Some(only.as_bytes()),
+            _ => None,
+        };
         if !tokens.admits(auth) {
             return Err(unauthorized(&view.name));
         }
