@@ -9,7 +9,7 @@
 //! host = "team.cache.example"  # or selected by Host; optional
 //! gc-root-dirs = ["/nix/var/nix/gcroots/larder"]
 //! roots = ["/nix/var/nix/profiles/system"]  # symlinks or store paths
-//! roots-file = "/etc/larder/team.roots"      # one store path a line
+//! roots-file = "/etc/larder/team.roots"      # one absolute store path a line
 //! # everything = true       # instead of roots: the whole store
 //! include-drvs = false       # defaults: false with roots, true for everything
 //! include-logs = false
