@@ -4,6 +4,9 @@
 //! twice, oddly or hugely; Host spellings; private views' cache lifetimes;
 //! roots that loop or hold garbage.
 
+use std::process::Command;
+
+use larder_tests::process::binary;
 use larder_tests::server::LarderServer;
 use larder_tests::views::{TOKEN_A, TOKEN_B, ViewFiles, eventually, raw_http, raw_status};
 use larder_tests::{TestStore, hash_part, shell_derivation};
@@ -414,4 +417,41 @@ fn roots_that_loop_or_hold_garbage_keep_the_server_answering() {
     std::os::unix::fs::symlink(&kept, dir.join("kept")).unwrap();
     eventually("many roots still compute", || narinfo("d") == 200);
     assert_eq!(server.get("/health", &[]).status, 200);
+}
+
+#[test]
+fn a_roots_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let store = TestStore::new();
+    let files = ViewFiles::new();
+    let fifo = files.path("roots.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let config = files.config(&format!(
+        "[[view]]\nname = \"f\"\nroots-file = \"{}\"\n",
+        fifo.display()
+    ));
+    let mut child = Command::new(binary("larder-server"))
+        .arg("--store-root")
+        .arg(store.root())
+        .arg("--config")
+        .arg(&config)
+        .arg("--check-config")
+        .env_remove("LARDER_SERVER_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    eventually("--check-config returns", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("regular file"), "{stderr}");
 }
