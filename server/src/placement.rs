@@ -11,7 +11,9 @@
 //! reach view `b` (the rest of the URL is matched by the router under the
 //! selected view only); a request naming two hosts (two `Host` headers, or
 //! an absolute URI whose authority differs from `Host`) is refused;
-//! forwarding headers (`X-Forwarded-Host`, `Forwarded`) are not looked at.
+//! forwarding headers (`X-Forwarded-Host`, `Forwarded`) are not looked at;
+//! a request with two `Authorization` headers carries no token. Every
+//! answer of a private view is `Cache-Control: private` (or `no-store`).
 //! A request that selects no view is answered as an absent path.
 //!
 //! `/health`, `/version` and `/metrics` are the server's, not a view's:
@@ -75,7 +77,18 @@ where
         None => Err(ServerError::Internal("no state".to_owned()).error_response()),
     };
     match decision {
-        Ok(()) => Either::Left(srv.call(req).map_ok(ServiceResponse::map_into_left_body)),
+        Ok(()) => {
+            let private = req
+                .extensions()
+                .get::<Arc<View>>()
+                .is_some_and(|v| v.tokens.is_some());
+            Either::Left(srv.call(req).map_ok(move |mut res| {
+                if private {
+                    keep_private(res.headers_mut());
+                }
+                res.map_into_left_body()
+            }))
+        }
         Err(response) => {
             let res = req.into_response(response).map_into_right_body();
             Either::Right(ready(Ok(res)))
@@ -100,10 +113,13 @@ fn place(req: &mut ServiceRequest, views: &Views) -> Result<(), HttpResponse> {
     // Before the token check, so refused requests count under the view.
     req.extensions_mut().insert(view.clone());
     if let Some(tokens) = &view.tokens {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        // Exactly one `Authorization`: with two, which one a proxy or
+        // the client meant is a guess, so neither is taken.
+        let mut auths = req.headers().get_all(header::AUTHORIZATION);
+        let auth = match (auths.next(), auths.next()) {
+            (Some(only), None) => Some(only.as_bytes()),
+            _ => None,
+        };
         if !tokens.admits(auth) {
             return Err(unauthorized(&view.name));
         }
@@ -124,6 +140,34 @@ fn place(req: &mut ServiceRequest, views: &Views) -> Result<(), HttpResponse> {
         req.head_mut().uri = uri;
     }
     Ok(())
+}
+
+/// No shared cache may keep a private view's answer (RFC 9111 §3.5: it
+/// could hand it to anyone after): one without `Cache-Control` (landing
+/// page, `/nix.conf`, `.ls`, `/serve`, `/log`) gets `private`, and a
+/// `public` is turned into `private`, whatever route wrote it.
+fn keep_private(headers: &mut header::HeaderMap) {
+    let value = match headers.get(header::CACHE_CONTROL) {
+        None => "private".to_owned(),
+        Some(v) => match v.to_str() {
+            Ok(v) if !v.to_ascii_lowercase().contains("public") => return,
+            Ok(v) => v
+                .split(',')
+                .map(|d| {
+                    if d.trim().eq_ignore_ascii_case("public") {
+                        "private"
+                    } else {
+                        d.trim()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(_) => "no-store".to_owned(),
+        },
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&value) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
 }
 
 /// 401 for a private view: what makes Nix (curl) send its netrc
@@ -165,7 +209,10 @@ fn normalize(host: &str) -> String {
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    // One trailing dot is the same name written fully qualified; `a..` is
+    // no name at all, and selects no host's view.
+    let name = without_port.strip_suffix('.').unwrap_or(without_port);
+    name.to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -173,9 +220,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn private_answers_are_never_public() {
+        let kept = |before: Option<&str>| {
+            let mut h = header::HeaderMap::new();
+            if let Some(b) = before {
+                h.insert(header::CACHE_CONTROL, b.parse().unwrap());
+            }
+            keep_private(&mut h);
+            h.get(header::CACHE_CONTROL)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(kept(None), "private");
+        assert_eq!(kept(Some("no-store")), "no-store");
+        assert_eq!(kept(Some("private, max-age=30")), "private, max-age=30");
+        assert_eq!(
+            kept(Some("PUBLIC, max-age=31536000, immutable")),
+            "private, max-age=31536000, immutable"
+        );
+    }
+
+    #[test]
     fn hosts_are_compared_without_port_and_case() {
         assert_eq!(normalize("H.Example:5000"), "h.example");
         assert_eq!(normalize("[::1]:5000"), "::1");
         assert_eq!(normalize("a@b.example."), "b.example");
+        assert_eq!(normalize("b.example.."), "b.example.");
     }
 }

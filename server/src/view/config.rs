@@ -9,7 +9,7 @@
 //! host = "team.cache.example"  # or selected by Host; optional
 //! gc-root-dirs = ["/nix/var/nix/gcroots/larder"]
 //! roots = ["/nix/var/nix/profiles/system"]  # symlinks or store paths
-//! roots-file = "/etc/larder/team.roots"      # one store path a line
+//! roots-file = "/etc/larder/team.roots"      # one absolute store path a line
 //! # everything = true       # instead of roots: the whole store
 //! include-drvs = false       # defaults: false with roots, true for everything
 //! include-logs = false
@@ -200,7 +200,7 @@ pub fn check_views(views: &[ViewConfig]) -> Result<(), String> {
 }
 
 /// Checks against the filesystem, for `--check-config` and startup: root
-/// directories and the roots file exist.
+/// directories exist and the roots file is a readable regular file.
 pub fn check_paths(view: &ViewConfig) -> Result<(), String> {
     let at = format!("[[view]] {:?}", view.name);
     for dir in &view.gc_root_dirs {
@@ -216,7 +216,7 @@ pub fn check_paths(view: &ViewConfig) -> Result<(), String> {
         }
     }
     if let Some(file) = &view.roots_file {
-        std::fs::File::open(file)
+        super::roots::read_roots_file(file)
             .map_err(|e| format!("{at}: roots-file {}: {e}", file.display()))?;
     }
     Ok(())

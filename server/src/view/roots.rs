@@ -1,7 +1,8 @@
 //! A view's roots, found on disk: symlinks (profiles, `result` links, GC
 //! roots) followed to the store path they end in, GC-root directories
 //! searched for such symlinks (as Nix's GC searches `gcroots/`), and a
-//! roots file listing one store path (or symlink) a line. Read again every
+//! roots file listing one absolute store path (or symlink) a line (a line
+//! that is not absolute, or not a path at all, is skipped alone). Read again every
 //! poll by [`super::members`], so a root added or removed is seen without
 //! a restart.
 //!
@@ -12,6 +13,7 @@
 //! /tmp/x`), then as it is (an indirect root's out-link, `/tmp/result`). A root inside a store path (`/nix/store/…-x/bin/y`)
 //! roots that store path. Anything not ending in the store is ignored.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use larder_store::{StoreLocation, StorePath};
@@ -20,6 +22,31 @@ use larder_store::{StoreLocation, StorePath};
 const MAX_HOPS: usize = 40;
 /// How deep a GC-root directory is searched.
 const MAX_DEPTH: usize = 16;
+
+/// The largest roots file read (a line a root: a million roots).
+pub const MAX_ROOTS_FILE: u64 = 128 << 20;
+
+/// The bytes of a roots file: a regular file of at most
+/// [`MAX_ROOTS_FILE`] bytes. A FIFO or device would hang the read, or fill
+/// memory, on every poll.
+///
+/// # Errors
+/// The file cannot be read, or is not such a file.
+pub fn read_roots_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.len() > MAX_ROOTS_FILE {
+        return Err(std::io::Error::other(format!(
+            "not a regular file of at most {} MiB",
+            MAX_ROOTS_FILE >> 20
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_ROOTS_FILE)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 /// Where a view's roots are declared.
 #[derive(Debug, Clone)]
@@ -39,16 +66,8 @@ impl RootSpec {
             out.extend(self.store_path_of(root));
         }
         if let Some(file) = &self.roots_file {
-            match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    for line in text.lines().map(str::trim) {
-                        if line.is_empty() || line.starts_with('#') {
-                            continue;
-                        }
-                        out.extend(self.store_path_of(Path::new(line)));
-                    }
-                }
-                // Gone for a moment (rewritten by rename): no roots from it.
+            match read_roots_file(file) {
+                Ok(bytes) => out.extend(self.roots_file_lines(&bytes)),
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "cannot read roots-file")
                 }
@@ -60,6 +79,20 @@ impl RootSpec {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The store paths a roots file's text names: one absolute path (a
+    /// store path or a symlink to one) a line, as bytes; blank lines and
+    /// `#` comments skipped. A line that is not absolute (it would be
+    /// looked up from the server's working directory) or does not end in
+    /// the store is skipped alone: a garbage line (not UTF-8, NUL, …)
+    /// never costs the other lines their roots.
+    fn roots_file_lines(&self, text: &[u8]) -> Vec<StorePath> {
+        text.split(|&b| b == b'\n')
+            .map(|line| line.trim_ascii())
+            .filter(|line| line.first() == Some(&b'/') && !line.contains(&0))
+            .filter_map(|line| self.store_path_of(Path::new(std::ffi::OsStr::from_bytes(line))))
+            .collect()
     }
 
     fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<StorePath>) {
@@ -177,5 +210,25 @@ mod tests {
         };
         let got: Vec<String> = spec.resolve().iter().map(|p| p.to_string()).collect();
         assert_eq!(got, [A, B, C, D]);
+    }
+
+    #[test]
+    fn garbage_lines_in_a_roots_file_cost_only_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("roots");
+        let mut text =
+            b"\x00\xff\xfe not utf-8 \x80\n../x\nrelative\n/nix/store/\n/nix/store/..\n".to_vec();
+        text.extend_from_slice(format!("  /nix/store/{A}  \r\n/nix/store/{B}\x00\n").as_bytes());
+        std::fs::write(&file, text).unwrap();
+        let spec = RootSpec {
+            location: StoreLocation::new(dir.path()),
+            roots: vec![],
+            roots_file: Some(file),
+            gc_root_dirs: vec![],
+        };
+        let got: Vec<String> = spec.resolve().iter().map(|p| p.to_string()).collect();
+        assert_eq!(got, [A]);
+        // A device would never end (a FIFO would block): refused unread.
+        assert!(read_roots_file(Path::new("/dev/zero")).is_err());
     }
 }
