@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
@@ -33,6 +34,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             .app_data(app_state.clone())
             .wrap_fn(placement::select_view)
             .wrap_fn(framing::refuse_ambiguous)
+            .wrap_fn(close_while_draining)
             .wrap_fn(request_metrics::observe_request)
             .configure(routes::configure)
     })
@@ -114,6 +116,35 @@ fn stop_on_signals(state: web::Data<AppState>, server: ServerHandle, drain_delay
         }
         server.stop(true).await;
     });
+}
+
+/// Middleware (`App::wrap_fn`): while draining, every response closes
+/// its connection, so keep-alive connections (a proxy's upstream pool, a
+/// balancer's health checks) end with their next request instead of
+/// holding the graceful stop until `--keep-alive-secs`.
+fn close_while_draining<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    use std::sync::atomic::Ordering;
+    let draining = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.draining.load(Ordering::Relaxed));
+    let response = srv.call(req);
+    async move {
+        let mut response = response.await?;
+        if draining {
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
+        Ok(response)
+    }
 }
 
 /// SIGHUP's default action would kill the server (exit 129, no log line).

@@ -304,3 +304,54 @@ fn nginx_cache_recipe_serves_a_second_client_with_the_origin_down() {
 fn varnish_recipe_serves_a_second_client_with_the_origin_down() {
     cached_by(TestProxy::varnish);
 }
+
+/// Views selected by `Host` stay apart in the proxy: each Host gets its
+/// own view's priority, and a path outside one view is not handed to it
+/// because the other view's answer for the same URL is kept.
+fn views_by_host_stay_apart(make: impl FnOnce(&str) -> TestProxy) {
+    let store = TestStore::new();
+    let inside = three_path_closure(&store);
+    let dir = tempfile::tempdir().unwrap();
+    let outside = {
+        let file = dir.path().join("outside-of-b");
+        std::fs::write(&file, "only view a serves this\n").unwrap();
+        run_stdout(store.nix("nix-store").arg("--add").arg(&file))
+            .trim()
+            .to_owned()
+    };
+    let roots = dir.path().join("roots");
+    std::fs::write(&roots, format!("{inside}\n")).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[view]]\nname = \"a\"\nhost = \"a.test\"\neverything = true\npriority = 10\n\n\
+             [[view]]\nname = \"b\"\nhost = \"b.test\"\nroots-file = \"{}\"\npriority = 50\n",
+            roots.display()
+        ),
+    )
+    .unwrap();
+    let server = LarderServer::start(&store, &["--config", config.to_str().unwrap()]);
+    let proxy = make(server.url().trim_start_matches("http://"));
+    let url = |path: &str| format!("{}{path}", proxy.url());
+    for _ in 0..2 {
+        let (_, _, a) = curl(&url("/nix-cache-info"), &["Host: a.test"]);
+        assert!(String::from_utf8_lossy(&a).contains("Priority: 10"));
+        let (_, _, b) = curl(&url("/nix-cache-info"), &["Host: b.test"]);
+        assert!(String::from_utf8_lossy(&b).contains("Priority: 50"));
+        let (status, head, _) = curl(&url(&narinfo_url(&outside)), &["Host: a.test"]);
+        assert_eq!(status, 200, "{head}");
+        let (status, head, _) = curl(&url(&narinfo_url(&outside)), &["Host: b.test"]);
+        assert_eq!(status, 404, "view b got view a's kept answer: {head}");
+    }
+}
+
+#[test]
+fn nginx_cache_recipe_keeps_views_by_host_apart() {
+    views_by_host_stay_apart(TestProxy::nginx_cache);
+}
+
+#[test]
+fn varnish_recipe_keeps_views_by_host_apart() {
+    views_by_host_stay_apart(TestProxy::varnish);
+}
