@@ -22,82 +22,59 @@ let
     include-logs = v.includeLogs;
     tokens-file = if v.tokensFile == null then null else "${credentialsDir}/${tokenCredential v}";
   };
+  # An option that is unset (null) unless given, and one that is a list.
+  optional = type: description: extra:
+    mkOption ({ type = types.nullOr type; default = null; inherit description; } // extra);
+  list = description: extra:
+    mkOption ({ type = types.listOf types.str; default = [ ]; inherit description; } // extra);
   viewOptions = { ... }: {
     options = {
       name = mkOption {
         type = types.strMatching "[A-Za-z0-9_-][A-Za-z0-9._-]*";
         description = "The view's name (metrics label, realm).";
       };
-      prefix = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "team";
-        description = "Serve the view at `/<prefix>/…`.";
-      };
-      host = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "team-cache.example.org";
-        description = "Serve the view to requests for this `Host`.";
-      };
+      prefix = optional types.str
+        "Serve the view at `/<prefix>/…`."
+        { example = "team"; };
+      host = optional types.str
+        "Serve the view to requests for this `Host`."
+        { example = "team-cache.example.org"; };
       everything = mkOption {
         type = types.bool;
         default = false;
         description = "Serve the whole store instead of the closure of roots.";
       };
-      roots = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "/nix/var/nix/profiles/system" ];
-        description = "Symlinks (profiles, GC roots) or store paths whose closures the view serves.";
-      };
-      rootsFile = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        description = "A file listing one store path a line; read again whenever it changes.";
-      };
-      gcRootDirs = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "/nix/var/nix/gcroots/larder" ];
-        description = "Directories searched for symlinks into the store (e.g. larder-sync's GC-root directory).";
-      };
-      includeDrvs = mkOption {
-        type = types.nullOr types.bool;
-        default = null;
-        description = "Serve `.drv` files (default: only with `everything`).";
-      };
-      includeLogs = mkOption {
-        type = types.nullOr types.bool;
-        default = null;
-        description = "Serve build logs of the view's paths (default: only with `everything`).";
-      };
-      serve = mkOption {
-        type = types.nullOr types.bool;
-        default = null;
-        description = "Serve files inside store paths at `/serve` (default: only with `everything`).";
-      };
-      priority = mkOption {
-        type = types.nullOr types.int;
-        default = null;
-        description = "`Priority` in the view's nix-cache-info (default: `settings.priority`).";
-      };
-      keys = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "team-1" ];
-        description = "Names of larder-signer's keys that sign this view (default: every key).";
-      };
-      tokensFile = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "/run/keys/larder-team.tokens";
-        description = ''
+      roots = list
+        "Symlinks (profiles, GC roots) or store paths whose closures the view serves."
+        { example = [ "/nix/var/nix/profiles/system" ]; };
+      rootsFile = optional types.str
+        "A file listing one store path a line; read again whenever it changes."
+        { };
+      gcRootDirs = list
+        "Directories searched for symlinks into the store (e.g. larder-sync's GC-root directory)."
+        { example = [ "/nix/var/nix/gcroots/larder" ]; };
+      includeDrvs = optional types.bool
+        "Serve `.drv` files (default: only with `everything`)."
+        { };
+      includeLogs = optional types.bool
+        "Serve build logs of the view's paths (default: only with `everything`)."
+        { };
+      serve = optional types.bool
+        "Serve files inside store paths at `/serve` (default: only with `everything`)."
+        { };
+      priority = optional types.int
+        "`Priority` in the view's nix-cache-info (default: `settings.priority`)."
+        { };
+      keys = list
+        "Names of larder-signer's keys that sign this view (default: every key)."
+        { example = [ "team-1" ]; };
+      tokensFile = optional types.str
+        ''
           Read tokens (`NAME TOKEN` a line, mode 0600): the view is private.
           A string, so the file never enters the store; handed to the
           server alone by LoadCredential.
-        '';
-      };
+        ''
+        { example = "/run/keys/larder-team.tokens"; };
     };
   };
   tls = cfg.tlsCertFile != null;
