@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use larder_tests::deploy::module::ModuleEval;
-use larder_tests::deploy::{Logged, free_port, require_tool, systemd, workspace_root};
+use larder_tests::deploy::module::{ModuleEval, socket_activated_server};
+use larder_tests::deploy::{Logged, free_port, systemd, workspace_root};
 use larder_tests::fixtures::{export_file_cache, file_uri};
 use larder_tests::process::wait_until;
 use larder_tests::{NIX_CONFIG, TestStore, hash_part, run_stdout};
@@ -280,19 +280,7 @@ fn server_runs_on_the_modules_units() {
     let creds = credentials(dir.path(), &[]);
     run_start_pre(&mut module.command("larder-server", "ExecStartPre", &creds));
 
-    require_tool("systemd-socket-activate", "systemd");
-    let port = free_port();
-    let server_cmd = module.command("larder-server", "ExecStart", &creds);
-    let mut server = Logged::spawn(
-        "larder-server",
-        Command::new("systemd-socket-activate")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(server_cmd.get_program())
-            .args(server_cmd.get_args()),
-        dir.path(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    server.await_http(&format!("{url}/health"));
+    let (_server, url) = socket_activated_server(&module, &creds, dir.path());
     let info = ureq::get(&format!("{url}/nix-cache-info")).call().unwrap();
     assert!(info.into_string().unwrap().contains("Priority: 41\n"));
     let narinfo = ureq::get(&format!("{url}/{}.narinfo", hash_part(&path)))

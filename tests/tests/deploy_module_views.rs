@@ -2,10 +2,7 @@
 //! config file's `[[view]]` tables, private views' tokens handed over by
 //! LoadCredential, and the real server checks and serves what it renders.
 
-use std::process::Command;
-
-use larder_tests::deploy::module::ModuleEval;
-use larder_tests::deploy::{Logged, free_port, require_tool};
+use larder_tests::deploy::module::{ModuleEval, socket_activated_server};
 use larder_tests::{TestStore, hash_part};
 use serde_json::json;
 
@@ -49,19 +46,7 @@ fn views_render_to_tables_the_server_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    require_tool("systemd-socket-activate", "systemd");
-    let port = free_port();
-    let server_cmd = module.command("larder-server", "ExecStart", &creds);
-    let mut server = Logged::spawn(
-        "larder-server",
-        Command::new("systemd-socket-activate")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(server_cmd.get_program())
-            .args(server_cmd.get_args()),
-        dir.path(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    server.await_http(&format!("{url}/health"));
+    let (_server, url) = socket_activated_server(&module, &creds, dir.path());
     let info = ureq::get(&format!("{url}/team/nix-cache-info"))
         .call()
         .unwrap();

@@ -86,3 +86,28 @@ impl ModuleEval {
             .collect()
     }
 }
+
+/// The module's larder-server started as systemd would: its `ExecStart`
+/// behind `systemd-socket-activate` on a free loopback port, logging into
+/// `dir`. Returns the process and its `http://127.0.0.1:PORT` once
+/// `/health` answers.
+pub fn socket_activated_server(
+    module: &ModuleEval,
+    credentials: &Path,
+    dir: &Path,
+) -> (super::Logged, String) {
+    super::require_tool("systemd-socket-activate", "systemd");
+    let port = super::free_port();
+    let server_cmd = module.command("larder-server", "ExecStart", credentials);
+    let mut server = super::Logged::spawn(
+        "larder-server",
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(server_cmd.get_program())
+            .args(server_cmd.get_args()),
+        dir,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    server.await_http(&format!("{url}/health"));
+    (server, url)
+}
