@@ -229,3 +229,32 @@ pub fn chain_closure(store: &TestStore, tag: &str, n: usize) -> Vec<String> {
     paths.push(top);
     paths
 }
+
+/// Status and body of a hand-made request (non-2xx statuses included).
+pub fn send(req: ureq::Request, body: &[u8]) -> (u16, String) {
+    match req.send_bytes(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+/// The NAR of a regular file holding `contents`, written by hand (NAR
+/// strings: length, bytes, zero padding to 8).
+pub fn file_nar(contents: &[u8]) -> Vec<u8> {
+    let mut n = Vec::new();
+    for t in [
+        &b"nix-archive-1"[..],
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+        contents,
+        b")",
+    ] {
+        n.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        n.extend_from_slice(t);
+        n.resize(n.len() + (8 - t.len() % 8) % 8, 0);
+    }
+    n
+}

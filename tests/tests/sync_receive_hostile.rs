@@ -15,45 +15,12 @@ use larder_store::Sha256Hash;
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::{export_file_cache, read_narinfos};
 use larder_tests::process::binary;
-use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, base64_basic};
+use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, base64_basic, file_nar, send};
 use larder_tests::{TestStore, narinfo_url, shell_derivation};
 
 /// A second pusher for the claim tests.
 const OTHER: &str = "other";
 const OTHER_TOKEN: &str = "other-token-0123456789";
-
-/// Status and body of a hand-made request.
-fn send(req: ureq::Request, body: &[u8]) -> (u16, String) {
-    match req.send_bytes(body) {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("request failed: {e}"),
-    }
-}
-
-/// A NAR string: length, bytes, zero padding to 8.
-fn nar_str(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(b);
-    out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
-}
-
-/// The NAR of a regular file holding `contents`.
-fn file_nar(contents: &[u8]) -> Vec<u8> {
-    let mut n = Vec::new();
-    for t in [
-        &b"nix-archive-1"[..],
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-        contents,
-        b")",
-    ] {
-        nar_str(&mut n, t);
-    }
-    n
-}
 
 /// `/nar/<nix32 sha256 of bytes>.nar`.
 fn nar_path(bytes: &[u8]) -> String {

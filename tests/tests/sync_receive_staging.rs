@@ -7,40 +7,14 @@
 
 use larder_store::Sha256Hash;
 use larder_tests::TestStore;
-use larder_tests::receive::TestReceiver;
+use larder_tests::receive::{TestReceiver, file_nar, send};
 use rand::RngCore;
-
-fn send(req: ureq::Request, body: &[u8]) -> (u16, String) {
-    match req.send_bytes(body) {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("request failed: {e}"),
-    }
-}
-
-fn nar_str(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(b);
-    out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
-}
 
 /// The NAR of a regular file of `len` random bytes.
 fn random_nar(len: usize) -> Vec<u8> {
     let mut contents = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut contents);
-    let mut n = Vec::new();
-    for t in [
-        &b"nix-archive-1"[..],
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-        &contents,
-        b")",
-    ] {
-        nar_str(&mut n, t);
-    }
-    n
+    file_nar(&contents)
 }
 
 /// A random store path hash part (nix32 of 20 random bytes).
