@@ -17,8 +17,8 @@
 //! - In a private view (one with tokens) every lifetime is `private`:
 //!   shared caches keep nothing, since they would serve it to anyone.
 
-use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::view::View;
 
@@ -108,6 +108,30 @@ impl TryFrom<&EntityTag> for HeaderValue {
     type Error = header::InvalidHeaderValue;
     fn try_from(tag: &EntityTag) -> Result<HeaderValue, Self::Error> {
         HeaderValue::from_str(&tag.header_value())
+    }
+}
+
+/// 304 Not Modified for a client or shared cache that holds `tag` already.
+pub fn not_modified(tag: &EntityTag, cache_control: &str, vary: bool) -> HttpResponse {
+    let mut builder = HttpResponse::NotModified();
+    builder
+        .insert_header((header::ETAG, tag.header_value()))
+        .insert_header((header::CACHE_CONTROL, cache_control.to_owned()));
+    if vary {
+        builder.insert_header((header::VARY, "Accept-Encoding"));
+    }
+    builder.finish()
+}
+
+/// Add the validator and lifetime to a successful response built elsewhere
+/// (e.g. a `.nar.zst` from the cache or the compressor).
+pub fn validators(response: &mut HttpResponse, tag: &EntityTag, cache_control: &str) {
+    let headers = response.headers_mut();
+    if let Ok(value) = header::HeaderValue::try_from(tag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = header::HeaderValue::from_str(cache_control) {
+        headers.insert(header::CACHE_CONTROL, value);
     }
 }
 

@@ -47,7 +47,7 @@ use larder_store::db::PathInfo;
 use larder_store::dump::{DumpError, NarStream};
 use larder_store::nar::NarPlan;
 
-use super::http_cache::{EntityTag, immutable, short_lived};
+use super::http_cache::{EntityTag, immutable, not_modified, short_lived, validators};
 use super::negotiate::accepts;
 use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, sized_body};
 use crate::error::ServerError;
@@ -165,29 +165,6 @@ pub async fn get(
         .status(StatusCode::PARTIAL_CONTENT)
         .insert_header((header::CONTENT_RANGE, range.content_range(size)));
     response.identity(builder, range.start, range.end)
-}
-
-/// 304 Not Modified for a client or shared cache that holds `tag` already.
-fn not_modified(tag: &EntityTag, cache_control: &str, vary: bool) -> HttpResponse {
-    let mut builder = HttpResponse::NotModified();
-    builder
-        .insert_header((header::ETAG, tag.header_value()))
-        .insert_header((header::CACHE_CONTROL, cache_control.to_owned()));
-    if vary {
-        builder.insert_header((header::VARY, "Accept-Encoding"));
-    }
-    builder.finish()
-}
-
-/// Add the validator and lifetime of a successful `.nar.zst` response.
-fn validators(response: &mut HttpResponse, tag: &EntityTag, cache_control: &str) {
-    let headers = response.headers_mut();
-    if let Ok(value) = header::HeaderValue::try_from(tag) {
-        headers.insert(header::ETAG, value);
-    }
-    if let Ok(value) = header::HeaderValue::from_str(cache_control) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
 }
 
 /// A `.nar.zst`: the cached file if there is one (ranges honoured), else
