@@ -281,6 +281,11 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     assert!(receiver.staging_entries().is_empty());
 }
 
+/// How many requests the receiver has logged so far (across restarts).
+fn requests_seen(receiver: &TestReceiver) -> usize {
+    receiver.log().matches("request pusher=").count()
+}
+
 #[test]
 fn kill_9_at_random_points_never_corrupts_the_store() {
     let ci = TestStore::new();
@@ -299,6 +304,7 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
             Instant::now() < deadline,
             "only {hits} kills hit a push in {rounds} rounds"
         );
+        let seen = requests_seen(&receiver);
         let mut copy = larder_tests::nix_command("nix")
             .args(["copy", "--store"])
             .arg(ci.root())
@@ -313,7 +319,18 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..2500)));
+        // A random point of the push, whatever its speed: once the k-th of
+        // its ~100 requests (5 a path) has reached the receiver, and up to
+        // 50 ms into what follows.
+        let k = rng.gen_range(1..95);
+        let wait = Instant::now() + Duration::from_secs(30);
+        while requests_seen(&receiver) < seen + k
+            && copy.try_wait().unwrap().is_none()
+            && Instant::now() < wait
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..50)));
         if copy.try_wait().unwrap().is_none() {
             hits += 1;
         }
@@ -607,6 +624,7 @@ fn import_daemons_end_after_a_push_and_their_death_is_survived() {
         });
         // One attempt per request, for at most 3 s: a kill fails an
         // import, and Nix's retries back off for minutes.
+        let seen = requests_seen(&receiver);
         let mut copy = larder_tests::nix_command("nix")
             .args(["copy", "--store"])
             .arg(ci.root())
