@@ -624,7 +624,6 @@ fn import_daemons_end_after_a_push_and_their_death_is_survived() {
         });
         // One attempt per request, for at most 3 s: a kill fails an
         // import, and Nix's retries back off for minutes.
-        let seen = requests_seen(&receiver);
         let mut copy = larder_tests::nix_command("nix")
             .args(["copy", "--store"])
             .arg(ci.root())
