@@ -281,6 +281,29 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     assert!(receiver.staging_entries().is_empty());
 }
 
+/// A background `nix copy` of `paths` from `ci` to the receiver, one
+/// attempt per request: Nix 2.8 retries a broken PUT with headers and no
+/// body, so the pusher's retry is the test's next push.
+fn spawn_push_once(
+    ci: &TestStore,
+    receiver: &TestReceiver,
+    netrc: &std::path::Path,
+    paths: &[String],
+) -> std::process::Child {
+    larder_tests::nix_command("nix")
+        .args(["copy", "--store"])
+        .arg(ci.root())
+        .args(["--to", &receiver.url(), "--option", "netrc-file"])
+        .arg(netrc)
+        .args(["--option", "download-attempts", "1"])
+        .args(NO_NARINFO_CACHE)
+        .args(paths)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// How many requests the receiver has logged so far (across restarts).
 fn requests_seen(receiver: &TestReceiver) -> usize {
     receiver.log().matches("request pusher=").count()
@@ -305,20 +328,7 @@ fn kill_9_at_random_points_never_corrupts_the_store() {
             "only {hits} kills hit a push in {rounds} rounds"
         );
         let seen = requests_seen(&receiver);
-        let mut copy = larder_tests::nix_command("nix")
-            .args(["copy", "--store"])
-            .arg(ci.root())
-            .args(["--to", &receiver.url(), "--option", "netrc-file"])
-            .arg(&netrc)
-            // One attempt per request: Nix 2.8 retries a broken PUT with
-            // headers and no body. The pusher's retry is the next round.
-            .args(["--option", "download-attempts", "1"])
-            .args(NO_NARINFO_CACHE)
-            .arg(&top)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut copy = spawn_push_once(&ci, &receiver, &netrc, std::slice::from_ref(&top));
         // A random point of the push, whatever its speed: once the k-th of
         // its ~100 requests (5 a path) has reached the receiver, and up to
         // 50 ms into what follows.
@@ -624,18 +634,7 @@ fn import_daemons_end_after_a_push_and_their_death_is_survived() {
         });
         // One attempt per request, for at most 3 s: a kill fails an
         // import, and Nix's retries back off for minutes.
-        let mut copy = larder_tests::nix_command("nix")
-            .args(["copy", "--store"])
-            .arg(ci.root())
-            .args(["--to", &receiver.url(), "--option", "netrc-file"])
-            .arg(&netrc)
-            .args(["--option", "download-attempts", "1"])
-            .args(NO_NARINFO_CACHE)
-            .args(top(&second))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut copy = spawn_push_once(&ci, &receiver, &netrc, &top(&second));
         let until = Instant::now() + Duration::from_secs(3);
         while copy.try_wait().unwrap().is_none() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
