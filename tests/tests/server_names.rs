@@ -40,14 +40,21 @@ fn make_tree(dir: &Path) {
     .unwrap();
 }
 
-#[test]
-fn listings_keep_every_name_exactly_as_nix_does() {
+/// A store holding one path made by [`make_tree`], the temporary directory
+/// it was added from (for scratch files), and the path.
+fn store_with_names() -> (TestStore, tempfile::TempDir, String) {
     let store = TestStore::new();
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("names");
     std::fs::create_dir(&tree).unwrap();
     make_tree(&tree);
     let path = store.add([&tree]).remove(0);
+    (store, dir, path)
+}
+
+#[test]
+fn listings_keep_every_name_exactly_as_nix_does() {
+    let (store, dir, path) = store_with_names();
     let server = LarderServer::start(&store, &[]);
     let ls = server.get(&format!("/{}.ls", hash_part(&path)), &[]);
     assert_eq!(ls.status, 200);
@@ -117,12 +124,7 @@ fn hrefs(html: &str) -> Vec<String> {
 
 #[test]
 fn serve_links_resolve_to_each_raw_name() {
-    let store = TestStore::new();
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("names");
-    std::fs::create_dir(&tree).unwrap();
-    make_tree(&tree);
-    let path = store.add([&tree]).remove(0);
+    let (store, _dir, path) = store_with_names();
     let server = LarderServer::start(&store, &[]);
     let root = server.get(&format!("/serve/{}/", hash_part(&path)), &[]);
     assert_eq!(root.status, 200);
