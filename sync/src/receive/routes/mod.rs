@@ -5,7 +5,7 @@
 //! | route | methods | handler |
 //! |---|---|---|
 //! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
-//! | `/<hash>.narinfo` | GET (from the store DB), HEAD (404: see below), PUT (import) | [`narinfo`] |
+//! | `/<hash>.narinfo` | GET, HEAD (from the store DB), PUT (import) | [`narinfo`] |
 //! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD (404 unless staged), PUT; GET is always 404 | [`nar`] |
 //! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
 //! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
@@ -139,14 +139,7 @@ async fn route(
     let file = path.strip_prefix('/').unwrap_or(path);
     if let Some(hash) = file.strip_suffix(".narinfo") {
         return match *method {
-            Method::GET => narinfo::get(state, hash).await,
-            // Nix 2.8 sends HEAD only from addToStore, after it decided
-            // to upload (GET said 404): a 200 then means another pusher
-            // imported the path meanwhile, and Nix 2.8 fails that copy
-            // with "coroutine has finished" (its drain of the NAR
-            // source). 404 makes it upload again, which is imported as a
-            // no-op (tests/tests/load_push_storm.rs).
-            Method::HEAD => narinfo::head(state, hash).await,
+            Method::HEAD | Method::GET => narinfo::get(state, hash).await,
             Method::PUT => narinfo::put(req, state, &pusher, hash, body).await,
             _ => Err(ReceiveError::MethodNotAllowed),
         };

@@ -1,4 +1,4 @@
-//! `/<hash>.narinfo`: GET answers from the host store's DB (Nix asks
+//! `/<hash>.narinfo`: GET/HEAD answer from the host store's DB (Nix asks
 //! before uploading: 200 means "already there"); PUT is the last step of
 //! an upload: check it (see `intake`), root the path, import it.
 
@@ -42,14 +42,6 @@ pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<H
     Ok(HttpResponse::Ok()
         .content_type("text/x-nix-narinfo")
         .body(narinfo.to_string()))
-}
-
-/// HEAD: 404 for every well-formed hash (see `routes/mod.rs`), after the
-/// same checks as GET so that a malformed hash and a DB fault answer as
-/// they do there.
-pub async fn head(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<HttpResponse> {
-    get(state, hash).await?;
-    Err(ReceiveError::NotFound)
 }
 
 pub async fn put(
