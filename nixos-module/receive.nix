@@ -145,6 +145,8 @@ in
         ReadWritePaths = [ gcRoots ];
         RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
         SystemCallFilter = hardening.syscalls.sync;
+        # A descriptor per pusher connection and per upload being staged.
+        LimitNOFILE = 65536;
       };
     };
   };

@@ -59,6 +59,8 @@ impl ResponseError for ServerError {
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServerError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            // Locked by another connection: transient, Nix retries a 503.
+            ServerError::Db(e) if e.is_busy() => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Db(_)
             | ServerError::Dump(_)
             | ServerError::StoreCorrupt { .. }
@@ -88,6 +90,9 @@ impl ResponseError for ServerError {
                 retry_after_secs, ..
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ServerError::Db(e) if e.is_busy() => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             _ => {}
         }

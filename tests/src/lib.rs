@@ -12,6 +12,8 @@ use larder_store::StoreLocation;
 
 pub mod deploy;
 pub mod fixtures;
+pub mod interrupted;
+pub mod mounts;
 pub mod nar_stream;
 pub mod process;
 pub mod proxy;

@@ -93,3 +93,24 @@ pub enum DbError {
     #[error("a Nix store DB query did not run: {0}")]
     Pool(#[from] crate::blocking_pool::PoolStopped),
 }
+
+impl DbError {
+    /// Another connection holds the DB locked beyond the busy timeout
+    /// (`SQLITE_BUSY`, `SQLITE_LOCKED`): transient, so a client should be
+    /// told to retry (503), not that the server broke. Nix's own write
+    /// transactions never cause it (the DB is in WAL mode, readers go on
+    /// while it writes); a connection in `locking_mode=EXCLUSIVE`, a
+    /// rollback-journal DB being written, or WAL recovery can.
+    pub fn is_busy(&self) -> bool {
+        let code = match self {
+            DbError::Sqlite { source, .. } | DbError::Open { source, .. } => {
+                source.sqlite_error_code()
+            }
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}

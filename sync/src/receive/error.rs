@@ -49,6 +49,18 @@ pub enum ReceiveError {
 }
 
 impl ReceiveError {
+    /// A failed read of the cache's store DB (logged): 503 if another
+    /// connection holds it locked beyond the busy timeout (transient, Nix
+    /// retries), else 500.
+    pub fn store_db(e: &larder_store::db::DbError) -> ReceiveError {
+        tracing::error!("store DB: {e}");
+        if e.is_busy() {
+            ReceiveError::Busy("the cache's store DB is locked; retry later".into())
+        } else {
+            ReceiveError::Internal("cannot read the cache's store DB".into())
+        }
+    }
+
     /// The `reason` label of `larder_receive_rejections_total`.
     pub fn reason(&self) -> &'static str {
         match self {

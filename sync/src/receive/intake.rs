@@ -191,9 +191,8 @@ pub fn valid_nar_hash(
         .map(|i| i.nar_hash))
 }
 
-fn internal(e: impl std::fmt::Display) -> ReceiveError {
-    tracing::error!("store DB: {e}");
-    ReceiveError::Internal("cannot read the cache's store DB".into())
+fn internal(e: larder_store::db::DbError) -> ReceiveError {
+    ReceiveError::store_db(&e)
 }
 
 /// At most 80 characters of client input in a message.

@@ -35,10 +35,11 @@ pub async fn put(
         })?;
     // Only logs of derivations the store knows (valid, or the deriver of
     // a valid path): nobody fills the log dir with logs of nothing.
-    let known = state.db.known_derivation(&path).await.map_err(|e| {
-        tracing::error!("store DB: {e}");
-        ReceiveError::Internal("cannot read the cache's store DB".into())
-    })?;
+    let known = state
+        .db
+        .known_derivation(&path)
+        .await
+        .map_err(|e| ReceiveError::store_db(&e))?;
     if !known {
         return Err(ReceiveError::MissingReference(format!(
             "{drv} is not in the cache's store, nor the deriver of a path in it; push the outputs before the log",

@@ -99,10 +99,10 @@ pub async fn put(
     if room == 0 {
         return Err(staging_full(state));
     }
-    let upload = state.staging.new_upload().map_err(|e| {
-        tracing::error!("staging dir {}: {e}", state.staging.dir().display());
-        ReceiveError::Internal("cannot write to the staging dir".into())
-    })?;
+    let upload = state
+        .staging
+        .new_upload()
+        .map_err(|e| staging_io(state, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
     let limit = state.limits.max_nar_size.min(room);
     let by_staging = room < state.limits.max_nar_size;
@@ -147,10 +147,7 @@ pub async fn put(
             compression.narinfo_name()
         )),
         StageError::NotNar(e) => ReceiveError::BadRequest(format!("the upload is {e}")),
-        StageError::Io(e) => {
-            tracing::error!("staging dir {}: {e}", state.staging.dir().display());
-            ReceiveError::Internal("cannot write to the staging dir".into())
-        }
+        StageError::Io(e) => staging_io(state, e),
     })?;
     check_length(announced, received_bytes, "NAR")?;
     if digests.file_hash != file_hash {
@@ -162,10 +159,7 @@ pub async fn put(
     state
         .staging
         .stage(&format!("nar/{name}"), &pusher.name, upload, digests)
-        .map_err(|e| {
-            tracing::error!("staging dir {}: {e}", state.staging.dir().display());
-            ReceiveError::Internal("cannot write to the staging dir".into())
-        })?;
+        .map_err(|e| staging_io(state, e))?;
     state.update_staging_gauge();
     tracing::debug!(
         name,
@@ -174,6 +168,20 @@ pub async fn put(
         "staged"
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+/// A staging dir that cannot be written. A full disk (or quota) is
+/// transient like `--max-staging-mib` reached: 503 with `Retry-After`,
+/// which Nix retries, and the partial upload is already gone (its
+/// temporary file is removed on drop). Anything else is our fault: 500.
+fn staging_io(state: &ReceiveState, e: std::io::Error) -> ReceiveError {
+    tracing::error!("staging dir {}: {e}", state.staging.dir().display());
+    let quota = e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error());
+    if e.kind() == std::io::ErrorKind::StorageFull || quota {
+        ReceiveError::Busy("the cache's staging disk is full; retry later".into())
+    } else {
+        ReceiveError::Internal("cannot write to the staging dir".into())
+    }
 }
 
 fn staging_full(state: &ReceiveState) -> ReceiveError {

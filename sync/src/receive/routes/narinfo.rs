@@ -23,10 +23,7 @@ pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<H
         .db
         .path_info(&hash)
         .await
-        .map_err(|e| {
-            tracing::error!("store DB: {e}");
-            ReceiveError::Internal("cannot read the cache's store DB".into())
-        })?
+        .map_err(|e| ReceiveError::store_db(&e))?
         .ok_or(ReceiveError::NotFound)?;
     let narinfo = NarInfo {
         store_dir: state.location.store_dir().to_owned(),
