@@ -171,19 +171,39 @@ fn a_disk_read_error_mid_stream_cuts_the_download() {
         "the copy on disk differs"
     );
 
-    // A fresh mount, so reads go to the device; cut it mid-download.
+    // A fresh mount, so reads go to the device; cut it mid-download. Which
+    // files lie past the cut depends on ext4's placement and how far the
+    // server has read ahead when the cut lands: a round whose download still
+    // completes must be byte-exact (the fault missed), and one of a few
+    // rounds must be cut.
     drop(disk);
-    let disk = FailingDisk::over(&store.real_path(&path), 40);
-    let d = get_interrupted(server.url(), &target, &[], 64 * 1024, || disk.fail(12));
-    assert_cut(&d, "disk read error mid-stream");
-    let again = get_interrupted(server.url(), &target, &[], 0, || ());
+    let mut cut = false;
+    for round in 0..5 {
+        let disk = FailingDisk::over(&store.real_path(&path), 40);
+        let d = get_interrupted(server.url(), &target, &[], 64 * 1024, || disk.fail(12));
+        assert_eq!(d.status, 200, "round {round}: {}", d.head);
+        if d.complete {
+            assert!(
+                d.body == expected,
+                "round {round}: a complete body that differs"
+            );
+            eprintln!("round {round}: the cut landed after the server had read everything");
+            continue;
+        }
+        let again = get_interrupted(server.url(), &target, &[], 0, || ());
+        assert!(
+            !(again.status == 200 && again.complete),
+            "a complete 200 from a failing disk: {}",
+            again.head
+        );
+        cut = true;
+        break;
+    }
     assert!(
-        !(again.status == 200 && again.complete),
-        "a complete 200 from a failing disk: {}",
-        again.head
+        cut,
+        "no round of 5 cut the download: the fault never landed mid-stream"
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());
-    drop(disk);
 }
 
 #[test]
