@@ -212,6 +212,26 @@ impl StoreDb {
             .await
     }
 
+    /// [`StoreDb::path_info_by_path_blocking`] for each of `paths`, in
+    /// order, in one hop to the DB's threads (a signer checking a batch of
+    /// fingerprints pays one hop, not one per path).
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`] (the first failure ends the
+    /// batch), or [`DbError::Pool`].
+    pub async fn path_infos_by_path(
+        &self,
+        paths: Vec<StorePath>,
+    ) -> Result<Vec<Option<PathInfo>>, DbError> {
+        self.spawn(move |db| {
+            paths
+                .iter()
+                .map(|p| db.path_info_by_path_blocking(p))
+                .collect()
+        })
+        .await
+    }
+
     /// Up to `limit` valid paths registered after row `row_id`, by
     /// ascending row id: what a watcher polls with its last seen id.
     /// Blocks.
