@@ -168,12 +168,13 @@ impl SignerClient {
     }
 
     /// Signatures for `fingerprint` by the keys named in `keys` (`None`:
-    /// every key the signer holds), from the cache or the signer.
+    /// every key the signer holds), from the cache or the signer; and
+    /// whether they came from the cache.
     pub async fn sign(
         self: &Arc<Self>,
         fingerprint: String,
         keys: Option<&[String]>,
-    ) -> Result<Vec<String>, SignerError> {
+    ) -> Result<(Vec<String>, bool), SignerError> {
         if self.key_check_due() {
             // Down: the cache still holds good signatures; the sign
             // request below reports the outage if it must ask.
@@ -184,10 +185,10 @@ impl SignerClient {
             .get(&cache_key(&fingerprint, keys))
         {
             self.metrics.cache.with_label_values(&["hit"]).inc();
-            return Ok(sigs.clone());
+            return Ok((sigs.clone(), true));
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
-        self.sign_uncached(fingerprint, keys).await
+        Ok((self.sign_uncached(fingerprint, keys).await?, false))
     }
 
     /// A permit to [`SignerClient::warm`], if fewer than [`MAX_WARMERS`]

@@ -38,13 +38,17 @@ pub async fn signatures(
     };
     let fp = info.fingerprint(state.location.store_dir());
     match client.sign(fp, view.keys.as_deref()).await {
-        Ok(extra) => {
+        Ok((extra, cached)) => {
             for sig in extra {
                 if !sigs.contains(&sig) {
                     sigs.push(sig);
                 }
             }
-            warm_references(state, client, view, info);
+            // A path whose signature was cached had its references signed
+            // ahead with it (or by `sign_ahead`): spare the DB reads.
+            if !cached {
+                warm_references(state, client, view, info);
+            }
             Ok(sigs)
         }
         // The path went away between our lookup and the signer's (GC).
