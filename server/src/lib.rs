@@ -57,7 +57,9 @@
 //!    router's table of routes ([`routes::SERIES`]) also names every
 //!    metric series, which `run` creates at 0 before the first request.
 //! 4. **Lookup** ([`lookup`]): the 32-character hash part is validated,
-//!    then the DB is queried on a blocking thread (never on the reactor).
+//!    then the DB is queried in place on a connection that never waits
+//!    for a lock (busy timeout 0), or, when SQLite answers busy, on a DB
+//!    thread ([`larder_store::db::StoreDb::path_info_now`]).
 //!    Malformed and absent hashes are both 404. narinfo and `.ls` lookups
 //!    go through a short-lived memo ([`path_info_memo`]).
 //! 5. **Decide before the headers.** NAR, listing, log and file handlers do
