@@ -327,25 +327,29 @@ impl SignerClient {
             Reply::PublicKeys(keys) => keys,
             other => return Err(self.unexpected(&other)),
         };
-        let mut known = lock(&self.public_keys);
-        let changed = known.as_ref().is_some_and(|(old, _)| *old != keys);
-        *known = Some((keys.clone(), Instant::now()));
-        drop(known);
-        let mut cache = lock(&self.signatures);
-        if changed {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            cache.entries.clear();
-            cache.log = None;
-            tracing::info!(keys = ?keys, "the signer's keys changed: signature cache flushed");
-        }
-        let Some(dir) = self.log_dir.clone() else {
-            return Ok(keys);
+        let changed = {
+            let mut known = lock(&self.public_keys);
+            let changed = known.as_ref().is_some_and(|(old, _)| *old != keys);
+            *known = Some((keys.clone(), Instant::now()));
+            changed
         };
-        if cache.log_keys.as_ref() == Some(&keys) {
-            return Ok(keys);
-        }
-        cache.log_keys = Some(keys.clone());
-        drop(cache);
+        let dir = {
+            let mut cache = lock(&self.signatures);
+            if changed {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                cache.entries.clear();
+                cache.log = None;
+                tracing::info!(keys = ?keys, "the signer's keys changed: signature cache flushed");
+            }
+            let Some(dir) = self.log_dir.clone() else {
+                return Ok(keys);
+            };
+            if cache.log_keys.as_ref() == Some(&keys) {
+                return Ok(keys);
+            }
+            cache.log_keys = Some(keys.clone());
+            dir
+        };
         let generation = self.generation.load(Ordering::SeqCst);
         let key_set = keys.clone();
         let opened = tokio::task::spawn_blocking(move || SignatureLog::open(&dir, &key_set)).await;
