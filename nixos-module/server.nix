@@ -152,7 +152,7 @@ in
         cache-dir = mkOption {
           type = types.nullOr types.str;
           default = "/var/cache/larder-server";
-          description = "Directory of the compressed-NAR cache (systemd's CacheDirectory); `null`: no cache.";
+          description = "Directory of the compressed-NAR cache and of the signer's signatures kept across restarts (systemd's CacheDirectory); `null`: neither.";
         };
         signer-socket = mkOption {
           type = types.nullOr types.str;
@@ -215,7 +215,7 @@ in
         RestartSec = 2;
         TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin
         DynamicUser = true;
-        # The only place it writes: the compressed-NAR cache.
+        # The only place it writes: the compressed-NAR cache and the kept signatures.
         CacheDirectory = "larder-server";
         CacheDirectoryMode = "0700";
         SupplementaryGroups = lib.optional signer.enable signer.settings.socket-group;

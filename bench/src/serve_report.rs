@@ -12,12 +12,25 @@ use crate::memory::{CLIENTS, MemoryUse};
 use crate::report;
 use crate::results::{Bound, Results, Target, targets_markdown, targets_tsv};
 use crate::signing::{
-    SIGN_IN_PROCESS, SIGN_OVER_SOCKET, SIGNER_COLD, SIGNER_NGINX, SIGNER_NONE, SIGNER_WARM,
+    SIGN_IN_PROCESS, SIGN_OVER_SOCKET, SIGNER_COLD, SIGNER_KEPT, SIGNER_NGINX, SIGNER_NONE,
+    SIGNER_WARM,
 };
 
 const MIB: f64 = (1 << 20) as f64;
-/// Memory ceiling while [`CLIENTS`] download a 1 GiB NAR.
-const RSS_LIMIT_MIB: f64 = 150.0;
+/// Memory ceilings while [`CLIENTS`] download a 1 GiB NAR (issue 13):
+/// identity, zstd.
+const RSS_LIMIT_MIB: [(&str, f64); 2] = [("identity", 64.0), ("zstd", 128.0)];
+
+/// The identity scenarios whose server CPU is summed for the CPU target,
+/// larder's pass with the nginx pass it is paired with.
+const IDENTITY_SCENARIOS: [(&str, &str); 3] = [
+    (
+        "narinfo, 1 connection: larder, memo off",
+        "narinfo, 1 connection: nginx",
+    ),
+    ("NAR, 1 conn: larder", "NAR, 1 conn: nginx"),
+    ("NAR, 16 conn: larder", "NAR, 16 conn: nginx"),
+];
 
 /// What was served.
 pub struct Closure {
@@ -62,7 +75,28 @@ fn versus_zstd_cli(
     }
 }
 
-/// Every target of issues 3 and 4 that this run measured.
+/// The server CPU of larder over nginx's, summed over
+/// [`IDENTITY_SCENARIOS`] (median CPU per pass of each).
+fn identity_cpu(results: &Results) -> Target {
+    let sum = |larder: bool| -> Option<f64> {
+        IDENTITY_SCENARIOS
+            .iter()
+            .map(|(l, n)| results.cpu_per_pass(if larder { l } else { n }))
+            .sum()
+    };
+    let measured = sum(true).zip(sum(false)).map(|(l, n)| l / n);
+    Target {
+        name: "server CPU over the identity scenarios".to_owned(),
+        measured,
+        bound: Bound::AtMost,
+        limit: 1.5,
+        unit: "×",
+        how: "larder's CPU / nginx's, summed over narinfo (memo off) and NARs with 1 and 16 connections, median CPU per pass".to_owned(),
+        cpu: measured,
+    }
+}
+
+/// Every target of issues 3, 4 and 13 that this run measured.
 pub fn targets(
     results: &Results,
     memory: &[MemoryUse],
@@ -89,7 +123,7 @@ pub fn targets(
             "NARs, 1 connection",
             "NAR, 1 conn: larder",
             "NAR, 1 conn: nginx",
-            1.2,
+            1.1,
         ),
         versus_nginx(
             results,
@@ -98,14 +132,15 @@ pub fn targets(
             "NAR, 16 conn: nginx",
             1.1,
         ),
+        identity_cpu(results),
     ];
-    for n in [1, 16] {
+    for (n, limit) in [(1, 1.5), (16, 1.2)] {
         targets.push(versus_nginx(
             results,
             &format!("zstd warm (.nar.zst), {n} conn"),
             &format!("zstd warm, .nar.zst, {n} conn: larder"),
             &format!("zstd, {n} conn: nginx (pre-compressed)"),
-            1.5,
+            limit,
         ));
     }
     targets.push(versus_nginx(
@@ -140,8 +175,15 @@ pub fn targets(
     ));
     targets.push(versus_nginx(
         results,
-        "narinfo through larder-signer, cache cold",
+        "narinfo through larder-signer, cache cold (fresh server, no cache dir)",
         SIGNER_COLD,
+        SIGNER_NGINX,
+        1.3,
+    ));
+    targets.push(versus_nginx(
+        results,
+        "narinfo through larder-signer, restarted (signatures kept)",
+        SIGNER_KEPT,
         SIGNER_NGINX,
         1.3,
     ));
@@ -154,7 +196,10 @@ pub fn targets(
             ),
             measured: Some(m.peak_rss_kib.max(m.hwm_kib) as f64 / 1024.0),
             bound: Bound::AtMost,
-            limit: RSS_LIMIT_MIB,
+            limit: RSS_LIMIT_MIB
+                .iter()
+                .find(|(e, _)| *e == m.encoding)
+                .map_or(64.0, |(_, l)| *l),
             unit: " MiB",
             how: "max of sampled VmRSS and final VmHWM".to_owned(),
             cpu: None,
@@ -202,6 +247,10 @@ fn signer_markdown(results: &Results, paths: usize) -> String {
             SIGNER_COLD,
         ),
         (
+            "narinfo through larder-signer, restarted, signatures kept in the cache dir",
+            SIGNER_KEPT,
+        ),
+        (
             "narinfo through larder-signer, signature cache warm",
             SIGNER_WARM,
         ),
@@ -222,6 +271,7 @@ pub struct RunInfo<'a> {
     pub closure: &'a Closure,
     pub all_nars: u64,
     pub load_before: &'a str,
+    pub load_after: &'a str,
     pub elapsed: Duration,
     pub notes: &'a str,
 }
@@ -238,9 +288,10 @@ pub fn write(
     let mut md = String::from("# larder-server against nginx\n\n");
     writeln!(
         md,
-        "Machine: {}; load average {} at the start. One full run took {:.0?}.\n",
+        "Machine: {}; load average {} at the start, {} at the end (the machine is shared: wall times are noisy, the CPU-time ratios much less so). One full run took {:.0?}.\n",
         report::machine()?,
         run.load_before,
+        run.load_after,
         run.elapsed
     )?;
     writeln!(
@@ -261,12 +312,34 @@ pub fn write(
     )?;
     md.push_str(&memory_markdown(memory));
     md.push_str(&signer_markdown(results, run.closure.paths));
+    md.push_str(&stalled_markdown(dir));
     md.push_str(run.notes);
     print!("{md}");
     fs::create_dir_all(dir)?;
     fs::write(dir.join("serve.md"), md)?;
     fs::write(dir.join("serve.tsv"), targets_tsv(&targets))?;
     plot(dir)
+}
+
+/// Issue 9's stalled-readers scenario, as `stalled` last wrote it
+/// (`bench/results/stalled.md`; run it right after `serve`).
+fn stalled_markdown(dir: &Path) -> String {
+    match fs::read_to_string(dir.join("stalled.md")) {
+        Ok(text) => {
+            let body = text
+                .lines()
+                .skip_while(|l| l.starts_with("# "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            format!(
+                "\n## Stalled readers (issue 9; `target/release/stalled`, [stalled.md](stalled.md))\n{body}\n"
+            )
+        }
+        Err(_) => {
+            "\n## Stalled readers\n\nNot measured: run `target/release/stalled` after `serve`.\n"
+                .to_owned()
+        }
+    }
 }
 
 /// `bench/plot_serve.py` on `serve.tsv`; a missing matplotlib is a warning.

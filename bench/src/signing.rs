@@ -3,7 +3,10 @@
 //! signer's socket (which also checks the path against the store DB), for
 //! the same fingerprints; and, once larder-server takes `--signer-socket`,
 //! narinfo through the signer with the server's signature cache cold (a
-//! fresh server) and warm (its second pass), against no signer and nginx.
+//! fresh server without a cache dir: it signs ahead in the background
+//! while the pass runs), kept (a restarted server reading back the
+//! signatures its cache dir kept, issue 13) and warm (its second pass),
+//! against no signer and nginx.
 
 use std::fs;
 use std::os::unix::net::UnixStream;
@@ -54,6 +57,18 @@ pub fn measure(
     let socket = socket.to_str().ok_or("socket path not UTF-8")?;
     let plain = larder(location.root(), &[], dirs.run)?;
     fetch_narinfos(plain.addr(), hashes)?;
+    let kept_dir = dirs.run.join("signature-cache");
+    let kept_flags = [
+        "--signer-socket",
+        socket,
+        "--cache-dir",
+        kept_dir.to_str().ok_or("run dir not UTF-8")?,
+    ];
+    {
+        let filling = larder(location.root(), &kept_flags, dirs.run)?;
+        fetch_narinfos(filling.addr(), hashes)?;
+        wait_for(|| Ok(kept_lines(&kept_dir)? >= hashes.len()))?;
+    }
     // Rounds are cheap (a fresh server and four narinfo passes of ~30 ms)
     // and noisy: twice as many as the other measurements' repetitions.
     for _ in 0..reps * 2 {
@@ -65,8 +80,41 @@ pub fn measure(
         results.record(SIGNER_COLD, narinfos(&signed)?);
         results.record(SIGNER_WARM, narinfos(&signed)?);
         check_signed(&signed, &hashes[0])?;
+        drop(signed);
+        // The first request waits for the kept signatures to be read
+        // back (after the signer named its keys): in the pass.
+        let kept = larder(location.root(), &kept_flags, dirs.run)?;
+        results.record(SIGNER_KEPT, narinfos(&kept)?);
+        check_signed(&kept, &hashes[0])?;
     }
     Ok(())
+}
+
+/// Poll `done` for at most 60 s.
+fn wait_for(mut done: impl FnMut() -> Result<bool, Error>) -> Result<(), Error> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !done()? {
+        if Instant::now() > deadline {
+            return Err("timed out waiting for the signature cache".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Lines in the signature logs of a server's cache dir.
+fn kept_lines(dir: &Path) -> Result<usize, Error> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut lines = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with(".log") {
+            lines += fs::read_to_string(path)?.lines().count();
+        }
+    }
+    Ok(lines)
 }
 
 /// The bench's signing key, made once with `larder-signer generate-key`.
@@ -123,6 +171,8 @@ pub const SIGNER_NGINX: &str = "narinfo, 1 connection: nginx (signer rounds)";
 pub const SIGNER_NONE: &str = "narinfo, 1 connection: larder, no signer (signer rounds)";
 pub const SIGNER_COLD: &str = "narinfo, signer, cache cold: larder";
 pub const SIGNER_WARM: &str = "narinfo, signer, cache warm: larder";
+pub const SIGNER_KEPT: &str =
+    "narinfo, signer, restarted, signatures kept in the cache dir: larder";
 
 /// What [`in_process`] and [`round_trips`] record.
 pub const SIGN_IN_PROCESS: &str = "ed25519 sign of every fingerprint, in-process";

@@ -153,7 +153,7 @@ pub struct Settings {
     /// Threads answering store-DB lookups, apart from file reads, 1 to 256.
     #[arg(long, default_value_t = 4)]
     pub db_threads: usize,
-    /// Directory of the compressed-NAR cache (zstd NARs kept for the next download); none if unset.
+    /// Directory of the compressed-NAR cache (zstd NARs kept for the next download) and of larder-signer's signatures kept across restarts; none if unset.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Size limit of the compressed-NAR cache in MiB; least recently used files go first.

@@ -10,6 +10,7 @@
 //!    [`error::ServerError`], one exhaustive match to a status), [`metrics`]
 //!    (the Prometheus definitions), [`path_info_memo`], [`signer_client`]
 //!    (larder-signer's unix-socket client with its per-fingerprint cache),
+//!    [`signature_log`] (that cache kept across restarts in the cache dir),
 //!    [`nar::plan_cache`], [`listen::systemd`], [`listen::tls`], [`view`]
 //!    (views of the store: their roots, closures, tokens and selection),
 //!    [`listen::unix_stall`] (the send timeout of unix-socket connections),
@@ -56,7 +57,9 @@
 //!    router's table of routes ([`routes::SERIES`]) also names every
 //!    metric series, which `run` creates at 0 before the first request.
 //! 4. **Lookup** ([`lookup`]): the 32-character hash part is validated,
-//!    then the DB is queried on a blocking thread (never on the reactor).
+//!    then the DB is queried in place on a connection that never waits
+//!    for a lock (busy timeout 0), or, when SQLite answers busy, on a DB
+//!    thread ([`larder_store::db::StoreDb::path_info_now`]).
 //!    Malformed and absent hashes are both 404. narinfo and `.ls` lookups
 //!    go through a short-lived memo ([`path_info_memo`]).
 //! 5. **Decide before the headers.** NAR, listing, log and file handlers do
@@ -79,7 +82,9 @@
 //!
 //! The server holds no key. narinfo signatures are the DB's own plus, with
 //! `signer-socket` set, larder-signer's ([`signing`], [`signer_client`]):
-//! asked over a unix socket, cached per fingerprint.
+//! asked over a unix socket, cached per fingerprint (and, with a cache
+//! dir, kept across restarts), and made ahead for the paths newest in the
+//! store and for the references of each narinfo asked for.
 
 pub mod body;
 pub mod config;
@@ -94,6 +99,7 @@ pub mod placement;
 pub mod request_metrics;
 pub mod routes;
 pub mod server;
+pub mod signature_log;
 pub mod signer_breaker;
 pub mod signer_client;
 pub mod signing;

@@ -1,7 +1,7 @@
 //! Finding a valid store path by the hash part of a request's URL: the
-//! hash is validated, then the store DB is asked on a blocking thread
-//! (never on the reactor), or, for narinfo and listings, the short-lived
-//! [`crate::path_info_memo`] first.
+//! hash is validated, then the store DB is asked in place on a connection
+//! that never waits for a lock, else on a DB thread; for narinfo and
+//! listings, the short-lived [`crate::path_info_memo`] first.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,7 +70,12 @@ fn admitted(view: &View, info: Arc<PathInfo>) -> Result<Arc<PathInfo>, ServerErr
 
 async fn query(state: &AppState, hash: &StorePathHash) -> Result<Answer, ServerError> {
     let start = Instant::now();
-    let info = state.db.path_info(hash).await;
+    // In place when that cannot wait on Nix (`StoreDb::path_info_now`):
+    // the hop to a DB thread was most of a narinfo's time.
+    let info = match state.db.path_info_now(hash) {
+        Some(info) => info,
+        None => state.db.path_info(hash).await,
+    };
     state
         .metrics
         .db_query

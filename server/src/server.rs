@@ -75,6 +75,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         "larder-server listening"
     );
     let running = server.run();
+    actix_web::rt::spawn(crate::signing::sign_ahead(state.clone()));
     stop_on_signals(
         state.clone(),
         running.handle(),

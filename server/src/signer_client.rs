@@ -1,7 +1,11 @@
 //! The server's side of larder-signer: ask for signatures over the unix
 //! socket, reusing connections, with a timeout, and remember signatures per
 //! fingerprint in a bounded cache (a narinfo for the same path content is
-//! asked for again and again, and the answer never changes).
+//! asked for again and again, and the answer never changes). With a
+//! cache dir, the signatures are also kept across restarts
+//! ([`crate::signature_log`], one file per key set, read back once the
+//! signer has named its keys). Signing ahead ([`SignerClient::warm`]) asks
+//! for many fingerprints in one round trip (`sign-batch`).
 //!
 //! Key rotation reaches the server without a restart: every
 //! `--signer-key-check-secs` the next request asks the signer for its public
@@ -23,13 +27,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use larder_store::Sha256Hash;
 use larder_store::signer_proto::{
-    Refusal, Reply, Request, encode_frame, read_frame_blocking, to_json,
+    MAX_BATCH, MAX_FRAME, Refusal, Reply, Request, encode_frame, read_frame_blocking, to_json,
 };
 use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
 
+use crate::signature_log::{EntryKey, SignatureLog};
 use crate::signer_breaker::{Admission, Breaker, SignerState};
 
 #[derive(Debug, Error)]
@@ -92,16 +98,39 @@ pub struct SignerClient {
     socket: PathBuf,
     timeout: Duration,
     idle: Mutex<Vec<UnixStream>>,
-    signatures: Mutex<LruCache<String, Vec<String>>>,
+    signatures: Mutex<SignatureCache>,
+    /// Where signatures are kept across restarts (`cache-dir`), if anywhere.
+    log_dir: Option<PathBuf>,
     /// The signer's public keys and when they were asked.
     public_keys: Mutex<Option<(Vec<String>, Instant)>>,
     key_check: Duration,
+    /// Held while the public keys are asked (and a signature log read
+    /// back): requests that find the check due meanwhile wait for that
+    /// answer instead of each asking, and find the kept signatures.
+    refreshing: tokio::sync::Mutex<()>,
     /// Bumped whenever the key set changes; a signature asked under an
     /// older generation is not cached.
     generation: AtomicU64,
     breaker: Breaker,
     warmers: Arc<tokio::sync::Semaphore>,
     metrics: SignerClientMetrics,
+}
+
+/// The signatures in memory, and the file they are also appended to.
+struct SignatureCache {
+    entries: LruCache<EntryKey, Vec<String>>,
+    log: Option<SignatureLog>,
+    /// The key set `log` is (or is being) opened for.
+    log_keys: Option<Vec<String>>,
+}
+
+impl SignatureCache {
+    fn put(&mut self, key: EntryKey, sigs: Vec<String>) {
+        if let Some(log) = &self.log {
+            log.append(&key, &sigs);
+        }
+        self.entries.put(key, sigs);
+    }
 }
 
 /// At most this many idle connections are kept.
@@ -115,15 +144,22 @@ impl SignerClient {
         timeout: Duration,
         key_check: Duration,
         cache_entries: NonZeroUsize,
+        log_dir: Option<PathBuf>,
         metrics: SignerClientMetrics,
     ) -> Self {
         SignerClient {
             socket,
             timeout,
             idle: Mutex::new(Vec::new()),
-            signatures: Mutex::new(LruCache::new(cache_entries)),
+            signatures: Mutex::new(SignatureCache {
+                entries: LruCache::new(cache_entries),
+                log: None,
+                log_keys: None,
+            }),
+            log_dir,
             public_keys: Mutex::new(None),
             key_check,
+            refreshing: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             breaker: Breaker::default(),
             warmers: Arc::new(tokio::sync::Semaphore::new(MAX_WARMERS)),
@@ -132,23 +168,27 @@ impl SignerClient {
     }
 
     /// Signatures for `fingerprint` by the keys named in `keys` (`None`:
-    /// every key the signer holds), from the cache or the signer.
+    /// every key the signer holds), from the cache or the signer; and
+    /// whether they came from the cache.
     pub async fn sign(
         self: &Arc<Self>,
         fingerprint: String,
         keys: Option<&[String]>,
-    ) -> Result<Vec<String>, SignerError> {
+    ) -> Result<(Vec<String>, bool), SignerError> {
         if self.key_check_due() {
             // Down: the cache still holds good signatures; the sign
             // request below reports the outage if it must ask.
             let _ = self.refresh_public_keys().await;
         }
-        if let Some(sigs) = lock(&self.signatures).get(&cache_key(&fingerprint, keys)) {
+        if let Some(sigs) = lock(&self.signatures)
+            .entries
+            .get(&cache_key(&fingerprint, keys))
+        {
             self.metrics.cache.with_label_values(&["hit"]).inc();
-            return Ok(sigs.clone());
+            return Ok((sigs.clone(), true));
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
-        self.sign_uncached(fingerprint, keys).await
+        Ok((self.sign_uncached(fingerprint, keys).await?, false))
     }
 
     /// A permit to [`SignerClient::warm`], if fewer than [`MAX_WARMERS`]
@@ -159,18 +199,65 @@ impl SignerClient {
     }
 
     /// Sign ahead what clients will ask next (a narinfo's references: Nix
-    /// fetches a closure's narinfos one after another), so that their
-    /// requests find the cache warm. The first failure ends a run.
+    /// fetches a closure's narinfos one after another; paths new in the
+    /// store), so that their requests find the cache warm: the fingerprints
+    /// not cached yet, in batches of one round trip each. A fingerprint
+    /// the signer refuses is skipped; the first failed batch ends a run.
     pub async fn warm(self: &Arc<Self>, fingerprints: Vec<String>, keys: Option<&[String]>) {
-        for fingerprint in fingerprints {
-            if lock(&self.signatures).contains(&cache_key(&fingerprint, keys)) {
-                continue;
-            }
-            self.metrics.cache.with_label_values(&["prefetch"]).inc();
-            if self.sign_uncached(fingerprint, keys).await.is_err() {
+        let mut missing: Vec<String> = {
+            let cache = lock(&self.signatures);
+            fingerprints
+                .into_iter()
+                .filter(|fp| !cache.entries.contains(&cache_key(fp, keys)))
+                .collect()
+        };
+        while !missing.is_empty() {
+            // Within the frame limit, with room for the JSON around them.
+            let mut bytes = 0;
+            let n = missing
+                .iter()
+                .take(MAX_BATCH)
+                .take_while(|fp| {
+                    bytes += fp.len() + 8;
+                    bytes < MAX_FRAME as usize / 2
+                })
+                .count()
+                .max(1);
+            let rest = missing.split_off(n);
+            if self.sign_batch(missing, keys).await.is_err() {
                 return;
             }
+            missing = rest;
         }
+    }
+
+    /// One `sign-batch` round trip; every signature answered is cached.
+    async fn sign_batch(
+        self: &Arc<Self>,
+        fingerprints: Vec<String>,
+        keys: Option<&[String]>,
+    ) -> Result<(), SignerError> {
+        let entry_keys: Vec<EntryKey> = fingerprints.iter().map(|fp| cache_key(fp, keys)).collect();
+        let request = Request::SignBatch {
+            fingerprints,
+            keys: keys.map(<[String]>::to_vec),
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        let replies = match self.call(request).await? {
+            Reply::Batch(replies) if replies.len() == entry_keys.len() => replies,
+            other => return Err(self.unexpected(&other)),
+        };
+        let mut cache = lock(&self.signatures);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return Ok(());
+        }
+        for (key, reply) in entry_keys.into_iter().zip(replies) {
+            if let Reply::Signatures(sigs) = reply {
+                self.metrics.cache.with_label_values(&["prefetch"]).inc();
+                cache.put(key, sigs);
+            }
+        }
+        Ok(())
     }
 
     async fn sign_uncached(
@@ -207,6 +294,12 @@ impl SignerClient {
         self.refresh_public_keys().await
     }
 
+    /// Bumped whenever the signer's key set changes (every cached
+    /// signature is then gone, and signing ahead starts over).
+    pub fn key_generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// The signer as last seen: down while the circuit breaker is open.
     pub fn state(&self) -> SignerState {
         self.breaker.state()
@@ -220,21 +313,66 @@ impl SignerClient {
 
     /// Ask the signer for its public keys; when they differ from the last
     /// answer, forget every cached signature (they may be by a key the
-    /// signer no longer holds, and lack the new one).
+    /// signer no longer holds, and lack the new one). With a cache dir, the
+    /// first answer of a key set opens its signature log and reads back
+    /// what it holds.
     async fn refresh_public_keys(self: &Arc<Self>) -> Result<Vec<String>, SignerError> {
+        let _refreshing = self.refreshing.lock().await;
+        if !self.key_check_due() {
+            if let Some((keys, _)) = lock(&self.public_keys).clone() {
+                return Ok(keys);
+            }
+        }
         let keys = match self.call(Request::PublicKeys).await? {
             Reply::PublicKeys(keys) => keys,
             other => return Err(self.unexpected(&other)),
         };
-        let mut known = lock(&self.public_keys);
-        let changed = known.as_ref().is_some_and(|(old, _)| *old != keys);
-        *known = Some((keys.clone(), Instant::now()));
-        drop(known);
-        if changed {
+        let changed = {
+            let mut known = lock(&self.public_keys);
+            let changed = known.as_ref().is_some_and(|(old, _)| *old != keys);
+            *known = Some((keys.clone(), Instant::now()));
+            changed
+        };
+        let dir = {
             let mut cache = lock(&self.signatures);
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            cache.clear();
-            tracing::info!(keys = ?keys, "the signer's keys changed: signature cache flushed");
+            if changed {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                cache.entries.clear();
+                cache.log = None;
+                tracing::info!(keys = ?keys, "the signer's keys changed: signature cache flushed");
+            }
+            let Some(dir) = self.log_dir.clone() else {
+                return Ok(keys);
+            };
+            if cache.log_keys.as_ref() == Some(&keys) {
+                return Ok(keys);
+            }
+            cache.log_keys = Some(keys.clone());
+            dir
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        let key_set = keys.clone();
+        let opened = tokio::task::spawn_blocking(move || SignatureLog::open(&dir, &key_set)).await;
+        let mut cache = lock(&self.signatures);
+        match opened {
+            Ok(Ok((log, entries))) => {
+                if self.generation.load(Ordering::SeqCst) == generation
+                    && cache.log_keys.as_ref() == Some(&keys)
+                {
+                    tracing::info!(
+                        signatures = entries.len(),
+                        "signatures read back from the cache dir"
+                    );
+                    for (key, sigs) in entries {
+                        cache.entries.put(key, sigs);
+                    }
+                    cache.log = Some(log);
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot keep signatures in the cache dir: kept in memory only");
+            }
+            Err(e) => tracing::warn!(error = %e, "opening the signature log failed"),
         }
         Ok(keys)
     }
@@ -331,13 +469,16 @@ impl SignerClient {
     }
 }
 
-/// The signature cache's key: the fingerprint, after the key names asked
-/// for (a fingerprint has no newline, so the two cannot run together).
-fn cache_key(fingerprint: &str, keys: Option<&[String]>) -> String {
-    match keys {
+/// The signature cache's key: SHA-256 of the key names asked for, a
+/// newline, and the fingerprint (a fingerprint has no newline, so the two
+/// cannot run together). 32 bytes instead of a fingerprint of up to
+/// kilobytes, and what the signature log keeps.
+fn cache_key(fingerprint: &str, keys: Option<&[String]>) -> EntryKey {
+    let text = match keys {
         None => fingerprint.to_owned(),
         Some(names) => format!("{}\n{fingerprint}", names.join(",")),
-    }
+    };
+    Sha256Hash::digest(text.as_bytes()).0
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

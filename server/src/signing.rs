@@ -1,8 +1,15 @@
 //! The signatures a narinfo carries: the path's own from the DB, plus
 //! larder-signer's, asked over its socket through [`crate::signer_client`]
 //! (which caches them per fingerprint). The server holds no key.
+//!
+//! Signatures are made ahead, so that a narinfo rarely waits for the
+//! signer: [`sign_ahead`] follows the store (the newest paths at start,
+//! then each path as it is registered) and signs in batches of one round
+//! trip, and each narinfo asked for has its references signed next.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use larder_store::StorePath;
 use larder_store::db::PathInfo;
@@ -31,13 +38,17 @@ pub async fn signatures(
     };
     let fp = info.fingerprint(state.location.store_dir());
     match client.sign(fp, view.keys.as_deref()).await {
-        Ok(extra) => {
+        Ok((extra, cached)) => {
             for sig in extra {
                 if !sigs.contains(&sig) {
                     sigs.push(sig);
                 }
             }
-            warm_references(state, client, view, info);
+            // A path whose signature was cached had its references signed
+            // ahead with it (or by `sign_ahead`): spare the DB reads.
+            if !cached {
+                warm_references(state, client, view, info);
+            }
             Ok(sigs)
         }
         // The path went away between our lookup and the signer's (GC).
@@ -91,4 +102,82 @@ fn warm_references(state: &AppState, client: &Arc<SignerClient>, view: &View, in
             client.warm(fingerprints, keys.as_deref()).await;
         }
     });
+}
+
+/// Paths read from the DB per round of [`sign_ahead`].
+const AHEAD_BATCH: usize = 512;
+
+/// Follow the store and have the signer sign each path's fingerprint
+/// before a client asks: first the newest paths (as many as the signature
+/// cache holds), then every path registered later, polled every
+/// `--signer-key-check-secs` (the check of the signer's keys comes first,
+/// which also reads back the signatures kept in the cache dir; after a
+/// rotation it all starts over). With views,
+/// once per set of key names they ask for. Runs until the server stops;
+/// a signer that is down is tried again at the next poll.
+pub async fn sign_ahead(state: actix_web::web::Data<AppState>) {
+    let (Some(client), Some(config)) = (state.signer_client.clone(), state.config.signer.as_ref())
+    else {
+        return;
+    };
+    let poll = Duration::from_secs(config.key_check_secs);
+    let key_sets: Vec<Option<Vec<String>>> = state
+        .views
+        .views
+        .iter()
+        .map(|v| v.keys.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let start = match state.db.max_row_id().await {
+        Ok(max) => max.saturating_sub(config.cache_entries.get() as i64),
+        Err(e) => {
+            tracing::warn!(error = %e, "signing ahead disabled: cannot read the store DB");
+            return;
+        }
+    };
+    let (mut after, mut generation) = (start, client.key_generation());
+    loop {
+        if client.public_keys().await.is_ok() {
+            // New keys: every signature is to be made again.
+            if client.key_generation() != generation {
+                (after, generation) = (start, client.key_generation());
+            }
+            match sign_ahead_from(&state, &client, &key_sets, after).await {
+                Ok(last) => after = last,
+                Err(e) => tracing::warn!(error = %e, "signing ahead: cannot read the store DB"),
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Sign every path registered after row `after`; the last row done.
+async fn sign_ahead_from(
+    state: &AppState,
+    client: &Arc<SignerClient>,
+    key_sets: &[Option<Vec<String>>],
+    mut after: i64,
+) -> Result<i64, larder_store::db::DbError> {
+    let store_dir = state.location.store_dir().to_owned();
+    loop {
+        let rows = state.db.paths_after(after, AHEAD_BATCH).await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(after);
+        };
+        let last = *last;
+        let paths = rows.into_iter().map(|(_, path)| path).collect();
+        let fingerprints: Vec<String> = state
+            .db
+            .path_infos_by_path(paths)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|info| info.fingerprint(&store_dir))
+            .collect();
+        for keys in key_sets {
+            client.warm(fingerprints.clone(), keys.as_deref()).await;
+        }
+        after = last;
+    }
 }

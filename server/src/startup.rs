@@ -199,6 +199,7 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
             Duration::from_millis(s.timeout_ms),
             Duration::from_secs(s.key_check_secs),
             s.cache_entries,
+            config.cache_dir.clone(),
             SignerClientMetrics::new(&metrics.registry)?,
         ))),
         None => None,

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use larder_signer::signing_key::SecretKey;
 use larder_store::db::StoreDb;
+use larder_store::fingerprint::Fingerprint;
 use larder_store::signer_proto::{
-    FrameError, Refusal, RefusalCode, Reply, Request, read_frame, write_frame,
+    FrameError, MAX_BATCH, Refusal, RefusalCode, Reply, Request, read_frame, write_frame,
 };
 use tokio::net::{UnixListener, UnixStream};
 
@@ -50,12 +51,16 @@ impl Signer {
     async fn answer(&self, request: Request) -> Reply {
         let op = match &request {
             Request::Sign { .. } => "sign",
+            Request::SignBatch { .. } => "sign-batch",
             Request::PublicKeys => "public-keys",
             Request::Metrics => "metrics",
         };
         self.metrics.requests.with_label_values(&[op]).inc();
         match request {
             Request::Sign { fingerprint, keys } => self.sign(&fingerprint, keys.as_deref()).await,
+            Request::SignBatch { fingerprints, keys } => {
+                self.sign_batch(&fingerprints, keys.as_deref()).await
+            }
             Request::PublicKeys => {
                 Reply::PublicKeys(self.keys().iter().map(|k| k.public().to_string()).collect())
             }
@@ -69,33 +74,58 @@ impl Signer {
     async fn sign(&self, fingerprint: &str, only: Option<&[String]>) -> Reply {
         let start = Instant::now();
         let keys = self.keys();
-        if let Some(missing) = only
-            .unwrap_or_default()
-            .iter()
-            .find(|name| !keys.iter().any(|k| k.name() == name.as_str()))
-        {
-            return self.refused(Refusal {
-                code: RefusalCode::UnknownKey,
-                reason: format!("no key named {missing:?} is loaded"),
-            });
+        if let Err(refusal) = all_held(&keys, only) {
+            return self.refused(refusal);
         }
         let reply = match policy::check(self.policy, &self.db, fingerprint).await {
-            Ok(fp) => {
-                let text = fp.to_string();
-                Reply::Signatures(
-                    keys.iter()
-                        .filter(|k| only.is_none_or(|names| names.iter().any(|n| n == k.name())))
-                        .map(|k| {
-                            self.metrics.signatures.with_label_values(&[k.name()]).inc();
-                            k.sign(&text).to_string()
-                        })
-                        .collect(),
-                )
-            }
+            Ok(fp) => self.signatures(&keys, only, &fp),
             Err(refusal) => self.refused(refusal),
         };
         self.metrics.duration.observe(start.elapsed().as_secs_f64());
         reply
+    }
+
+    /// [`Signer::sign`] for each of `fingerprints` (at most [`MAX_BATCH`]),
+    /// each checked against the store, with one DB hop for all.
+    async fn sign_batch(&self, fingerprints: &[String], only: Option<&[String]>) -> Reply {
+        let start = Instant::now();
+        if fingerprints.len() > MAX_BATCH {
+            return self.refused(Refusal {
+                code: RefusalCode::Malformed,
+                reason: format!(
+                    "a batch of {} fingerprints is over the limit of {MAX_BATCH}",
+                    fingerprints.len()
+                ),
+            });
+        }
+        let keys = self.keys();
+        if let Err(refusal) = all_held(&keys, only) {
+            return self.refused(refusal);
+        }
+        let replies = policy::check_many(self.policy, &self.db, fingerprints)
+            .await
+            .into_iter()
+            .map(|checked| match checked {
+                Ok(fp) => self.signatures(&keys, only, &fp),
+                Err(refusal) => self.refused(refusal),
+            })
+            .collect();
+        self.metrics.duration.observe(start.elapsed().as_secs_f64());
+        Reply::Batch(replies)
+    }
+
+    /// `fp` signed by each key of `keys` that `only` names (all: `None`).
+    fn signatures(&self, keys: &[SecretKey], only: Option<&[String]>, fp: &Fingerprint) -> Reply {
+        let text = fp.to_string();
+        Reply::Signatures(
+            keys.iter()
+                .filter(|k| only.is_none_or(|names| names.iter().any(|n| n == k.name())))
+                .map(|k| {
+                    self.metrics.signatures.with_label_values(&[k.name()]).inc();
+                    k.sign(&text).to_string()
+                })
+                .collect(),
+        )
     }
 
     /// Log and count a refusal. Fingerprints name only public store paths.
@@ -150,6 +180,21 @@ impl Signer {
                 _ => return,
             }
         }
+    }
+}
+
+/// Every key name in `only` is one of `keys`.
+fn all_held(keys: &[SecretKey], only: Option<&[String]>) -> Result<(), Refusal> {
+    match only
+        .unwrap_or_default()
+        .iter()
+        .find(|name| !keys.iter().any(|k| k.name() == name.as_str()))
+    {
+        Some(missing) => Err(Refusal {
+            code: RefusalCode::UnknownKey,
+            reason: format!("no key named {missing:?} is loaded"),
+        }),
+        None => Ok(()),
     }
 }
 

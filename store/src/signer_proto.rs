@@ -10,8 +10,12 @@
 //! Requests: `{"op":"sign","fingerprint":"1;/nix/store/…;sha256:…;N;…"}`
 //! (optionally with `"keys":["name",…]`: sign only with the keys of those
 //! names, as a server view that names its keys asks),
-//! `{"op":"public-keys"}`, `{"op":"metrics"}`.
-//! Replies: `{"signatures":["name:base64",…]}`, `{"public_keys":["name:base64",…]}`,
+//! `{"op":"sign-batch","fingerprints":["1;…",…]}` (same `keys`; every
+//! fingerprint checked against the store as `sign` checks one: signing
+//! ahead in one round trip), `{"op":"public-keys"}`, `{"op":"metrics"}`.
+//! Replies: `{"signatures":["name:base64",…]}`,
+//! `{"batch":[{"signatures":[…]},{"refused":{…}},…]}` (one per fingerprint,
+//! in order), `{"public_keys":["name:base64",…]}`,
 //! `{"metrics":"<Prometheus text>"}`, or
 //! `{"refused":{"code":"hash-mismatch","reason":"…"}}`.
 
@@ -22,6 +26,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame either side accepts: a fingerprint with thousands of
 /// references fits easily.
 pub const MAX_FRAME: u32 = 1 << 20;
+
+/// Most fingerprints one [`Request::SignBatch`] may carry; a longer batch
+/// is refused as malformed. Clients also keep a batch's frame under
+/// [`MAX_FRAME`] (fingerprints with many references are long).
+pub const MAX_BATCH: usize = 1024;
 
 /// What a client asks the signer; the JSON object's `op` names the variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +45,17 @@ pub enum Request {
         /// Key names (the part before `:`) to sign with; absent = every
         /// key. Absent from the JSON when `None`, so older signers still
         /// understand requests without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keys: Option<Vec<String>>,
+    },
+    /// `sign-batch`: [`Request::Sign`] for each of up to [`MAX_BATCH`]
+    /// fingerprints, each checked against the store on its own, answered
+    /// with one [`Reply::Batch`] (a refusal of the whole batch, e.g.
+    /// `unknown-key`, is a plain [`Reply::Refused`]).
+    SignBatch {
+        /// Canonical fingerprint texts.
+        fingerprints: Vec<String>,
+        /// As [`Request::Sign`]'s `keys`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         keys: Option<Vec<String>>,
     },
@@ -118,6 +138,9 @@ pub struct Refusal {
 pub enum Reply {
     /// `signatures`: one `name:base64` signature per key, in key order.
     Signatures(Vec<String>),
+    /// `batch`: the answer to each fingerprint of a [`Request::SignBatch`],
+    /// in order: [`Reply::Signatures`] or [`Reply::Refused`].
+    Batch(Vec<Reply>),
     /// `public_keys`: one `name:base64` public key per key, in key order.
     PublicKeys(Vec<String>),
     /// `metrics`: the signer's metrics in Prometheus text format.
@@ -267,6 +290,27 @@ mod tests {
             serde_json::to_string(&Reply::Signatures(vec!["k:s".into()])).unwrap(),
             r#"{"signatures":["k:s"]}"#
         );
+        let batch = Request::SignBatch {
+            fingerprints: vec!["1;x".into(), "1;y".into()],
+            keys: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&batch).unwrap(),
+            r#"{"op":"sign-batch","fingerprints":["1;x","1;y"]}"#
+        );
+        let reply = Reply::Batch(vec![
+            Reply::Signatures(vec!["k:s".into()]),
+            Reply::Refused(Refusal {
+                code: RefusalCode::NotInStore,
+                reason: "r".into(),
+            }),
+        ]);
+        let json = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            json,
+            r#"{"batch":[{"signatures":["k:s"]},{"refused":{"code":"not-in-store","reason":"r"}}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), reply);
         for code in RefusalCode::ALL {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -68,7 +68,12 @@ pub fn sign_file_cache(dir: &Path, sign: impl Fn(&str) -> Vec<String>) {
 /// `trusted_key` trusted. Returns the output; callers assert on success.
 pub fn copy_with_sigs(uri: &str, path: &str, trusted_key: &str) -> Output {
     let dest = tempfile::tempdir().unwrap();
+    // Nix's narinfo disk cache is keyed by the cache's URL: another test's
+    // server on the same (reused) port may have served this path signed by
+    // another key, and the client would trust that stale narinfo.
+    let nix_cache = tempfile::tempdir().unwrap();
     nix_command("nix")
+        .env("XDG_CACHE_HOME", nix_cache.path())
         .args(["copy", "--from", uri, "--to"])
         .arg(dest.path())
         .args(["--option", "require-sigs", "true"])

@@ -113,15 +113,16 @@ fn signer_down_means_503_then_recovery_without_restart() {
     let before = store
         .build_expr(&shell_derivation("before", "echo 1 > $out"))
         .remove(0);
-    let during = store
-        .build_expr(&shell_derivation("during", "echo 2 > $out"))
-        .remove(0);
     let mut signer = start_signer(&store);
     let server = start_server(&store, &signer, &["--signer-down", "unavailable"]);
     let url = |p: &str| format!("/{}.narinfo", hash_part(p));
     assert_eq!(server.get(&url(&before), &[]).status, 200);
 
     signer.kill();
+    // Registered while the signer is down: not signed ahead.
+    let during = store
+        .build_expr(&shell_derivation("during", "echo 2 > $out"))
+        .remove(0);
     let down = server.get(&url(&during), &[]);
     assert_eq!(down.status, 503, "{}", down.text());
     assert_eq!(down.header("retry-after"), Some("7"));
@@ -149,12 +150,13 @@ fn signer_down_means_503_then_recovery_without_restart() {
 #[test]
 fn signer_down_can_be_configured_to_serve_unsigned() {
     let store = TestStore::new();
-    let path = store
-        .build_expr(&shell_derivation("p", "echo 1 > $out"))
-        .remove(0);
     let mut signer = start_signer(&store);
     let server = start_server(&store, &signer, &["--signer-down", "unsigned"]);
     signer.kill();
+    // Registered while the signer is down: not signed ahead.
+    let path = store
+        .build_expr(&shell_derivation("p", "echo 1 > $out"))
+        .remove(0);
     let reply = server.get(&format!("/{}.narinfo", hash_part(&path)), &[]);
     assert_eq!(reply.status, 200);
     assert!(

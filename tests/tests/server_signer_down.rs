@@ -52,10 +52,9 @@ fn show(out: &Output) -> String {
 }
 
 /// The cache store holding the demo path, a signer, and a server with
-/// `--signer-down mode`; the signer is killed.
+/// `--signer-down mode`; the signer is killed (before the path is built).
 fn setup(mode: &str) -> (TestStore, TestSigner, LarderServer) {
     let store = TestStore::new();
-    store.build_expr(&shell_derivation(EXPR_NAME, "echo demo > $out"));
     let mut signer = TestSigner::start(&store, &[]);
     let socket = signer.socket.to_str().unwrap().to_owned();
     let server = LarderServer::start(
@@ -72,6 +71,8 @@ fn setup(mode: &str) -> (TestStore, TestSigner, LarderServer) {
         ],
     );
     signer.kill();
+    // Registered while the signer is down, so not signed ahead.
+    store.build_expr(&shell_derivation(EXPR_NAME, "echo demo > $out"));
     (store, signer, server)
 }
 

@@ -15,11 +15,13 @@ use larder_tests::process::binary;
 use larder_tests::signer::{TestSigner, generate_key};
 use larder_tests::{TestStore, run_stdout};
 
-/// One request through the operator tool, as an operator would send it.
+/// One request through the operator tool, as an operator would send it
+/// (a batch, which the tool does not send, straight over the socket).
 fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let mut cmd = Command::new(binary("larder-signer"));
     cmd.arg("request").arg("--socket").arg(&signer.socket);
     match request {
+        Request::SignBatch { .. } => return ask_socket(signer, request),
         Request::Sign { fingerprint, .. } => cmd.args(["--fingerprint", fingerprint]),
         Request::Metrics => cmd.arg("--metrics"),
         Request::PublicKeys => &mut cmd,
@@ -27,6 +29,13 @@ fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let out = cmd.output().unwrap();
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("reply {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn ask_socket(signer: &TestSigner, request: &Request) -> Reply {
+    use larder_store::signer_proto::{encode_frame, read_frame_blocking};
+    let mut stream = std::os::unix::net::UnixStream::connect(&signer.socket).unwrap();
+    std::io::Write::write_all(&mut stream, &encode_frame(request).unwrap()).unwrap();
+    read_frame_blocking(&mut stream).unwrap()
 }
 
 fn refusal_code(reply: Reply) -> String {
@@ -138,6 +147,50 @@ fn signs_only_what_the_store_holds() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_batch_is_checked_fingerprint_by_fingerprint() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let good = true_fingerprint(&store, &top);
+    let mut forged = good.clone();
+    forged.nar_hash = larder_store::Sha256Hash::digest(b"forged");
+    let batch = |fingerprints: Vec<String>, keys: Option<Vec<String>>| Request::SignBatch {
+        fingerprints,
+        keys,
+    };
+
+    let reply = ask(
+        &signer,
+        &batch(
+            vec![good.to_string(), forged.to_string(), "garbage".into()],
+            None,
+        ),
+    );
+    let Reply::Batch(replies) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(replies.len(), 3);
+    // The same signature as a single `sign` gives.
+    let single = ask(
+        &signer,
+        &Request::Sign {
+            fingerprint: good.to_string(),
+            keys: None,
+        },
+    );
+    assert_eq!(replies[0], single);
+    assert_eq!(refusal_code(replies[1].clone()), "hash-mismatch");
+    assert_eq!(refusal_code(replies[2].clone()), "bad-fingerprint");
+
+    // A key the signer lacks refuses the whole batch; so does an oversized one.
+    let unknown = batch(vec![good.to_string()], Some(vec!["nope".into()]));
+    assert_eq!(refusal_code(ask(&signer, &unknown)), "unknown-key");
+    let max = larder_store::signer_proto::MAX_BATCH;
+    let huge = batch(vec![good.to_string(); max + 1], None);
+    assert_eq!(refusal_code(ask(&signer, &huge)), "malformed");
 }
 
 #[test]

@@ -141,10 +141,12 @@ fn main() -> Result<(), Error> {
         zstd_export_bytes: dir_bytes(&fx.export_zstd.join("nar"))?,
         big_nar_bytes: all_nars,
     };
+    let load_after = report::load_average()?;
     let run = RunInfo {
         closure: &closure,
         all_nars,
         load_before: &load_before,
+        load_after: &load_after,
         elapsed: started.elapsed(),
         notes: NOTES,
     };

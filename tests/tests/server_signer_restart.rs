@@ -1,0 +1,184 @@
+//! Signatures made ahead and kept across restarts (issue 13): with a
+//! cache dir, a restarted larder-server reads back the signatures of the
+//! signer's current key set instead of asking again, a path registered
+//! while the server runs is signed before anyone asks for it, and after a
+//! key rotation no signature by the old key is ever served, restart or not.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use larder_tests::fixtures::three_path_closure;
+use larder_tests::process::binary;
+use larder_tests::server::LarderServer;
+use larder_tests::signer::{TestSigner, generate_key};
+use larder_tests::{TestStore, hash_part, run_stdout, shell_derivation};
+
+/// Poll `ok` for at most 30 s.
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_server(store: &TestStore, signer: &TestSigner, cache: &std::path::Path) -> LarderServer {
+    LarderServer::start(
+        store,
+        &[
+            "--signer-socket",
+            signer.socket.to_str().unwrap(),
+            "--signer-key-check-secs",
+            "1",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Sign requests the signer answered so far (`sign` and `sign-batch`).
+fn signer_requests(signer: &TestSigner) -> f64 {
+    let out = run_stdout(
+        Command::new(binary("larder-signer"))
+            .args(["request", "--metrics", "--socket"])
+            .arg(&signer.socket),
+    );
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = reply["metrics"].as_str().unwrap().to_owned();
+    ["sign", "sign-batch"]
+        .iter()
+        .map(|op| {
+            let series = format!("larder_signer_requests_total{{op=\"{op}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+        })
+        .sum()
+}
+
+fn closure(store: &TestStore, top: &str) -> Vec<String> {
+    run_stdout(store.nix("nix-store").args(["-qR", top]))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Lines in the cache dir's signature logs.
+fn kept_lines(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum()
+}
+
+fn narinfo(server: &LarderServer, path: &str) -> String {
+    let reply = server.get(&format!("/{}.narinfo", hash_part(path)), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
+
+#[test]
+fn a_restarted_server_serves_kept_signatures_without_asking_the_signer() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let paths = closure(&store, &top);
+    let mut signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+
+    let server = start_server(&store, &signer, cache.path());
+    // Signed ahead: every path of the store, without a narinfo request.
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    eventually("the store's paths are signed ahead", || {
+        server.metric(prefetch) >= paths.len() as f64
+    });
+    let signed: Vec<String> = paths.iter().map(|p| narinfo(&server, p)).collect();
+    assert!(signed.iter().all(|n| n.contains("Sig: larder-test-1:")));
+    // A path registered now is signed before anyone asks.
+    let before = server.metric(prefetch);
+    let new = store
+        .build_expr(&shell_derivation("late-arrival", "echo late > $out"))
+        .remove(0);
+    eventually("the new path is signed ahead", || {
+        server.metric(prefetch) > before
+    });
+    let misses = r#"larder_signature_cache_total{result="miss"}"#;
+    let misses_before = server.metric(misses);
+    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
+    assert_eq!(server.metric(misses), misses_before, "signed ahead");
+    eventually("every signature is in the cache dir", || {
+        kept_lines(cache.path()) > paths.len()
+    });
+    drop(server);
+
+    // Restarted: the signatures come back from the cache dir.
+    let asked = signer_requests(&signer);
+    let server = start_server(&store, &signer, cache.path());
+    eventually("the kept signatures are read back", || {
+        server.log().contains("signatures read back")
+    });
+    for (path, before) in paths.iter().zip(&signed) {
+        assert_eq!(&narinfo(&server, path), before);
+    }
+    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
+    assert_eq!(server.metric(misses), 0.0);
+    assert_eq!(signer_requests(&signer), asked, "nothing signed again");
+    drop(server);
+
+    // Rotation while the server is down: the file holds another key now.
+    let keys = tempfile::tempdir().unwrap();
+    let (new_key, new_public) = generate_key(keys.path(), "larder-test-9");
+    std::fs::copy(&new_key, &signer.key_file).unwrap();
+    signer.restart();
+    let server = start_server(&store, &signer, cache.path());
+    for path in &paths {
+        let text = narinfo(&server, path);
+        assert!(text.contains("Sig: larder-test-9:"), "{text}");
+        assert!(!text.contains("Sig: larder-test-1:"), "{text}");
+    }
+    assert!(server.get("/", &[]).text().contains(&new_public));
+    // Only the new key set's file is left.
+    let logs = std::fs::read_dir(cache.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("signatures-")
+        })
+        .count();
+    assert_eq!(logs, 1);
+}
+
+#[test]
+fn rotation_while_running_reaches_the_kept_signatures_too() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = start_server(&store, &signer, cache.path());
+    assert!(narinfo(&server, &top).contains("Sig: larder-test-1:"));
+
+    let keys = tempfile::tempdir().unwrap();
+    let (new_key, new_public) = generate_key(keys.path(), "larder-test-9");
+    std::fs::copy(&new_key, &signer.key_file).unwrap();
+    signer.signal("HUP");
+    eventually("the server follows the rotation", || {
+        server.get("/", &[]).text().contains(&new_public)
+    });
+    let text = narinfo(&server, &top);
+    assert!(text.contains("Sig: larder-test-9:"), "{text}");
+    assert!(!text.contains("Sig: larder-test-1:"), "{text}");
+    eventually("the new key's signatures are in the cache dir", || {
+        kept_lines(cache.path()) > 0
+    });
+    drop(server);
+
+    // Restarted: what it kept is by the new key only.
+    let server = start_server(&store, &signer, cache.path());
+    eventually("the kept signatures are read back", || {
+        server.log().contains("signatures read back")
+    });
+    let text = narinfo(&server, &top);
+    assert!(text.contains("Sig: larder-test-9:"), "{text}");
+    assert!(!text.contains("Sig: larder-test-1:"), "{text}");
+}
