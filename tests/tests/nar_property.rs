@@ -3,7 +3,10 @@
 //! stream started at any offset equals the NAR's suffix.
 //!
 //! The trees come from a seeded RNG; the seed is printed, and `LARDER_SEED`
-//! replays it.
+//! replays it. CI checks 200 random trees (and a few lone files and
+//! symlinks); the long run of issue 15 sets `LARDER_NAR_TREES=10000`, made
+//! and checked in batches of 500 so that the scratch space stays small
+//! (command and result in `docs/reliability.md`).
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -15,7 +18,10 @@ use larder_tests::{TestStore, nix_command, run};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+/// Random trees checked when `LARDER_NAR_TREES` is unset (CI).
 const TREES: usize = 200;
+/// Trees made, added to a fresh store and checked at a time.
+const BATCH: usize = 500;
 const SINGLE_FILES: usize = 8;
 const SINGLE_SYMLINKS: usize = 4;
 
@@ -134,10 +140,18 @@ fn seed() -> u64 {
     seed
 }
 
-/// Makes the random roots under `dir`; returns their paths.
-fn make_roots(dir: &Path, maker: &mut TreeMaker) -> Vec<PathBuf> {
+/// How many random trees to check: `LARDER_NAR_TREES`, or [`TREES`].
+fn tree_count() -> usize {
+    std::env::var("LARDER_NAR_TREES")
+        .map(|s| s.parse().expect("LARDER_NAR_TREES is a count"))
+        .unwrap_or(TREES)
+}
+
+/// Makes `trees` random roots under `dir` (and the lone files and
+/// symlinks); returns their paths.
+fn make_roots(dir: &Path, maker: &mut TreeMaker, trees: usize) -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    for i in 0..TREES {
+    for i in 0..trees {
         let root = dir.join(format!("tree{i}"));
         maker.directory(&root, 0);
         roots.push(root);
@@ -209,24 +223,42 @@ fn check(real: &Path, scratch: &Path, rng: &mut StdRng, runtime: &tokio::runtime
 #[test]
 fn random_trees_match_nix() {
     let seed = seed();
-    let work = tempfile::tempdir().unwrap();
+    let total = tree_count();
     let mut maker = TreeMaker {
         rng: StdRng::seed_from_u64(seed),
     };
-    let roots = make_roots(work.path(), &mut maker);
-    let store = TestStore::new();
-    let store_paths = store.add(&roots);
-    assert_eq!(store_paths.len(), roots.len());
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .build()
         .unwrap();
-    // Two checkers: the machine's Nix processes dominate the time.
+    let (mut done, mut checked, mut batch) = (0, 0, 0u64);
+    while done < total {
+        let trees = BATCH.min(total - done);
+        checked += check_batch(&mut maker, trees, seed ^ (batch << 8), &runtime);
+        done += trees;
+        batch += 1;
+    }
+    println!("nar_property: {done} random trees, {checked} store paths equal to nix-store --dump");
+}
+
+/// Makes `trees` random trees, adds them to a fresh store and checks each
+/// (two checkers: the machine's Nix processes dominate the time); returns
+/// how many store paths were checked.
+fn check_batch(
+    maker: &mut TreeMaker,
+    trees: usize,
+    seed: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> usize {
+    let work = tempfile::tempdir().unwrap();
+    let roots = make_roots(work.path(), maker, trees);
+    let store = TestStore::new();
+    let store_paths = store.add(&roots);
+    assert_eq!(store_paths.len(), roots.len());
     let (left, right) = store_paths.split_at(store_paths.len() / 2);
     std::thread::scope(|scope| {
         for (half, paths) in [left, right].into_iter().enumerate() {
-            let (store, work, runtime) = (&store, work.path(), &runtime);
+            let (store, work) = (&store, work.path());
             scope.spawn(move || {
                 let mut rng = StdRng::seed_from_u64(seed ^ half as u64);
                 for path in paths {
@@ -235,4 +267,5 @@ fn random_trees_match_nix() {
             });
         }
     });
+    store_paths.len()
 }
