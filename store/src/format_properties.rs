@@ -14,8 +14,7 @@ use crate::hash::Sha256Hash;
 use crate::narinfo::NarInfo;
 use crate::path::{MAX_NAME_LEN, StorePath, StorePathHash};
 use crate::signer_proto::{
-    FrameError, MAX_FRAME, Refusal, RefusalCode, Reply, Request, encode_frame,
-    read_frame_blocking,
+    FrameError, MAX_FRAME, Refusal, RefusalCode, Reply, Request, encode_frame, read_frame_blocking,
 };
 
 const NIX32: &str = "0123456789abcdfghijklmnpqrsvwxyz";
@@ -80,7 +79,10 @@ fn mutate(text: &str, edits: &[(usize, u8, String)]) -> String {
 }
 
 fn edits() -> impl Strategy<Value = Vec<(usize, u8, String)>> {
-    prop::collection::vec((any::<usize>(), any::<u8>(), "(\\PC|[\n\r: ;,/]){0,4}"), 1..4)
+    prop::collection::vec(
+        (any::<usize>(), any::<u8>(), "(\\PC|[\n\r: ;,/]){0,4}"),
+        1..4,
+    )
 }
 
 fn narinfo() -> impl Strategy<Value = NarInfo> {
@@ -95,7 +97,14 @@ fn narinfo() -> impl Strategy<Value = NarInfo> {
         prop::option::of("[!-~]{1,80}"),
     )
         .prop_map(
-            |((path, url, compression, (file_hash, file_size)), (nar_hash, nar_size), refs, deriver, sigs, ca)| {
+            |(
+                (path, url, compression, (file_hash, file_size)),
+                (nar_hash, nar_size),
+                refs,
+                deriver,
+                sigs,
+                ca,
+            )| {
                 let mut references: Vec<StorePath> = refs.into_iter().collect();
                 references.sort_by_key(ToString::to_string);
                 NarInfo {
@@ -133,7 +142,10 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::collection::vec("\\PC{0,100}", 0..4).prop_map(Reply::Signatures),
         prop::collection::vec("\\PC{0,100}", 0..4).prop_map(Reply::PublicKeys),
         "\\PC{0,300}".prop_map(Reply::Metrics),
-        (prop::sample::select(RefusalCode::ALL.to_vec()), "\\PC{0,100}")
+        (
+            prop::sample::select(RefusalCode::ALL.to_vec()),
+            "\\PC{0,100}"
+        )
             .prop_map(|(code, reason)| Reply::Refused(Refusal { code, reason })),
     ]
 }
