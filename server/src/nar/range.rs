@@ -185,7 +185,11 @@ mod tests {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let value = |s: &str| -> u128 {
             let s = s.trim_start_matches('0');
-            let n: u128 = if s.len() > 20 { u128::MAX } else { s.parse().unwrap_or(0) };
+            let n: u128 = if s.len() > 20 {
+                u128::MAX
+            } else {
+                s.parse().unwrap_or(0)
+            };
             n.min(u128::from(u64::MAX))
         };
         let size = u128::from(size);
@@ -234,7 +238,9 @@ mod tests {
 
     fn near_range() -> impl Strategy<Value = String> {
         (
-            prop::sample::select(vec!["bytes", "Bytes", "BYTES", " bytes ", "items", "", "bytes "]),
+            prop::sample::select(vec![
+                "bytes", "Bytes", "BYTES", " bytes ", "items", "", "bytes ",
+            ]),
             prop::sample::select(vec!["=", "= ", "", "=="]),
             number(),
             prop::sample::select(vec!["-", "", "--", " - ", "-+"]),
