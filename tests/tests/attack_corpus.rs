@@ -972,7 +972,7 @@ fn receive_cases(selfref: &Upload, orphan: &Upload, bombs: &[(&str, Vec<u8>)]) -
         (format!("{nar_hash}.nar.lz4"), 415),
         (format!("{nar_hash}.nar.br"), 415),
         (format!("{nar_hash}.tar"), 415),
-        (format!("{nar_hash}"), 400),
+        (nar_hash.clone(), 400),
         (format!("{nar_hash}.nar.xz.xz"), 415),
         ("x".repeat(5000), 400),
     ] {
