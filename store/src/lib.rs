@@ -42,6 +42,9 @@ pub mod signature;
 pub mod signer_proto;
 pub mod tokens;
 
+#[cfg(test)]
+mod format_properties;
+
 pub use hash::Sha256Hash;
 pub use location::StoreLocation;
 pub use path::{StorePath, StorePathHash};

@@ -88,7 +88,8 @@ pub struct NarInfo {
     pub nar_hash: Sha256Hash,
     /// `NarSize`: length of the uncompressed NAR.
     pub nar_size: u64,
-    /// `References`, as basenames. Sorted by basename when rendered.
+    /// `References`, as basenames: sorted by basename and without
+    /// repeats when parsed (a set, as in Nix); sorted when rendered.
     pub references: Vec<StorePath>,
     /// `Deriver`: the `.drv` that built it, when known.
     pub deriver: Option<StorePath>,
@@ -241,7 +242,7 @@ impl FromStr for NarInfo {
         if url.is_empty() {
             return Err(NarInfoError::Empty { field: "URL" });
         }
-        let references = match f.references {
+        let mut references: Vec<StorePath> = match f.references {
             None | Some("") => Vec::new(),
             Some(refs) => refs
                 .split(' ')
@@ -249,6 +250,11 @@ impl FromStr for NarInfo {
                 .map(|r| basename("References", r))
                 .collect::<Result<_, _>>()?,
         };
+        // A set, as in Nix (`StorePathSet`, ordered by basename): a
+        // narinfo listing references out of order or twice means the same
+        // paths, and renders (and fingerprints) the same as a sorted one.
+        references.sort_by_cached_key(ToString::to_string);
+        references.dedup();
         Ok(NarInfo {
             store_dir: store_dir.to_owned(),
             store_path: basename("StorePath", base)?,
@@ -307,6 +313,22 @@ CA: fixed:r:sha256:18smi2w1qpi3qyi5faciadxlvp2g8v7ilfzicyf1fnwr050jv79s
         assert_eq!(info.file_size, Some(148));
         assert_eq!(info.references.len(), 2);
         assert_eq!(info.sigs.len(), 2);
+        assert_eq!(info.to_string(), FROM_NIX);
+    }
+
+    /// Found by the long property run (issue 15): references out of order
+    /// or repeated parsed as given, so the text rendered back differed.
+    #[test]
+    fn references_are_a_set_as_in_nix() {
+        let d = "8y7yr95drh588a264899m27vi59a9f4q-d";
+        let smoke = "m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke";
+        let text = FROM_NIX.replace(
+            &format!("References: {d} {smoke}"),
+            &format!("References: {smoke} {d} {smoke}"),
+        );
+        let info: NarInfo = text.parse().unwrap();
+        let refs: Vec<String> = info.references.iter().map(ToString::to_string).collect();
+        assert_eq!(refs, [d, smoke]);
         assert_eq!(info.to_string(), FROM_NIX);
     }
 

@@ -115,6 +115,7 @@ fn single(header: &str, spec: &str, size: u64) -> Result<ByteRange, ServerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ok(h: &str, size: u64) -> (u64, u64) {
         let r = parse(h.as_bytes(), size).unwrap().unwrap();
@@ -167,5 +168,103 @@ mod tests {
         assert_eq!(ok("bytes=0-18446744073709551615", 10), (0, 10));
         assert_eq!(status("bytes=18446744073709551615-"), 416);
         assert_eq!(status("bytes=-"), 400);
+    }
+
+    /// What a `Range` header means for a body of `size` bytes, written from
+    /// RFC 9110 §14 independently of [`parse`]: 200 (ignored), 400, 416 or
+    /// 206 with the range. A number too large for 64 bits counts as
+    /// 2^64 - 1, past any body's end (the module's documented choice).
+    fn oracle(header: &str, size: u64) -> Result<Option<(u64, u64)>, u16> {
+        let Some((unit, spec)) = header.trim().split_once('=') else {
+            return Ok(None);
+        };
+        if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+            return Ok(None);
+        }
+        let (first, last) = spec.trim().split_once('-').ok_or(400u16)?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let value = |s: &str| -> u128 {
+            let s = s.trim_start_matches('0');
+            let n: u128 = if s.len() > 20 {
+                u128::MAX
+            } else {
+                s.parse().unwrap_or(0)
+            };
+            n.min(u128::from(u64::MAX))
+        };
+        let size = u128::from(size);
+        let (start, end) = match (first.is_empty(), digits(first), digits(last)) {
+            (true, _, true) => {
+                let n = value(last);
+                if n == 0 {
+                    return Err(416);
+                }
+                (size.saturating_sub(n), size)
+            }
+            (false, true, _) if last.is_empty() => (value(first), size),
+            (false, true, true) => {
+                let (a, b) = (value(first), value(last));
+                if b < a {
+                    return Err(400);
+                }
+                (a, b.saturating_add(1).min(size))
+            }
+            _ => return Err(400),
+        };
+        if start >= size {
+            return Err(416);
+        }
+        Ok(Some((start as u64, end as u64)))
+    }
+
+    fn status(header: &[u8], size: u64) -> Result<Option<(u64, u64)>, u16> {
+        match parse(header, size) {
+            Ok(r) => Ok(r.map(|r| (r.start, r.end))),
+            Err(ServerError::BadRequest(_)) => Err(400),
+            Err(ServerError::RangeNotSatisfiable { size: s }) if s == size => Err(416),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    /// A decimal number: small, near a size, or of absurd length.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..2000).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            "0{0,3}[0-9]{1,40}",
+            Just(String::new()),
+        ]
+    }
+
+    fn near_range() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "bytes", "Bytes", "BYTES", " bytes ", "items", "", "bytes ",
+            ]),
+            prop::sample::select(vec!["=", "= ", "", "=="]),
+            number(),
+            prop::sample::select(vec!["-", "", "--", " - ", "-+"]),
+            number(),
+            prop::sample::select(vec!["", ",0-1", ", 5-", " ", "\t", "x"]),
+        )
+            .prop_map(|(u, eq, a, dash, b, tail)| format!("{u}{eq}{a}{dash}{b}{tail}"))
+    }
+
+    proptest! {
+        #[test]
+        fn range_parser_agrees_with_the_rfc(header in near_range(), size in prop_oneof![0u64..3000, any::<u64>()]) {
+            prop_assert_eq!(status(header.as_bytes(), size), oracle(&header, size), "{:?} of {}", header, size);
+        }
+
+        #[test]
+        fn range_parser_never_panics_and_stays_in_the_body(
+            header in prop::collection::vec(any::<u8>(), 0..64),
+            size in any::<u64>(),
+        ) {
+            if let Ok(Some(r)) = parse(&header, size) {
+                prop_assert!(r.start < r.end && r.end <= size, "{:?}", r);
+                prop_assert!(is_single_range(&header));
+            }
+        }
     }
 }

@@ -428,6 +428,7 @@ impl Response<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const NAR: &str = "1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3";
 
@@ -460,5 +461,41 @@ mod tests {
         assert!(parse_file("abc.nar").is_none());
         assert!(parse_file(&format!("{}.nar", "e".repeat(52))).is_none());
         assert_eq!(query_hash("x=1&hash=abc").as_deref(), Some("abc"));
+    }
+
+    proptest! {
+        /// Every name a NAR URL may have is classified as what it names.
+        #[test]
+        fn nar_urls_classify_exactly(
+            nar in any::<[u8; 32]>(),
+            path in "[0-9abcdfghijklmnpqrsvwxyz]{32}",
+            form in 0..3u8,
+            zstd in any::<bool>(),
+        ) {
+            // Both parts, the NAR hash alone, or the path hash alone.
+            let nar = (form != 2).then_some(Sha256Hash(nar));
+            let path = (form != 1).then_some(path);
+            let stem = match (&path, &nar) {
+                (Some(p), Some(n)) => format!("{p}-{}", n.to_nix32()),
+                (Some(p), None) => p.clone(),
+                (None, Some(n)) => n.to_nix32(),
+                (None, None) => unreachable!(),
+            };
+            let file = format!("{stem}.nar{}", if zstd { ".zst" } else { "" });
+            prop_assert_eq!(parse_file(&file), Some(NarUrl { nar_hash: nar, path_hash: path, zstd }));
+        }
+
+        /// Anything else: no panic, and only `.nar`/`.nar.zst` names with a
+        /// well-formed NAR hash (when there is one) are taken.
+        #[test]
+        fn other_nar_names_are_refused(file in "[0-9a-z./%-]{0,90}(\\.nar(\\.zst)?)?") {
+            if let Some(url) = parse_file(&file) {
+                prop_assert!(file.ends_with(".nar") || file.ends_with(".nar.zst"));
+                if let Some(h) = url.nar_hash {
+                    prop_assert!(file.contains(&h.to_nix32()));
+                }
+                prop_assert!(url.nar_hash.is_some() || url.path_hash.as_ref().is_some_and(|p| p.len() == 32));
+            }
+        }
     }
 }

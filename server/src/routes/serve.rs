@@ -225,6 +225,7 @@ fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn listing_links_round_trip_raw_names() {
@@ -275,6 +276,36 @@ mod tests {
         assert!(matches!(get("/sub"), Ok(Target::Directory(e)) if e == [b"file"]));
         for bad in ["/up", "/absolute", "/loop", "/missing"] {
             assert!(matches!(get(bad), Err(ServerError::NotFound(_))), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// However a `/serve` tail is spelled (any mix of `.`, `%2e`, `%2f`,
+        /// `%00`, `%25`, backslashes and overlong UTF-8), its components
+        /// never climb, never hold a separator or a NUL, and a decoded `..`
+        /// is always refused.
+        #[test]
+        fn serve_paths_never_climb(raw in prop::collection::vec(
+            prop::sample::select(vec![
+                "/", ".", "..", "%2e", "%2E", "%2f", "%2F", "%00", "%25", "%252e", "\\",
+                "%5c", "%c0%ae", "%c0%af", "a", "etc", "%", "%zz", "%e2%80%a8",
+            ]),
+            0..12,
+        )) {
+            let raw = raw.concat();
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(&raw).collect();
+            let climbs = decoded.split(|&b| b == b'/').any(|p| p == b"..");
+            match components(&raw) {
+                Ok(parts) => {
+                    prop_assert!(!climbs, "{:?}", raw);
+                    for p in parts {
+                        let b = p.as_bytes();
+                        prop_assert!(!b.is_empty() && b != b"." && b != b"..", "{:?}", raw);
+                        prop_assert!(!b.contains(&b'/') && !b.contains(&0), "{:?}", raw);
+                    }
+                }
+                Err(e) => prop_assert!(matches!(e, ServerError::BadRequest(_)), "{:?}", raw),
+            }
         }
     }
 }

@@ -203,6 +203,7 @@ impl Views {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn view(name: &str, prefix: Option<&str>, host: Option<&str>) -> Arc<View> {
         let mut v = View::everything(30);
@@ -246,5 +247,54 @@ mod tests {
         };
         assert!(only_prefixed.select(None, "/b/x.narinfo").is_none());
         assert!(only_prefixed.select(None, "/").is_none());
+    }
+
+    fn views() -> impl Strategy<Value = Vec<Arc<View>>> {
+        let prefix = prop::option::of(prop::sample::select(vec!["a", "ab", "pub", "A"]));
+        let host = prop::option::of(prop::sample::select(vec!["h.example", "i.example"]));
+        prop::collection::vec((prefix, host), 0..5).prop_map(|vs| {
+            vs.into_iter()
+                .enumerate()
+                .map(|(i, (p, h))| view(&i.to_string(), p, h))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// The view a request selects admits it (its prefix is exactly the
+        /// first raw segment, its host the request's), no admitting view is
+        /// more specific, and the path the routes see is what follows the
+        /// prefix.
+        #[test]
+        fn the_router_picks_the_most_specific_admitting_view(
+            views in views(),
+            host in prop::option::of(prop::sample::select(vec!["h.example", "i.example", "H.example"])),
+            path in "(/(a|ab|pub|A|%61|\\.\\.|%2e|%2f|a%2f|x\\.narinfo|)){0,4}",
+        ) {
+            let all = Views { views };
+            let segment = path.strip_prefix('/').map(|p| p.split('/').next().unwrap_or(""));
+            let admits = |v: &View| {
+                v.host.as_deref().is_none_or(|h| Some(h) == host)
+                    && v.prefix.as_deref().is_none_or(|p| Some(p) == segment)
+            };
+            let score = |v: &View| 2 * u8::from(v.prefix.is_some()) + u8::from(v.host.is_some());
+            let best = all.views.iter().filter(|v| admits(v)).map(|v| score(v)).max();
+            match all.select(host, &path) {
+                None => prop_assert!(best.is_none() || segment.is_none()),
+                Some((v, rest)) => {
+                    prop_assert!(admits(&v));
+                    prop_assert_eq!(Some(score(&v)), best);
+                    match (&v.prefix, rest) {
+                        (None, None) => {}
+                        (Some(p), Some(rest)) => {
+                            prop_assert!(rest.starts_with('/'));
+                            let tail = &path[1 + p.len()..];
+                            prop_assert!(rest == tail || (tail.is_empty() && rest == "/"));
+                        }
+                        (p, r) => prop_assert!(false, "prefix {:?} gave {:?}", p, r),
+                    }
+                }
+            }
+        }
     }
 }

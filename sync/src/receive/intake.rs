@@ -202,8 +202,98 @@ pub fn truncate(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_ca;
+    use super::*;
     use larder_store::Sha256Hash;
+    use proptest::prelude::*;
+
+    /// A narinfo text as `nix copy --to` uploads it, for `path` under
+    /// `store_dir`, with NAR `url` and `compression`, referring to itself
+    /// and to `refs`.
+    fn upload(
+        store_dir: &str,
+        path: &str,
+        url: &str,
+        compression: &str,
+        refs: &[String],
+    ) -> String {
+        let nar = Sha256Hash::digest(url.as_bytes());
+        let mut refs = refs.to_vec();
+        refs.push(path.to_owned());
+        refs.sort();
+        format!(
+            "StorePath: {store_dir}/{path}\nURL: {url}\nCompression: {compression}\n\
+             FileHash: {nar}\nFileSize: 7\nNarHash: {nar}\nNarSize: 120\nReferences: {}\n",
+            refs.join(" ")
+        )
+    }
+
+    fn base() -> impl Strategy<Value = String> {
+        "[0-9abcdfghijklmnpqrsvwxyz]{32}-[a-z0-9+_-][a-z0-9.+_-]{0,19}"
+    }
+
+    proptest! {
+        /// An upload parses when, and only when, its URL's hash part, its
+        /// `StorePath` and the store dir agree; its `URL` and `Compression`
+        /// must agree too. Cut or noisy uploads are 4xx, never a panic.
+        #[test]
+        fn uploaded_narinfo_is_checked_against_its_url(
+            path in base(),
+            other in base(),
+            refs in prop::collection::vec(base(), 0..4),
+            url_hash_of_other in any::<bool>(),
+            dir in prop::sample::select(vec!["/nix/store", "/nix/store/", "/other", "/nix/store/.."]),
+            ext in prop::sample::select(vec!["", ".xz", ".zst", ".bz2", ".lz4"]),
+            compression in prop::sample::select(vec!["none", "xz", "zstd", "bzip2", "lz4"]),
+            cut in any::<usize>(),
+        ) {
+            let url = format!("nar/{}.nar{ext}", Sha256Hash::digest(path.as_bytes()).to_nix32());
+            let text = upload(dir, &path, &url, compression, &refs);
+            let hash = if url_hash_of_other { &other } else { &path };
+            let hash = url_hash(&hash[..32]).unwrap();
+            match parse(&hash, text.as_bytes(), "/nix/store") {
+                Ok(info) => {
+                    prop_assert!(dir == "/nix/store" && info.store_path.hash() == &hash);
+                    prop_assert_eq!(info.store_path.to_string(), path.clone());
+                    let named = match ext {
+                        "" => Some("none"),
+                        ".xz" => Some("xz"),
+                        ".zst" => Some("zstd"),
+                        ".bz2" => Some("bzip2"),
+                        _ => None,
+                    };
+                    match nar_url(&info) {
+                        Ok(u) => prop_assert!(u == url && named == Some(compression)),
+                        Err(e) => prop_assert!(named != Some(compression), "{}", e),
+                    }
+                }
+                Err(e) => prop_assert!(
+                    dir != "/nix/store" || hash.to_string() != path[..32],
+                    "{}",
+                    e
+                ),
+            }
+            let mut cut_at = cut % (text.len() + 1);
+            while !text.is_char_boundary(cut_at) {
+                cut_at -= 1;
+            }
+            if let Ok(info) = parse(&hash, &text.as_bytes()[..cut_at], "/nix/store") {
+                let _ = nar_url(&info);
+            }
+        }
+
+        #[test]
+        fn upload_urls_and_fields_never_panic(
+            hash in "\\PC{0,40}",
+            body in prop::collection::vec(any::<u8>(), 0..300),
+            ca in "(text:|fixed:|fixed:r:)?(sha256|md5|sha1|sha512|x)?:?[0-9a-zA-Z+/=]{0,90}",
+        ) {
+            if let Ok(h) = url_hash(&hash) {
+                prop_assert_eq!(h.to_string(), hash);
+                let _ = parse(&h, &body, "/nix/store");
+            }
+            let _ = check_ca(&ca, &Sha256Hash::digest(b"x"));
+        }
+    }
 
     #[test]
     fn ca_syntax() {

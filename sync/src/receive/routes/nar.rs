@@ -191,3 +191,45 @@ fn staging_full(state: &ReceiveState) -> ReceiveError {
     );
     ReceiveError::Busy("the cache's staging area is full; retry later".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXTS: [(&str, Compression); 4] = [
+        ("", Compression::None),
+        (".xz", Compression::Xz),
+        (".zst", Compression::Zstd),
+        (".bz2", Compression::Bzip2),
+    ];
+
+    proptest! {
+        /// Every NAR name `nix copy --to` uploads is read back exactly.
+        #[test]
+        fn upload_nar_names_parse(hash in any::<[u8; 32]>(), ext in 0usize..4) {
+            let hash = Sha256Hash(hash);
+            let (e, compression) = EXTS[ext];
+            let name = format!("{}.nar{e}", hash.to_nix32());
+            prop_assert_eq!(parse_name(&name).unwrap(), (hash, compression));
+        }
+
+        /// Anything else is a 400 or a 415, never a panic, and only a
+        /// 52-character nix32 hash with a known extension is taken.
+        #[test]
+        fn other_upload_nar_names_are_4xx(
+            name in "([0-9a-z]{50,54}|[0-9a-z%./\\\\-]{0,60})(\\.nar(\\.(xz|zst|bz2|lz4|br|\\.|%2f))?)?",
+        ) {
+            match parse_name(&name) {
+                Ok((hash, compression)) => {
+                    let ext = EXTS.iter().find(|(_, c)| *c == compression).unwrap().0;
+                    prop_assert_eq!(name, format!("{}.nar{ext}", hash.to_nix32()));
+                }
+                Err(e) => prop_assert!(matches!(
+                    e,
+                    ReceiveError::BadRequest(_) | ReceiveError::UnsupportedCompression(_)
+                )),
+            }
+        }
+    }
+}
