@@ -228,7 +228,7 @@ in
         SystemCallFilter = hardening.syscalls.server;
         # A descriptor per client connection and per file being streamed;
         # systemd's default soft limit (1024) would cap clients near 1000
-        # (docs/reliability-faults-load.md: 10 000 connections).
+        # (docs/reliability.md: 10 000 connections).
         LimitNOFILE = 65536;
       };
     };

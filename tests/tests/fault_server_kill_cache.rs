@@ -4,7 +4,7 @@
 //! download is cut, and after a restart on the same `--cache-dir` every
 //! answer is whole and byte-identical to `nix store dump-path`: nothing
 //! partial is ever served. `LARDER_KILL_ROUNDS` sets the number of kills
-//! (default 3; the long run in docs/reliability-faults-load.md used 100).
+//! (default 3; the long run in docs/reliability.md used 100).
 
 use std::path::Path;
 use std::process::Command;

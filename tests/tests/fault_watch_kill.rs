@@ -4,7 +4,7 @@
 //! built path is valid in the cache host's store, verified (`nix-store
 //! --verify-path`), with the builder's NAR hash and references: no path
 //! lost, none imported half. `LARDER_WATCH_KILLS` sets the number of kills
-//! (default 3; the long run in docs/reliability-faults-load.md used 100).
+//! (default 3; the long run in docs/reliability.md used 100).
 
 use std::time::{Duration, Instant};
 

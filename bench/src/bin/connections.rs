@@ -10,7 +10,7 @@
 //! Needs `ulimit -n 20000` or more: this process holds 10 000 sockets and
 //! the server, which inherits the limit, as many (the systemd units and
 //! the NixOS module set `LimitNOFILE=65536`). Prints Markdown rows for
-//! `docs/reliability-faults-load.md`.
+//! `docs/reliability.md`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
