@@ -12,6 +12,7 @@ use larder_store::StoreLocation;
 
 pub mod deploy;
 pub mod fixtures;
+pub mod garage;
 pub mod nar_stream;
 pub mod process;
 pub mod proxy;
