@@ -378,7 +378,9 @@ fn a_watcher_pushes_new_paths_to_the_bucket() {
 #[test]
 fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     let store = TestStore::new();
-    let path = store.add([tempfile::NamedTempFile::new().unwrap().path()]);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("s3-file.txt"), "s3\n").unwrap();
+    let path = store.add([files.path().join("s3-file.txt")]);
     let garage = TestGarage::start();
     let setup = SyncSetup::new(&store);
     let uri = garage.uri();
