@@ -546,7 +546,12 @@ fn s3_watcher_and_gc_run_on_the_modules_units() {
         },
     } } });
     let module = ModuleEval::new(&config);
-    assert_eq!(module.failed(), Vec::<String>::new());
+    // Only the test's own queue path (outside the StateDirectory) trips.
+    assert!(
+        module.failed().iter().all(|m| m.contains("settings.queue")),
+        "{:?}",
+        module.failed()
+    );
     for unit in ["larder-sync-watch", "larder-sync-s3-gc"] {
         let service = module.service(unit);
         assert_eq!(
