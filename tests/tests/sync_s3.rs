@@ -96,7 +96,9 @@ fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() 
         assert_eq!(Some(file.len() as u64), info.file_size);
         assert_eq!(larder_store::Sha256Hash::digest(&file), file_hash);
         let nar = zstd::decode_all(&file[..]).unwrap();
-        let dumped = run(store.nix("nix-store").args(["--dump", p])).stdout;
+        // `nix-store --dump` reads the filesystem path, not the store's
+        // (chroot) location: `nix store dump-path` goes through the store.
+        let dumped = run(store.nix("nix").args(["store", "dump-path", p])).stdout;
         assert!(nar == dumped, "NAR of {p} differs from nix-store --dump");
         assert_eq!(info.sigs.len(), 1, "{:?}", info.sigs);
         // The listing is Nix's.
