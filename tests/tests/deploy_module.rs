@@ -608,6 +608,13 @@ fn s3_watcher_and_gc_run_on_the_modules_units() {
         ],
     );
     let mut watcher = spawn_sync_unit(&module, "larder-sync-watch", &creds, dir.path());
+    // The scanner starts from the store's newest row when it opens (after
+    // the target check over the network): add the path only once it logs
+    // that it watches, or the path may predate it and never be queued.
+    let log = dir.path().join("larder-sync-watch.log");
+    wait_until(&mut watcher.process, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("watching "))
+    });
     let file = dir.path().join("to-s3.txt");
     std::fs::write(&file, "to s3\n").unwrap();
     let path = store.add([&file]).remove(0);
