@@ -1,10 +1,14 @@
-# services.larder.sync.watch, .pull and .keep: push what this host builds
+# services.larder.sync.watch, .pull, .keep and .s3Gc: push what this host builds
 # (a watcher with a durable queue, fed by Nix's post-build-hook too), pull
 # closures from builders (`larder-sync daemon`), and on a cache host root
 # what arrives by `nix copy --to ssh-ng://` (`larder-sync keep`). They talk
 # to the store through nix-daemon (NIX_REMOTE=daemon) as root without any
 # capability, so that the queue file is shared with the post-build-hook,
 # which nix-daemon runs as root, and the roots they make are root's.
+# With an s3:// target the watcher writes the bucket itself; its S3 keys
+# come in with LoadCredential and reach larder-sync as
+# AWS_*_FILE=%d/… (never on a command line, in the store or in a log), and
+# s3Gc deletes from the bucket what larder's GC roots no longer reach.
 # (The receiver, which faces the network, is in receive.nix.)
 { config, lib, pkgs, ... }:
 
@@ -18,6 +22,47 @@ let
   watchConfig = common.configFile "larder-sync-watch.toml" cfg.watch.settings;
   pullConfig = common.configFile "larder-sync-pull.toml" cfg.pull.settings;
   keepConfig = common.configFile "larder-sync-keep.toml" cfg.keep.settings;
+  s3GcConfig = common.configFile "larder-sync-s3-gc.toml" cfg.s3Gc.settings;
+  signer = config.services.larder.signer;
+  isS3 = to: lib.hasPrefix "s3://" to;
+  signsWithSigner = signer.enable && isS3 cfg.watch.settings.to
+    && !(cfg.watch.settings ? signer-socket);
+
+  # `s3AccessKeyIdFile` / `s3SecretAccessKeyFile` of a service: the
+  # credentials systemd hands over, and the variables naming them.
+  s3Credentials = {
+    options = {
+      s3AccessKeyIdFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/larder-s3-access-key-id";
+        description = "File holding the S3 access key id for an s3:// target, handed over with LoadCredential (larder-sync reads it through AWS_ACCESS_KEY_ID_FILE).";
+      };
+      s3SecretAccessKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/larder-s3-secret-access-key";
+        description = "File holding the S3 secret access key for an s3:// target, handed over with LoadCredential (larder-sync reads it through AWS_SECRET_ACCESS_KEY_FILE).";
+      };
+    };
+    loadCredential = c:
+      lib.optional (c.s3AccessKeyIdFile != null) "s3-access-key-id:${c.s3AccessKeyIdFile}"
+      ++ lib.optional (c.s3SecretAccessKeyFile != null) "s3-secret-access-key:${c.s3SecretAccessKeyFile}";
+    env = c:
+      lib.optionalAttrs (c.s3AccessKeyIdFile != null) { AWS_ACCESS_KEY_ID_FILE = "%d/s3-access-key-id"; }
+      // lib.optionalAttrs (c.s3SecretAccessKeyFile != null) { AWS_SECRET_ACCESS_KEY_FILE = "%d/s3-secret-access-key"; };
+    # Keys that must never be in a (world-readable) settings file.
+    assertions = name: c: settings: [
+      {
+        assertion = !(lib.any (k: settings ? ${k}) [ "aws-access-key-id" "aws-secret-access-key" "AWS_SECRET_ACCESS_KEY" ]);
+        message = "services.larder.sync.${name}.settings: no S3 keys here (the file is world-readable); set s3AccessKeyIdFile and s3SecretAccessKeyFile.";
+      }
+      {
+        assertion = !(isS3 settings.to) || (c.s3AccessKeyIdFile != null && c.s3SecretAccessKeyFile != null);
+        message = "services.larder.sync.${name}: an s3:// target needs s3AccessKeyIdFile and s3SecretAccessKeyFile.";
+      }
+    ];
+  };
   gcRoots = "/nix/var/nix/gcroots/larder";
   builders = pkgs.writeText "larder-sync-builders.toml" (toTOML cfg.pull.builders);
   watchExe = "${cfg.watch.package}/bin/larder-sync";
@@ -110,6 +155,41 @@ in
         example = "/run/keys/builder1.sec";
         description = "Nix secret key to sign each path with before pushing, handed over with LoadCredential and passed as `--sign-key`.";
       };
+    } // s3Credentials.options;
+
+    s3Gc = common.serviceOptions {
+      what = "larder-sync s3-gc on a timer: delete from an S3 bucket what larder's GC roots no longer reach";
+      inherit config;
+    } // s3Credentials.options // {
+      settings = common.settingsOption {
+        binary = "larder-sync";
+        example = lib.literalExpression ''
+          { to = "s3://nix-cache?endpoint=https://s3.example.org&region=garage"; grace-secs = 86400; }
+        '';
+        options = {
+          store-root = globalSettings.store-root;
+          to = mkOption {
+            type = types.str;
+            example = "s3://nix-cache?endpoint=https://s3.example.org&region=garage";
+            description = "The bucket (the watcher's s3:// target).";
+          };
+          gc-root-dir = mkOption {
+            type = types.str;
+            default = gcRoots;
+            description = "larder's GC-root directory: the closures of every root in it are kept in the bucket.";
+          };
+          grace-secs = mkOption {
+            type = types.ints.unsigned;
+            default = 3600;
+            description = "Objects younger than this are never deleted (an export in flight).";
+          };
+        };
+      };
+      startAt = mkOption {
+        type = types.str;
+        default = "daily";
+        description = "When the bucket GC runs (systemd calendar event).";
+      };
     };
 
     keep = common.serviceOptions {
@@ -199,7 +279,7 @@ in
           assertion = !(cfg.watch.settings ? sign-key);
           message = "services.larder.sync.watch.settings: no sign-key here (the file is world-readable); set services.larder.sync.watch.signKeyFile.";
         }
-      ];
+      ] ++ s3Credentials.assertions "watch" cfg.watch cfg.watch.settings;
       systemd.services.larder-sync-watch = service {
         description = "larder-sync: push new store paths";
         configFile = watchConfig;
@@ -208,14 +288,42 @@ in
           # the DB's -shm file when no Nix process has the DB open.
           ReadWritePaths = [ "/nix/var/nix/db" ];
           ExecStart = lib.escapeShellArgs ([ watchExe "--config" "${watchConfig}" "watch" ]
-            ++ lib.optionals (cfg.watch.signKeyFile != null) [ "--sign-key" "%d/sign-key" ]);
+            ++ lib.optionals (cfg.watch.signKeyFile != null) [ "--sign-key" "%d/sign-key" ]
+            # An s3:// target's narinfos are signed by this host's signer
+            # (a flag, not a settings default: that default would depend
+            # on `settings.to` of the same settings).
+            ++ lib.optionals signsWithSigner [ "--signer-socket" signer.settings.socket ]);
           LoadCredential =
             lib.optional (cfg.watch.sshKeyFile != null) "ssh-key:${cfg.watch.sshKeyFile}"
-            ++ lib.optional (cfg.watch.signKeyFile != null) "sign-key:${cfg.watch.signKeyFile}";
+            ++ lib.optional (cfg.watch.signKeyFile != null) "sign-key:${cfg.watch.signKeyFile}"
+            ++ s3Credentials.loadCredential cfg.watch;
         };
         env = lib.optionalAttrs (cfg.watch.sshKeyFile != null) {
           NIX_SSHOPTS = "-i %d/ssh-key -o UserKnownHostsFile=${pkgs.writeText "larder-sync-known-hosts" cfg.watch.knownHosts}";
+        } // s3Credentials.env cfg.watch;
+      } // lib.optionalAttrs signsWithSigner {
+        after = [ "network-online.target" "nix-daemon.service" "larder-signer.service" ];
+        wants = [ "network-online.target" "larder-signer.service" ];
+      };
+    })
+
+    (mkIf cfg.s3Gc.enable {
+      assertions = s3Credentials.assertions "s3Gc" cfg.s3Gc cfg.s3Gc.settings;
+      systemd.services.larder-sync-s3-gc = service {
+        description = "larder-sync: delete unrooted closures from the S3 bucket";
+        configFile = s3GcConfig;
+        extra = {
+          Type = "oneshot";
+          Restart = "no";
+          # The store DB read-only (SQLite may create its -shm file).
+          ReadWritePaths = [ "/nix/var/nix/db" ];
+          ExecStart = lib.escapeShellArgs [ "${cfg.s3Gc.package}/bin/larder-sync" "--config" "${s3GcConfig}" "s3-gc" ];
+          LoadCredential = s3Credentials.loadCredential cfg.s3Gc;
         };
+        env = s3Credentials.env cfg.s3Gc;
+      } // {
+        wantedBy = [ ];
+        startAt = cfg.s3Gc.startAt;
       };
     })
 

@@ -28,3 +28,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is missing; install a Rust toolchain (rustup, or apt-get install cargo)" >&2
   exit 1
 fi
+
+# The s3:// tests start a real Garage (an S3-compatible object store). Its
+# pinned release builds from crates.io with cargo; see README, "Export to
+# S3-compatible storage", for how long that takes.
+GARAGE_VERSION=2.5.0
+if [ "${1:-}" = "--test" ]; then
+  if ! garage --version 2>/dev/null | grep -qF "v${GARAGE_VERSION}"; then
+    echo "setup: installing garage ${GARAGE_VERSION} (cargo install --locked; a long build)" >&2
+    cargo install --locked garage --version "$GARAGE_VERSION"
+  fi
+  command -v garage >/dev/null 2>&1 || {
+    echo "setup: garage was installed into ~/.cargo/bin, which is not on PATH; add it" >&2
+    exit 1
+  }
+fi

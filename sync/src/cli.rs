@@ -12,7 +12,7 @@ use larder_store::cli::Convention;
 pub const CONVENTION: Convention = Convention {
     binary: "larder-sync",
     env_prefix: "LARDER_SYNC",
-    actions: &["once", "prune"],
+    actions: &["once", "prune", "dry-run"],
 };
 
 #[derive(Debug, Parser)]
@@ -79,6 +79,46 @@ pub enum Command {
     Keep(KeepArgs),
     /// Accept `nix copy --to http(s)://…` uploads from token holders into the store at --store-root.
     Receive(ReceiveArgs),
+    /// Write the closures of PATHS into an S3 bucket as a Nix binary cache
+    /// (`--to s3://BUCKET?endpoint=…&region=…`; credentials from
+    /// AWS_ACCESS_KEY_ID[_FILE] / AWS_SECRET_ACCESS_KEY[_FILE]).
+    Export(ExportArgs),
+    /// Delete from an S3 bucket what larder's GC roots (and --root) no
+    /// longer reach: narinfos first, then their NARs, listings and logs.
+    S3Gc(S3GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The bucket: s3://BUCKET?endpoint=URL&region=R[&compression-level=N][&part-size-mib=M].
+    #[arg(long)]
+    pub to: String,
+    /// Sign each narinfo with larder-signer's keys, asked over this socket.
+    #[arg(long)]
+    pub signer_socket: Option<PathBuf>,
+    /// Store paths whose closures are exported.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct S3GcArgs {
+    /// The bucket, as for `export --to`.
+    #[arg(long)]
+    pub to: String,
+    /// Larder's GC-root directory: every root in every source directory is
+    /// kept, with its closure [default: <store-root>/nix/var/nix/gcroots/larder].
+    #[arg(long)]
+    pub gc_root_dir: Option<PathBuf>,
+    /// Keep this store path's closure too (repeatable).
+    #[arg(long = "root")]
+    pub roots: Vec<String>,
+    /// Objects younger than this are never deleted (an export in flight).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub grace_secs: u64,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where larder's GC roots live and how long they are kept.
@@ -174,6 +214,10 @@ pub struct WatchArgs {
     /// trusted user (e.g. `trusted-users` on an ssh-ng cache host).
     #[arg(long)]
     pub no_check_sigs: bool,
+    /// For an s3:// target: sign each narinfo with larder-signer's keys,
+    /// asked over this socket.
+    #[arg(long)]
+    pub signer_socket: Option<PathBuf>,
     /// Start even if the target does not answer yet (e.g. a service starting
     /// before the network); by default the target is checked first.
     #[arg(long)]

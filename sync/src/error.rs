@@ -103,6 +103,16 @@ pub enum SyncError {
     },
     #[error("{0}")]
     Usage(String),
+    /// An S3 request failed; `detail` names the request and a hint, never a credential.
+    #[error("S3 target {target}: {detail}")]
+    S3 { target: String, detail: String },
+    #[error("S3 credentials: {detail}")]
+    S3Credentials { detail: String },
+    #[error("larder-signer at {socket}: {detail}")]
+    Signer { socket: PathBuf, detail: String },
+    /// What was read from the store does not match the store DB.
+    #[error("{path}: {detail}")]
+    Export { path: String, detail: String },
 }
 
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;

@@ -33,6 +33,7 @@ pub mod push;
 pub mod queue;
 pub mod receive;
 pub mod retention;
+pub mod s3;
 pub mod target;
 pub mod uri;
 pub mod watch;

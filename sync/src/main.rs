@@ -1,6 +1,7 @@
 //! The `larder-sync` binary: flags, logging, and one function per subcommand.
 
 mod cli;
+mod export;
 mod roots;
 
 use std::os::unix::process::ExitStatusExt;
@@ -57,6 +58,8 @@ fn main() -> ExitCode {
         Command::Roots(ref args) => roots::list(&cli, args),
         Command::Keep(ref args) => roots::keep(&cli, args),
         Command::Receive(ref args) => receive(&cli, args),
+        Command::Export(ref args) => export::export(&cli, args),
+        Command::S3Gc(ref args) => export::s3_gc(&cli, args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("larder-sync: {e}");
@@ -165,6 +168,7 @@ fn watch_config(cli: &Cli, args: &WatchArgs) -> Result<WatchConfig> {
             },
             sign_key: args.sign_key.clone(),
             no_check_sigs: args.no_check_sigs,
+            signer_socket: args.signer_socket.clone(),
         },
         check_target: !args.no_target_check,
         queue_path: cli.queue.clone(),

@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::nix::{self, LocalStore};
 use crate::progress::Progress;
 use crate::queue::{Backoff, Queue};
+use crate::s3::S3Target;
+use crate::s3::export::Exporter;
 use crate::uri::StoreUri;
 
 /// What the pusher copies where.
@@ -31,6 +33,8 @@ pub struct PushConfig {
     pub sign_key: Option<PathBuf>,
     /// `nix copy --no-check-sigs`: for a target where this user is trusted.
     pub no_check_sigs: bool,
+    /// For an `s3://` target: larder-signer's socket, to sign narinfos.
+    pub signer_socket: Option<PathBuf>,
 }
 
 /// What Nix says when a store that requires signatures gets an unsigned path.
@@ -53,6 +57,9 @@ pub struct Pusher {
     lock: Option<PushLock>,
     /// The pid last seen holding the push lock (logged once per holder).
     waiting_for: Option<u32>,
+    /// For an `s3://` target: larder writes the bucket itself (opened on
+    /// first use).
+    s3: Option<Exporter>,
 }
 
 /// What one step did.
@@ -81,6 +88,7 @@ impl Pusher {
             done: 0,
             lock: None,
             waiting_for: None,
+            s3: None,
         }
     }
 
@@ -145,7 +153,7 @@ impl Pusher {
             Err(error) => error,
         };
         if paths.len() > 1 {
-            match nix::ping(&self.config.target) {
+            match self.ping() {
                 Ok(()) => return self.bisect(paths, outcome),
                 Err(ping) => {
                     tracing::warn!(target = %self.config.target, "target does not answer: {ping}")
@@ -171,7 +179,15 @@ impl Pusher {
 
     /// Ask which of `paths` need a copy and copy those; returns them. The
     /// error is Nix's (the queue is not touched).
-    fn try_push(&self, paths: &[String]) -> std::result::Result<Vec<String>, SyncError> {
+    fn try_push(&mut self, paths: &[String]) -> std::result::Result<Vec<String>, SyncError> {
+        if self.config.target.scheme() == "s3" {
+            let exporter = self.exporter()?;
+            let to_copy = exporter.missing(paths)?;
+            if !to_copy.is_empty() {
+                exporter.export(&to_copy)?;
+            }
+            return Ok(to_copy);
+        }
         let to_copy = self.needing_copy(paths)?;
         if !to_copy.is_empty() {
             if let Some(key) = &self.config.sign_key {
@@ -185,6 +201,26 @@ impl Pusher {
             )?;
         }
         Ok(to_copy)
+    }
+
+    /// The `s3://` exporter, opened on first use.
+    fn exporter(&mut self) -> Result<&mut Exporter> {
+        if self.s3.is_none() {
+            let target = S3Target::parse(&self.config.target)?;
+            let location = self.db.location().clone();
+            let exporter = Exporter::open(target, &location, self.config.signer_socket.clone())?;
+            self.s3 = Some(exporter);
+        }
+        Ok(self.s3.as_mut().expect("opened above"))
+    }
+
+    /// Does the target answer? (`nix store ping`, or for s3:// a HEAD of
+    /// its `nix-cache-info`.)
+    fn ping(&mut self) -> Result<()> {
+        if self.config.target.scheme() == "s3" {
+            return self.exporter()?.bucket().exists("nix-cache-info").map(drop);
+        }
+        nix::ping(&self.config.target)
     }
 
     /// `paths` are on the target now; `copied` of them by this push.

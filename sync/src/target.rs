@@ -5,6 +5,8 @@
 //! - `http(s)://`: `GET <uri>/nix-cache-info` with curl and Nix's own
 //!   `netrc-file` (the credentials `nix copy` will send as Basic auth):
 //!   200 is a cache, 401/403 a refused token, 404 a wrong path.
+//! - `s3://`: the bucket answers with the credentials, and has (or now
+//!   gets) its `nix-cache-info`.
 //! - everything else: `nix store ping --store URI` (for ssh-ng this logs in
 //!   and talks to the remote nix-daemon).
 
@@ -13,6 +15,7 @@ use std::process::Command;
 
 use crate::error::{Result, SyncError};
 use crate::nix;
+use crate::s3::{Bucket, Credentials, S3Target};
 use crate::uri::StoreUri;
 
 /// Seconds curl may take to connect / in all.
@@ -27,8 +30,17 @@ pub fn check(target: &StoreUri) -> Result<()> {
     };
     match target.scheme() {
         "http" | "https" => check_http(target).map_err(fail),
+        "s3" => check_s3(target),
         _ => nix::ping(target).map_err(|e| fail(e.to_string())),
     }
+}
+
+/// Build the client, then HEAD (or write) `nix-cache-info`: catches a bad
+/// URI, missing credentials, a wrong endpoint or bucket, and refused keys.
+fn check_s3(target: &StoreUri) -> Result<()> {
+    let target = S3Target::parse(target)?;
+    let bucket = Bucket::open(target, &Credentials::from_env()?)?;
+    bucket.check_and_init(larder_store::StoreLocation::new("/").store_dir())
 }
 
 fn check_http(target: &StoreUri) -> std::result::Result<(), String> {

@@ -12,6 +12,7 @@ use larder_store::StoreLocation;
 
 pub mod deploy;
 pub mod fixtures;
+pub mod garage;
 pub mod interrupted;
 pub mod mounts;
 pub mod nar_stream;

@@ -505,3 +505,170 @@ fn receiver_runs_on_the_modules_units() {
     let refused = ureq::get(&url).call().unwrap_err();
     assert!(matches!(refused, ureq::Error::Status(401, _)), "{refused}");
 }
+
+/// The module's s3:// watcher and bucket GC: S3 keys only through
+/// LoadCredential (`AWS_*_FILE=%d/…`), never on a command line or in a
+/// settings file; the watcher's unit pushes to a real Garage and signs with
+/// the module's signer; the GC unit runs on the same credentials.
+#[test]
+fn s3_watcher_and_gc_run_on_the_modules_units() {
+    use larder_tests::garage::{ACCESS_KEY, SECRET_KEY, TestGarage};
+    let store = TestStore::new();
+    let signer = larder_tests::signer::TestSigner::start(&store, &[]);
+    let garage = TestGarage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({ "services": { "larder": {
+        "sync": {
+            "watch": {
+                "enable": true,
+                "s3AccessKeyIdFile": "/etc/larder/s3-id",
+                "s3SecretAccessKeyFile": "/etc/larder/s3-secret",
+                "settings": {
+                    "to": garage.uri(),
+                    "queue": dir.path().join("queue.sqlite"),
+                    "store-root": store.root(),
+                    "metrics-listen": null,
+                    "poll-interval-ms": 100,
+                    "signer-socket": signer.socket,
+                },
+            },
+            "s3Gc": {
+                "enable": true,
+                "s3AccessKeyIdFile": "/etc/larder/s3-id",
+                "s3SecretAccessKeyFile": "/etc/larder/s3-secret",
+                "settings": {
+                    "to": garage.uri(),
+                    "store-root": store.root(),
+                    "gc-root-dir": dir.path().join("gcroots"),
+                    "grace-secs": 0,
+                },
+            },
+        },
+    } } });
+    let module = ModuleEval::new(&config);
+    // Only the test's own queue path (outside the StateDirectory) trips.
+    assert!(
+        module.failed().iter().all(|m| m.contains("settings.queue")),
+        "{:?}",
+        module.failed()
+    );
+    for unit in ["larder-sync-watch", "larder-sync-s3-gc"] {
+        let service = module.service(unit);
+        assert_eq!(
+            service["serviceConfig"]["LoadCredential"],
+            json!([
+                "s3-access-key-id:/etc/larder/s3-id",
+                "s3-secret-access-key:/etc/larder/s3-secret"
+            ]),
+            "{unit}"
+        );
+        assert_eq!(
+            service["environment"]["AWS_ACCESS_KEY_ID_FILE"],
+            json!("%d/s3-access-key-id")
+        );
+        assert_eq!(
+            service["environment"]["AWS_SECRET_ACCESS_KEY_FILE"],
+            json!("%d/s3-secret-access-key")
+        );
+        let exec = module.exec(unit, "ExecStart");
+        assert!(
+            !exec.contains("AWS") && !exec.contains("/etc/larder/s3"),
+            "{exec}"
+        );
+    }
+    assert_eq!(
+        module.service("larder-sync-s3-gc")["startAt"],
+        json!("daily")
+    );
+    // With the module's signer enabled, an s3:// watcher signs with it.
+    let mut signed = with(
+        config.clone(),
+        "signer",
+        json!({ "enable": true, "keyFiles": ["/k.sec"] }),
+    );
+    signed["services"]["larder"]["sync"]["watch"]["settings"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signer-socket");
+    let signed = ModuleEval::new(&signed);
+    let exec = signed.exec("larder-sync-watch", "ExecStart");
+    assert!(exec.contains("--signer-socket /run/larder/"), "{exec}");
+    assert!(
+        signed.service("larder-sync-watch")["after"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("larder-signer.service"))
+    );
+
+    let creds = credentials(
+        dir.path(),
+        &[
+            ("s3-access-key-id", ACCESS_KEY),
+            ("s3-secret-access-key", SECRET_KEY),
+        ],
+    );
+    let mut watcher = spawn_sync_unit(&module, "larder-sync-watch", &creds, dir.path());
+    // The scanner starts from the store's newest row when it opens (after
+    // the target check over the network): add the path only once it logs
+    // that it watches, or the path may predate it and never be queued.
+    let log = dir.path().join("larder-sync-watch.log");
+    wait_until(&mut watcher.process, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("watching "))
+    });
+    let file = dir.path().join("to-s3.txt");
+    std::fs::write(&file, "to s3\n").unwrap();
+    let path = store.add([&file]).remove(0);
+    wait_until(&mut watcher.process, || {
+        garage.web_get(&format!("/{}.narinfo", hash_part(&path))) == Some(200)
+    });
+    drop(watcher);
+    let out = larder_tests::fixtures::copy_with_sigs(&garage.web_url(), &path, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No roots in gc-root-dir but the path's: the GC keeps it.
+    let roots = dir.path().join("gcroots/ci");
+    std::fs::create_dir_all(&roots).unwrap();
+    std::os::unix::fs::symlink(&path, roots.join("kept")).unwrap();
+    let out = module
+        .command("larder-sync-s3-gc", "ExecStart", &creds)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        garage.web_get(&format!("/{}.narinfo", hash_part(&path))),
+        Some(200)
+    );
+
+    // An s3:// target without credential files, or keys in settings: refused.
+    let bad = with(
+        config.clone(),
+        "sync.watch.s3SecretAccessKeyFile",
+        Value::Null,
+    );
+    let failed = ModuleEval::new(&bad).failed();
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("needs s3AccessKeyIdFile and s3SecretAccessKeyFile")),
+        "{failed:?}"
+    );
+    let bad = with(
+        config,
+        "sync.s3Gc.settings.aws-secret-access-key",
+        json!("x"),
+    );
+    let failed = ModuleEval::new(&bad).failed();
+    assert!(
+        failed.iter().any(|m| m.contains("no S3 keys here")),
+        "{failed:?}"
+    );
+}

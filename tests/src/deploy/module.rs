@@ -54,7 +54,8 @@ impl ModuleEval {
 
     /// `unit`'s `key` line (ExecStart, ExecStartPre; a leading `+` left
     /// out) as a command: the package's binaries are the built ones, `%d`
-    /// is `credentials`, the environment is the unit's.
+    /// is `credentials` (in the environment too, as systemd expands it in
+    /// `Environment=`), the environment is the unit's.
     pub fn command(&self, unit: &str, key: &str, credentials: &Path) -> Command {
         let line = self.exec(unit, key);
         let words = self.words(line.trim_start_matches('+'));
@@ -65,7 +66,8 @@ impl ModuleEval {
         cmd.args(words);
         if let Some(env) = self.service(unit)["environment"].as_object() {
             for (k, v) in env {
-                cmd.env(k, v.as_str().unwrap_or_default());
+                let v = v.as_str().unwrap_or_default();
+                cmd.env(k, v.replace("%d", &credentials.display().to_string()));
             }
         }
         cmd

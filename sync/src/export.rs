@@ -1,0 +1,108 @@
+//! `larder-sync export` and `larder-sync s3-gc`: the one-shot side of the
+//! `s3://` target ([`larder_sync::s3`]).
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use larder_store::StoreLocation;
+use larder_sync::retention::{self, Closures};
+use larder_sync::s3::export::Exporter;
+use larder_sync::s3::{Bucket, Credentials, S3Target, gc};
+use larder_sync::uri::{StoreUri, store_path_arg};
+use larder_sync::{Result, SyncError};
+
+use crate::cli::{Cli, ExportArgs, S3GcArgs};
+
+fn s3_target(to: &str) -> Result<S3Target> {
+    let uri: StoreUri = to.parse()?;
+    if uri.scheme() != "s3" {
+        return Err(SyncError::Usage(format!(
+            "--to {to}: export and s3-gc write S3 buckets (s3://BUCKET?endpoint=…&region=…); \
+             for other stores use `nix copy` or `larder-sync watch`"
+        )));
+    }
+    S3Target::parse(&uri)
+}
+
+pub fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
+    let target = s3_target(&args.to)?;
+    let location = StoreLocation::new(&cli.store_root);
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| store_path_arg(&location, p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut exporter = Exporter::open(target, &location, args.signer_socket.clone())?;
+    let report = exporter.export(&paths)?;
+    for p in &report.exported {
+        println!("exported {p}");
+    }
+    tracing::info!(
+        exported = report.exported.len(),
+        present = report.present,
+        nar_bytes = report.nar_bytes,
+        file_bytes = report.file_bytes,
+        "export done"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn s3_gc(cli: &Cli, args: &S3GcArgs) -> Result<ExitCode> {
+    let target = s3_target(&args.to)?;
+    let location = StoreLocation::new(&cli.store_root);
+    let gc_root_dir = args
+        .gc_root_dir
+        .clone()
+        .unwrap_or_else(|| retention::default_gc_root_dir(&location));
+    let mut starts = Vec::new();
+    for source in retention::sources(&gc_root_dir)? {
+        starts.extend(
+            retention::roots_of(&gc_root_dir, &source)?
+                .into_iter()
+                .map(|r| r.target),
+        );
+    }
+    for root in &args.roots {
+        starts.push(store_path_arg(&location, root)?);
+    }
+    if starts.is_empty() {
+        return Err(SyncError::Usage(format!(
+            "s3-gc: no roots under {} and no --root: refusing to empty the bucket. Point \
+             --gc-root-dir at larder's GC-root directory, or name what to keep with --root",
+            gc_root_dir.display()
+        )));
+    }
+    let mut closures = Closures::open(&location)?;
+    let mut keep = HashSet::new();
+    for start in &starts {
+        for path in closures.closure(start)? {
+            if let Ok(sp) = location.parse_path(&path) {
+                keep.insert(sp.hash().to_string());
+            }
+        }
+    }
+    let bucket = Bucket::open(target, &Credentials::from_env()?)?;
+    let report = gc::collect(
+        &bucket,
+        &keep,
+        Duration::from_secs(args.grace_secs),
+        args.dry_run,
+    )?;
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for key in &report.deleted {
+        println!("{verb} {key}");
+    }
+    tracing::info!(
+        deleted = report.deleted.len(),
+        kept = report.kept,
+        young = report.young,
+        dry_run = args.dry_run,
+        "s3-gc done"
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,471 @@
+//! `larder-sync export`, `watch --to s3://…` and `s3-gc` against a real
+//! Garage on loopback ([`larder_tests::garage`]), read back by the real Nix
+//! 2.8 over the bucket's web endpoint with `require-sigs`.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::symlink;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use larder_store::narinfo::NarInfo;
+use larder_tests::fixtures::{copy_with_sigs, three_path_closure};
+use larder_tests::garage::{ACCESS_KEY, SECRET_KEY, TestGarage};
+use larder_tests::process::free_port;
+use larder_tests::signer::TestSigner;
+use larder_tests::sync::SyncSetup;
+use larder_tests::{TestStore, hash_part, run, run_stdout, shell_derivation};
+
+/// `larder-sync ARGS` with the Garage's credentials in the environment.
+fn sync(setup: &SyncSetup, garage: &TestGarage, args: &[&str]) -> Output {
+    setup
+        .command(args)
+        .envs(garage.env())
+        .output()
+        .expect("run larder-sync")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "larder-sync failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn closure(store: &TestStore, path: &str) -> Vec<String> {
+    run_stdout(store.nix("nix-store").args(["-qR", path]))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The narinfo of `path` in the bucket, parsed.
+fn narinfo(garage: &TestGarage, path: &str) -> Option<NarInfo> {
+    let body = garage.web_body(&format!("/{}.narinfo", hash_part(path)))?;
+    Some(String::from_utf8(body).unwrap().parse().unwrap())
+}
+
+/// Every narinfo in the bucket names a NAR that is there.
+fn assert_no_narinfo_without_nar(garage: &TestGarage) {
+    let keys: BTreeSet<String> = garage.keys().into_iter().collect();
+    for key in keys.iter().filter(|k| k.ends_with(".narinfo")) {
+        let body = garage.web_body(&format!("/{key}")).unwrap();
+        let info: NarInfo = String::from_utf8(body).unwrap().parse().unwrap();
+        assert!(
+            keys.contains(&info.url),
+            "{key} names {} which is not in the bucket: {keys:?}",
+            info.url
+        );
+    }
+}
+
+#[test]
+fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let socket = signer.socket.to_str().unwrap();
+    let uri = garage.uri();
+    let printed = ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, "--signer-socket", socket, &top],
+    ));
+    let paths = closure(&store, &top);
+    assert_eq!(paths.len(), 3);
+    assert_eq!(printed.lines().count(), 3, "{printed}");
+    // References first: the last exported is the top.
+    assert_eq!(
+        printed.lines().last(),
+        Some(format!("exported {top}").as_str())
+    );
+
+    let keys = garage.keys();
+    assert!(keys.contains(&"nix-cache-info".to_owned()), "{keys:?}");
+    for p in &paths {
+        let info = narinfo(&garage, p).unwrap_or_else(|| panic!("no narinfo for {p}: {keys:?}"));
+        assert_eq!(info.compression, "zstd");
+        let file_hash = info.file_hash.expect("FileHash");
+        assert_eq!(info.url, format!("nar/{}.nar.zst", file_hash.to_nix32()));
+        // The NAR is the store's, byte for byte, and FileHash/FileSize hold.
+        let file = garage.web_body(&format!("/{}", info.url)).unwrap();
+        assert_eq!(Some(file.len() as u64), info.file_size);
+        assert_eq!(larder_store::Sha256Hash::digest(&file), file_hash);
+        let nar = zstd::decode_all(&file[..]).unwrap();
+        // `nix-store --dump` reads the filesystem path, not the store's
+        // (chroot) location: `nix store dump-path` goes through the store.
+        let dumped = run(store.nix("nix").args(["store", "dump-path", p])).stdout;
+        assert!(nar == dumped, "NAR of {p} differs from nix-store --dump");
+        assert_eq!(info.sigs.len(), 1, "{:?}", info.sigs);
+        // The listing is Nix's.
+        let ls = garage
+            .web_body(&format!("/{}.ls", hash_part(p)))
+            .expect(".ls");
+        let ls: serde_json::Value = serde_json::from_slice(&ls).unwrap();
+        assert_eq!(ls["version"], 1);
+        if let Some(drv) = &info.deriver {
+            // nix-build kept a log; the bucket has it, as text.
+            let log = garage.web_body(&format!("/log/{drv}"));
+            assert!(log.is_some(), "no log/{drv} in {keys:?}");
+        }
+    }
+    assert!(!keys.iter().any(|k| k.starts_with("tmp/")), "{keys:?}");
+
+    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "nix copy from the bucket failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unsigned by a trusted key: refused.
+    let other = "other:DfraOZ3WNDYaof6JYAECNWlJrpPoPC/jNTk61DtK03E=";
+    assert!(
+        !copy_with_sigs(&garage.web_url(), &top, other)
+            .status
+            .success()
+    );
+
+    // A second export writes nothing new.
+    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
+    assert_eq!(again, "");
+}
+
+#[test]
+fn an_export_killed_mid_upload_leaves_no_narinfo_without_its_nar() {
+    let store = TestStore::new();
+    let leaf = shell_derivation("s3-leaf", "echo leaf > $out");
+    let big = format!(
+        r#"derivation {{ name = "s3-big"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; leaf = {leaf}; args = ["-c" "mkdir $out; echo $leaf > $out/ref; head -c 50000000 /dev/urandom > $out/blob"]; }}"#
+    );
+    let top = store.build_expr(&big).remove(0);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    // Parts of 5 MiB: ten parts for the 50 MB blob.
+    let uri = format!("{}&part-size-mib=5", garage.uri());
+    let mut export = setup.spawn(&["export", "--to", &uri, &top], &garage.env());
+    // Kill it once the leaf is complete, while the big NAR uploads.
+    let leaf_path = closure(&store, &top)
+        .into_iter()
+        .find(|p| p.ends_with("-s3-leaf"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while narinfo(&garage, &leaf_path).is_none() {
+        assert!(
+            !export.process.exited(),
+            "export ended early:\n{}",
+            export.log()
+        );
+        assert!(Instant::now() < deadline, "leaf never exported");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    export.process.kill();
+    assert_no_narinfo_without_nar(&garage);
+    assert!(
+        narinfo(&garage, &top).is_none(),
+        "the big path's narinfo appeared before the kill; export was too fast to test"
+    );
+    // A new export finishes the job, and Nix reads it.
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
+    assert_no_narinfo_without_nar(&garage);
+    let out = larder_tests::nix_command("nix")
+        .args([
+            "copy",
+            "--no-check-sigs",
+            "--from",
+            &garage.web_url(),
+            "--to",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
+    let store = TestStore::new();
+    let kept = store.build_expr(&shell_derivation("s3-kept", "echo kept > $out"));
+    let gone = store.build_expr(&format!(
+        r#"derivation {{ name = "s3-gone"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; dep = {}; args = ["-c" "echo $dep > $out"]; }}"#,
+        shell_derivation("s3-gone-dep", "echo dep > $out")
+    ));
+    let (kept, gone) = (kept[0].clone(), gone[0].clone());
+    let gone_closure = closure(&store, &gone);
+    assert_eq!(gone_closure.len(), 2);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let uri = garage.uri();
+    ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, &kept, &gone],
+    ));
+    let before = garage.keys();
+
+    // Larder's GC roots: one source keeps `kept`.
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots_arg = roots.to_str().unwrap();
+
+    // Everything is younger than the default grace period: nothing goes.
+    let young = ok(sync(
+        &setup,
+        &garage,
+        &["s3-gc", "--to", &uri, "--gc-root-dir", roots_arg],
+    ));
+    assert_eq!(young, "");
+    assert_eq!(garage.keys(), before);
+
+    // Dry run: lists the unrooted closure, deletes nothing.
+    let dry = ok(sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            roots_arg,
+            "--grace-secs",
+            "0",
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(garage.keys(), before);
+    for p in &gone_closure {
+        let line = format!("would delete {}.narinfo", hash_part(p));
+        assert!(dry.contains(&line), "{line} not in:\n{dry}");
+    }
+    assert!(!dry.contains(hash_part(&kept)), "{dry}");
+
+    let real = ok(sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            roots_arg,
+            "--grace-secs",
+            "0",
+        ],
+    ));
+    assert_eq!(
+        real.replace("deleted ", "would delete "),
+        dry,
+        "the real run deletes what the dry run listed"
+    );
+    // Narinfos go first.
+    let lines: Vec<&str> = real.lines().collect();
+    let first_nar = lines.iter().position(|l| l.contains("nar/")).unwrap();
+    let last_narinfo = lines.iter().rposition(|l| l.ends_with(".narinfo")).unwrap();
+    assert!(last_narinfo < first_nar, "{real}");
+    let after = garage.keys();
+    for p in &gone_closure {
+        let h = hash_part(p);
+        assert!(
+            !after.iter().any(|k| k.contains(h)),
+            "{h} left in {after:?}"
+        );
+    }
+    assert!(narinfo(&garage, &kept).is_some());
+    assert_no_narinfo_without_nar(&garage);
+    // 4 objects are left: nix-cache-info, and kept's narinfo, .ls and NAR
+    // (no log: `kept` has its deriver's log too, when Nix kept one).
+    assert!(after.len() >= 4, "{after:?}");
+    let out = larder_tests::nix_command("nix")
+        .args([
+            "copy",
+            "--no-check-sigs",
+            "--from",
+            &garage.web_url(),
+            "--to",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No roots at all: refused, nothing deleted.
+    let empty = setup.dir.path().join("no-roots");
+    let out = sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            empty.to_str().unwrap(),
+            "--grace-secs",
+            "0",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to empty the bucket"));
+    assert_eq!(garage.keys(), after);
+}
+
+#[test]
+fn a_watcher_pushes_new_paths_to_the_bucket() {
+    let store = TestStore::new();
+    let signer = TestSigner::start(&store, &[]);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let uri = garage.uri();
+    let socket = signer.socket.to_str().unwrap().to_owned();
+    let mut cmd = setup.command(&[
+        "watch-exec",
+        "--to",
+        &uri,
+        "--signer-socket",
+        &socket,
+        "--drain-timeout-secs",
+        "120",
+        "--",
+        "true",
+    ]);
+    // Build while a watcher runs: paths registered after it started.
+    let mut watcher = setup.spawn(
+        &[
+            "watch",
+            "--to",
+            &uri,
+            "--signer-socket",
+            &socket,
+            "--poll-interval-ms",
+            "100",
+        ],
+        &garage.env(),
+    );
+    setup.wait_for_status(&mut watcher, |s| s.contains("watcher: alive"));
+    let top = three_path_closure(&store);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while narinfo(&garage, &top).is_none() {
+        assert!(Instant::now() < deadline, "not pushed:\n{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(watcher);
+    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // watch-exec on the same queue: nothing left to push, exits with the command's status.
+    let out = cmd.envs(garage.env()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("s3-file.txt"), "s3\n").unwrap();
+    let path = store.add([files.path().join("s3-file.txt")]);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let uri = garage.uri();
+    let fails = |args: &[&str], env: &[(&str, &str)]| -> String {
+        let out = setup
+            .command(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !err.contains(SECRET_KEY) && !err.contains("wrong-secret"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let p = path[0].as_str();
+    // No credentials.
+    let err = fails(&["export", "--to", &uri, p], &[]);
+    assert!(err.contains("AWS_ACCESS_KEY_ID is not set"), "{err}");
+    // A credentials file that does not exist.
+    let err = fails(
+        &["export", "--to", &uri, p],
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/secret"),
+        ],
+    );
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY_FILE=/nonexistent/secret"),
+        "{err}"
+    );
+    // A wrong secret.
+    let wrong = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+    ];
+    let err = fails(&["export", "--to", &uri, p], &wrong);
+    assert!(err.contains("refused the credentials"), "{err}");
+    // The watcher checks before it starts.
+    let err = fails(&["watch", "--to", &uri], &wrong);
+    assert!(err.contains("refused the credentials"), "{err}");
+    // Good credentials from files (as systemd's LoadCredential gives them).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("id"), format!("{ACCESS_KEY}\n")).unwrap();
+    std::fs::write(dir.path().join("secret"), format!("{SECRET_KEY}\n")).unwrap();
+    let out = setup
+        .command(&["export", "--to", &uri, p])
+        .env("AWS_ACCESS_KEY_ID_FILE", dir.path().join("id"))
+        .env("AWS_SECRET_ACCESS_KEY_FILE", dir.path().join("secret"))
+        .output()
+        .unwrap();
+    ok(out);
+    // Nothing listens at the endpoint.
+    let nowhere = format!(
+        "s3://localhost?endpoint=http://127.0.0.1:{}&region=garage",
+        free_port()
+    );
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let err = fails(&["export", "--to", &nowhere, p], &creds);
+    assert!(err.contains("cannot connect to the endpoint"), "{err}");
+    // A bucket that does not exist.
+    let missing = format!(
+        "s3://no-such-bucket?endpoint={}&region=garage",
+        garage.endpoint()
+    );
+    let err = fails(&["export", "--to", &missing, p], &creds);
+    assert!(err.contains("no-such-bucket"), "{err}");
+    // Malformed URIs.
+    let err = fails(&["export", "--to", "s3://Bad_Bucket", p], &creds);
+    assert!(err.contains("bucket name"), "{err}");
+    let err = fails(
+        &["export", "--to", "s3://cache?endpoint=localhost:3900", p],
+        &creds,
+    );
+    assert!(err.contains("not an http(s):// URL"), "{err}");
+    let err = fails(&["s3-gc", "--to", "file:///tmp/x"], &creds);
+    assert!(err.contains("s3://BUCKET"), "{err}");
+}
