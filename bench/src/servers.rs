@@ -279,3 +279,34 @@ pub fn memory_kib(pid: u32) -> Result<(u64, u64), Error> {
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// The larder-server binary a bench runs when none is named: the release
+/// build if there is one (`target/release/larder-server`, relative to the
+/// checkout's root, where benches are run from), else the debug build.
+pub fn default_binary() -> PathBuf {
+    let release = Path::new("target/release/larder-server");
+    if release.exists() {
+        release.to_owned()
+    } else {
+        PathBuf::from("target/debug/larder-server")
+    }
+}
+
+/// Fails unless this process's soft RLIMIT_NOFILE (`Max open files` in
+/// `/proc/self/limits`) is at least `want` descriptors; the servers a bench
+/// starts inherit it. The error says which `ulimit -n` to run.
+pub fn check_nofile(want: u64) -> Result<(), Error> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if soft < want {
+        return Err(
+            format!("open-file limit {soft} < {want}: run `ulimit -n {want}` first").into(),
+        );
+    }
+    Ok(())
+}

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use larder_bench::Error;
+use larder_bench::servers::{check_nofile, default_binary};
 
 const NARINFO_REQUESTS: usize = 400;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,33 +100,6 @@ fn main() -> Result<(), Error> {
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&work);
-    Ok(())
-}
-
-fn default_binary() -> PathBuf {
-    let release = Path::new("target/release/larder-server");
-    if release.exists() {
-        release.to_owned()
-    } else {
-        PathBuf::from("target/debug/larder-server")
-    }
-}
-
-/// RLIMIT_NOFILE must allow the 10 000 connections (and the server, which
-/// inherits it, as many): `ulimit -n 40000` before running.
-fn check_nofile(want: u64) -> Result<(), Error> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let soft: u64 = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if soft < want {
-        return Err(
-            format!("open-file limit {soft} < {want}: run `ulimit -n {want}` first").into(),
-        );
-    }
     Ok(())
 }
 
