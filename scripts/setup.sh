@@ -34,7 +34,9 @@ fi
 # S3-compatible storage", for how long that takes.
 GARAGE_VERSION=2.5.0
 if [ "${1:-}" = "--test" ]; then
-  if ! garage --version 2>/dev/null | grep -qF "v${GARAGE_VERSION}"; then
+  # A cargo-built garage says `garage cargo:2.5.0 [features: …]`, a release
+  # binary `garage v2.5.0 …`.
+  if ! garage --version 2>/dev/null | grep -qE "(v|:)${GARAGE_VERSION//./\\.}( |$)"; then
     echo "setup: installing garage ${GARAGE_VERSION} (cargo install --locked; a long build)" >&2
     cargo install --locked garage --version "$GARAGE_VERSION"
   fi

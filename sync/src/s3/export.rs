@@ -33,8 +33,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
+use super::bucket::{Bucket, Credentials, S3Target, s3_error};
 use super::signer::SignerSocket;
-use super::{Bucket, Credentials, S3Target, s3_error};
 use crate::error::{Result, SyncError};
 
 /// Parts in flight to the bucket at once (and parts queued by the dumper).

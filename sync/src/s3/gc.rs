@@ -21,7 +21,7 @@ use futures_util::TryStreamExt;
 use larder_store::narinfo::NarInfo;
 use object_store::{ObjectMeta, ObjectStore};
 
-use super::{Bucket, s3_error};
+use super::bucket::{Bucket, s3_error};
 use crate::error::Result;
 
 /// What a GC run deleted (or, dry, would delete).
