@@ -31,6 +31,16 @@ pub fn add(local: &LocalStore, dir: &Path, name: &str, path: &str) -> Result<Pat
     Ok(link)
 }
 
+/// A fresh name beside `<dir>/<name>` for a temporary link that is then
+/// renamed over it: `.<name>.tmp-<pid>-<n>`, with `n` counted per process,
+/// so concurrent replacements of one link (two threads, or two processes
+/// sharing the directory) never remove or rename each other's temporary.
+pub fn temporary_name(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
 /// Make `<dir>/<name>` a symlink to `path`, atomically (a temporary link
 /// renamed over the old one), so a root never disappears while it is
 /// replaced. It is a GC root by itself only under the store's
@@ -42,7 +52,7 @@ pub fn link(dir: &Path, name: &str, path: &str) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let link = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = temporary_name(dir, name);
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(path, &tmp).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &link).map_err(io_err(&link))?;

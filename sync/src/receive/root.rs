@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use larder_store::StorePath;
 
+use crate::gcroots;
+
 /// A root made by [`root_arrival`].
 #[derive(Debug)]
 pub struct ArrivalRoot {
@@ -52,10 +54,7 @@ pub fn root_arrival(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if fs::read_link(&link)? != Path::new(&target) {
                 // Not ours to interpret: replace it atomically.
-                let tmp = pusher_dir.join(format!(".{path}.tmp"));
-                let _ = fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(&target, &tmp)?;
-                fs::rename(&tmp, &link)?;
+                replace_link(&pusher_dir, &path.to_string(), Path::new(&target))?;
             }
             touch_link(&link)?;
             Ok(ArrivalRoot {
@@ -74,10 +73,21 @@ fn touch_link(link: &Path) -> io::Result<()> {
     let target = fs::read_link(link)?;
     let dir = link.parent().unwrap_or(Path::new("."));
     let name = link.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.touch"));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)?;
-    fs::rename(&tmp, link)
+    replace_link(dir, &name, &target)
+}
+
+/// Make `<dir>/<name>` a symlink to `target` by renaming a fresh link over
+/// it. The temporary's name is unique to this call
+/// ([`gcroots::temporary_name`]): concurrent pushes of one path root and
+/// touch the same link, and with one shared temporary name one push
+/// removed or renamed the other's temporary (ENOENT, a 500 on the narinfo
+/// PUT; found by 20 concurrent `nix copy`, `load_push_storm`).
+fn replace_link(dir: &Path, name: &str, target: &Path) -> io::Result<()> {
+    let tmp = gcroots::temporary_name(dir, name);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, dir.join(name)).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -103,5 +113,26 @@ mod tests {
         assert!(fs::symlink_metadata(&link).is_ok());
         first.undo();
         assert!(fs::symlink_metadata(&link).is_err());
+    }
+
+    #[test]
+    fn concurrent_roots_of_one_path_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = StorePath::from_basename("m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke").unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        root_arrival(dir.path(), "ci", "/nix/store", &path).unwrap();
+                    }
+                });
+            }
+        });
+        // One link, no temporaries left behind.
+        let names: Vec<_> = fs::read_dir(dir.path().join("receive-ci"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["m28i9qy4zq4nwkz5cz3gj6ivani791d8-smoke"]);
     }
 }
