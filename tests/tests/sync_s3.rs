@@ -171,6 +171,12 @@ fn an_export_killed_mid_upload_leaves_no_narinfo_without_its_nar() {
     // A new export finishes the job, and Nix reads it.
     ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
     assert_no_narinfo_without_nar(&garage);
+    assert_copies_from_bucket(&garage, &top);
+}
+
+/// A plain `nix copy --from` the bucket's web endpoint (signatures not
+/// checked: that is the export test's job) fetches `path` and its closure.
+fn assert_copies_from_bucket(garage: &TestGarage, path: &str) {
     let out = larder_tests::nix_command("nix")
         .args([
             "copy",
@@ -180,7 +186,7 @@ fn an_export_killed_mid_upload_leaves_no_narinfo_without_its_nar() {
             "--to",
         ])
         .arg(tempfile::tempdir().unwrap().path())
-        .arg(&top)
+        .arg(path)
         .output()
         .unwrap();
     assert!(
@@ -284,23 +290,7 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     // 4 objects are left: nix-cache-info, and kept's narinfo, .ls and NAR
     // (no log: `kept` has its deriver's log too, when Nix kept one).
     assert!(after.len() >= 4, "{after:?}");
-    let out = larder_tests::nix_command("nix")
-        .args([
-            "copy",
-            "--no-check-sigs",
-            "--from",
-            &garage.web_url(),
-            "--to",
-        ])
-        .arg(tempfile::tempdir().unwrap().path())
-        .arg(&kept)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_copies_from_bucket(&garage, &kept);
 
     // No roots at all: refused, nothing deleted.
     let empty = setup.dir.path().join("no-roots");
