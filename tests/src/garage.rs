@@ -134,6 +134,12 @@ root_domain = ".web.garage.localhost"
         self.process = Some(process);
     }
 
+    /// The Garage server's process id while it runs (for CPU and memory
+    /// readings in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Running::pid)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.kill();

@@ -14,21 +14,32 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use larder_bench::servers::binary;
+use larder_bench::report::{load_average, machine};
+use larder_bench::servers::{binary, cpu_ticks, ticks_to_time};
 use larder_bench::{Error, closure};
 use larder_store::nar::NarPlan;
 use larder_tests::garage::TestGarage;
 
 const MIB: f64 = (1 << 20) as f64;
 
-fn run(cmd: &mut Command) -> Result<Duration, Error> {
+/// What one command cost: wall time and the CPU time (user + system) of
+/// the command and its children.
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn run(cmd: &mut Command) -> Result<Cost, Error> {
+    let me = std::process::id();
+    let cpu_before = cpu_ticks(me, true)?;
     let start = Instant::now();
     let out = cmd.output()?;
-    let elapsed = start.elapsed();
+    let wall = start.elapsed();
     if !out.status.success() {
         return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    Ok(elapsed)
+    let cpu = ticks_to_time(cpu_ticks(me, true)? - cpu_before);
+    Ok(Cost { wall, cpu })
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
@@ -68,6 +79,15 @@ fn main() -> Result<(), Error> {
         nar_bytes as f64 / MIB
     );
     let sync = binary("larder-sync")?;
+    struct Row {
+        rep: usize,
+        s3: Cost,
+        garage_cpu: Duration,
+        s3_bytes: u64,
+        file: Cost,
+        file_bytes: u64,
+        load: String,
+    }
     let mut rows = Vec::new();
     for rep in 1..=reps {
         let garage = TestGarage::start();
@@ -79,7 +99,10 @@ fn main() -> Result<(), Error> {
             .arg(location.root())
             .args(["--log", "warn", "export", "--to", &garage.uri()])
             .args(&paths);
+        let garage_pid = garage.pid().ok_or("garage is not running")?;
+        let garage_before = cpu_ticks(garage_pid, false)?;
         let s3 = run(&mut export)?;
+        let garage_cpu = ticks_to_time(cpu_ticks(garage_pid, false)? - garage_before);
         let s3_bytes = dir_bytes(&garage.dir().join("data"));
         drop(garage);
 
@@ -93,14 +116,27 @@ fn main() -> Result<(), Error> {
             .args(&paths);
         let file = run(&mut copy)?;
         let file_bytes = dir_bytes(dir.path());
+        let load = load_average()?;
         println!(
-            "rep {rep}: s3 {:.1} s ({:.0} MiB/s), file {:.1} s ({:.0} MiB/s)",
-            s3.as_secs_f64(),
-            nar_bytes as f64 / MIB / s3.as_secs_f64(),
-            file.as_secs_f64(),
-            nar_bytes as f64 / MIB / file.as_secs_f64()
+            "rep {rep}: s3 {:.1} s ({:.0} MiB/s, larder-sync CPU {:.1} s, Garage CPU {:.1} s), \
+             file {:.1} s ({:.0} MiB/s, CPU {:.1} s), load {load}",
+            s3.wall.as_secs_f64(),
+            nar_bytes as f64 / MIB / s3.wall.as_secs_f64(),
+            s3.cpu.as_secs_f64(),
+            garage_cpu.as_secs_f64(),
+            file.wall.as_secs_f64(),
+            nar_bytes as f64 / MIB / file.wall.as_secs_f64(),
+            file.cpu.as_secs_f64(),
         );
-        rows.push((rep, s3, s3_bytes, file, file_bytes));
+        rows.push(Row {
+            rep,
+            s3,
+            garage_cpu,
+            s3_bytes,
+            file,
+            file_bytes,
+            load,
+        });
     }
 
     let mut md = String::new();
@@ -120,20 +156,33 @@ fn main() -> Result<(), Error> {
     )?;
     writeln!(
         md,
-        "| rep | s3 (s) | s3 MiB/s | s3 stored MiB | file (s) | file MiB/s | file stored MiB | s3 time / file time |"
+        "CPU is user + system time: larder-sync's (and its children's) and Garage's for s3, \
+         Nix's for file. Load is the 1/5/15-minute load average right after the rep. {}\n",
+        machine()?
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (rep, s3, s3_bytes, file, file_bytes) in &rows {
+    writeln!(
+        md,
+        "| rep | s3 (s) | s3 MiB/s | larder-sync CPU (s) | Garage CPU (s) | s3 stored MiB | file (s) | file MiB/s | nix CPU (s) | file stored MiB | s3 time / file time | s3 CPU / file CPU | load |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        let mibs = |d: Duration| nar_bytes as f64 / MIB / d.as_secs_f64();
         writeln!(
             md,
-            "| {rep} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} |",
-            s3.as_secs_f64(),
-            nar_bytes as f64 / MIB / s3.as_secs_f64(),
-            *s3_bytes as f64 / MIB,
-            file.as_secs_f64(),
-            nar_bytes as f64 / MIB / file.as_secs_f64(),
-            *file_bytes as f64 / MIB,
-            s3.as_secs_f64() / file.as_secs_f64()
+            "| {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {} |",
+            r.rep,
+            r.s3.wall.as_secs_f64(),
+            mibs(r.s3.wall),
+            r.s3.cpu.as_secs_f64(),
+            r.garage_cpu.as_secs_f64(),
+            r.s3_bytes as f64 / MIB,
+            r.file.wall.as_secs_f64(),
+            mibs(r.file.wall),
+            r.file.cpu.as_secs_f64(),
+            r.file_bytes as f64 / MIB,
+            r.s3.wall.as_secs_f64() / r.file.wall.as_secs_f64(),
+            (r.s3.cpu + r.garage_cpu).as_secs_f64() / r.file.cpu.as_secs_f64(),
+            r.load
         )?;
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results/export.md");
