@@ -217,9 +217,11 @@ impl Metrics {
         }
     }
 
-    /// The registry in Prometheus text format.
+    /// The registry in Prometheus text format, with `larder_panics_total`.
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+        let mut text = prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())?;
+        text.push_str(&larder_store::panics::exposition("larder_panics_total"));
+        Ok(text)
     }
 }
 

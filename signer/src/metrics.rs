@@ -86,6 +86,10 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
-        String::from_utf8(out).expect("Prometheus text is UTF-8")
+        let mut text = String::from_utf8(out).expect("Prometheus text is UTF-8");
+        text.push_str(&larder_store::panics::exposition(
+            "larder_signer_panics_total",
+        ));
+        text
     }
 }

@@ -320,7 +320,8 @@ fn set_defaults(command: Command, settings: &[(String, Vec<String>)]) -> Command
 
 /// The logging every larder binary uses: `filter` in `tracing-subscriber`
 /// syntax (a bad one is reported and `info` used instead), one line per
-/// event on stderr, ANSI colours only when stderr is a terminal.
+/// event on stderr, ANSI colours only when stderr is a terminal; a panic is
+/// one counted `error` line too ([`crate::panics`]).
 pub fn init_logging(convention: &Convention, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!(
@@ -334,6 +335,7 @@ pub fn init_logging(convention: &Convention, filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    crate::panics::install(convention.binary);
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub mod nar;
 pub mod nar_check;
 pub mod narinfo;
 pub mod nixbase32;
+#[cfg(feature = "cli")]
+pub mod panics;
 pub mod path;
 pub mod public_key;
 pub mod signature;

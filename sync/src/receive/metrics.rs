@@ -81,7 +81,11 @@ impl ReceiveMetrics {
         let mut out = Vec::new();
         // Encoding gathered families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        text.push_str(&larder_store::panics::exposition(
+            "larder_receive_panics_total",
+        ));
+        text
     }
 }
 
