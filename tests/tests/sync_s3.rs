@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::{copy_with_sigs, three_path_closure};
-use larder_tests::garage::{ACCESS_KEY, SECRET_KEY, TestGarage};
+use larder_tests::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, TestGarage};
 use larder_tests::process::free_port;
 use larder_tests::signer::TestSigner;
 use larder_tests::sync::SyncSetup;
@@ -310,6 +310,35 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to empty the bucket"));
     assert_eq!(garage.keys(), after);
+
+    // Only dangling roots (their paths are gone from this store, or the
+    // directory belongs to another store): keeping nothing would empty the
+    // bucket just the same, so it is refused too.
+    let dangling = setup.dir.path().join("dangling-roots");
+    std::fs::create_dir_all(dangling.join("receive-ci")).unwrap();
+    symlink(
+        "/nix/store/00000000000000000000000000000000-gone",
+        dangling.join("receive-ci").join("gone"),
+    )
+    .unwrap();
+    let out = sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            dangling.to_str().unwrap(),
+            "--grace-secs",
+            "0",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to empty the bucket"), "{err}");
+    assert!(err.contains("valid path"), "{err}");
+    assert_eq!(garage.keys(), after);
 }
 
 #[test]
@@ -391,6 +420,8 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
             "{err}"
         );
         assert!(!err.contains("panicked"), "{err}");
+        // One line naming the fix: no retry chatter, no second line.
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         err
     };
     let p = path[0].as_str();
@@ -458,4 +489,39 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     assert!(err.contains("not an http(s):// URL"), "{err}");
     let err = fails(&["s3-gc", "--to", "file:///tmp/x"], &creds);
     assert!(err.contains("s3://BUCKET"), "{err}");
+    // The S3 API's address confused with the bucket's website (a 404 to
+    // the PUT of nix-cache-info), and a region the server does not use.
+    let web = format!(
+        "s3://{BUCKET}?endpoint=http://127.0.0.1:{}&region=garage",
+        garage.web_port
+    );
+    let err = fails(&["export", "--to", &web, p], &creds);
+    assert!(err.contains("website endpoint"), "{err}");
+    let region = format!("s3://{BUCKET}?endpoint={}", garage.endpoint());
+    let err = fails(&["export", "--to", &region, p], &creds);
+    assert!(err.contains("region="), "{err}");
+    // Credentials put into the URI, where they would reach `ps`, logs and
+    // the queue file: refused, and the error does not repeat them.
+    for bad in [
+        format!(
+            "s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}?endpoint={}&region=garage",
+            garage.endpoint()
+        ),
+        format!(
+            "s3://{BUCKET}?endpoint=http://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{}&region=garage",
+            garage.s3_port
+        ),
+        format!(
+            "s3://{BUCKET}?endpoint={}&region=garage&secret={SECRET_KEY}",
+            garage.endpoint()
+        ),
+    ] {
+        for args in [
+            &["export", "--to", bad.as_str(), p][..],
+            &["watch", "--to", bad.as_str()][..],
+        ] {
+            let err = fails(args, &creds);
+            assert!(!err.contains(ACCESS_KEY), "{err}");
+        }
+    }
 }

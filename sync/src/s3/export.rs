@@ -96,7 +96,7 @@ impl Exporter {
     /// Check the bucket answers; write `nix-cache-info` when missing.
     ///
     /// # Errors
-    /// [`SyncError::TargetCheck`] saying what to fix.
+    /// [`SyncError::S3`] saying what to fix.
     pub fn check(&mut self) -> Result<()> {
         if !self.initialized {
             self.bucket.check_and_init(self.db.location().store_dir())?;
