@@ -39,8 +39,12 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
     for p in &report.exported {
         println!("exported {p}");
     }
+    for p in &report.resigned {
+        println!("re-signed {p}");
+    }
     tracing::info!(
         exported = report.exported.len(),
+        resigned = report.resigned.len(),
         present = report.present,
         nar_bytes = report.nar_bytes,
         file_bytes = report.file_bytes,

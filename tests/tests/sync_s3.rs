@@ -197,6 +197,72 @@ fn assert_copies_from_bucket(garage: &TestGarage, path: &str) {
 }
 
 #[test]
+fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() {
+    // A first export without --signer-socket writes narinfos clients with
+    // require-sigs refuse; an export with the signer used to count them as
+    // present and leave them unsigned for good.
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let socket = signer.socket.to_str().unwrap();
+    let uri = garage.uri();
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
+    let paths = closure(&store, &top);
+    for p in &paths {
+        assert!(narinfo(&garage, p).unwrap().sigs.is_empty(), "{p}");
+    }
+    let nars_before: BTreeSet<String> = garage
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("nar/"))
+        .collect();
+    assert!(
+        !copy_with_sigs(&garage.web_url(), &top, &signer.public_key)
+            .status
+            .success()
+    );
+
+    let printed = ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, "--signer-socket", socket, &top],
+    ));
+    assert_eq!(printed.matches("re-signed ").count(), 3, "{printed}");
+    assert!(!printed.contains("exported "), "{printed}");
+    let key_name = signer.public_key.split(':').next().unwrap();
+    for p in &paths {
+        let sigs = narinfo(&garage, p).unwrap().sigs;
+        assert!(
+            sigs.iter().any(|s| s.starts_with(&format!("{key_name}:"))),
+            "{p}: {sigs:?}"
+        );
+    }
+    // Only the narinfos were rewritten: the NARs are the same objects.
+    let nars_after: BTreeSet<String> = garage
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("nar/"))
+        .collect();
+    assert_eq!(nars_after, nars_before);
+    assert_no_narinfo_without_nar(&garage);
+    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Signed now: a third export finds everything present.
+    let printed = ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, "--signer-socket", socket, &top],
+    ));
+    assert_eq!(printed, "");
+}
+
+#[test]
 fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     let store = TestStore::new();
     let kept = store.build_expr(&shell_derivation("s3-kept", "echo kept > $out"));
