@@ -33,6 +33,9 @@ pub struct Cli {
     #[arg(long, default_value = "/", global = true)]
     pub store_root: PathBuf,
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `larder_sync=debug,info`.
+    /// The S3 client's line per retry is shown only when the filter names
+    /// `object_store` (else `object_store=warn` is added): an endpoint that
+    /// does not answer is one error line, not eleven.
     #[arg(long, default_value = "info", global = true)]
     pub log: String,
     #[command(subcommand)]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use larder_store::StoreLocation;
+use larder_store::db::StoreDb;
 use larder_sync::retention::{self, Closures};
 use larder_sync::s3::export::Exporter;
 use larder_sync::s3::{Bucket, Credentials, S3Target, gc};
@@ -38,8 +39,12 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
     for p in &report.exported {
         println!("exported {p}");
     }
+    for p in &report.resigned {
+        println!("re-signed {p}");
+    }
     tracing::info!(
         exported = report.exported.len(),
+        resigned = report.resigned.len(),
         present = report.present,
         nar_bytes = report.nar_bytes,
         file_bytes = report.file_bytes,
@@ -73,9 +78,32 @@ pub fn s3_gc(cli: &Cli, args: &S3GcArgs) -> Result<ExitCode> {
             gc_root_dir.display()
         )));
     }
-    let mut closures = Closures::open(&location)?;
-    let mut keep = HashSet::new();
+    let db = StoreDb::open(&location)?;
+    let mut valid_starts = Vec::new();
     for start in &starts {
+        let valid = match location.parse_path(start) {
+            Ok(sp) => db.query_valid_blocking(&sp)?,
+            Err(_) => false,
+        };
+        if valid {
+            valid_starts.push(start);
+        }
+    }
+    if valid_starts.is_empty() {
+        // Every root dangles (its path is gone from this store), or the
+        // roots belong to another store than --store-root: keeping nothing
+        // would empty the bucket, the very thing the check above prevents.
+        return Err(SyncError::Usage(format!(
+            "s3-gc: none of the {} roots (under {} and --root) is a valid path in the store at \
+             {}: refusing to empty the bucket. Are --gc-root-dir and --store-root the same store's?",
+            starts.len(),
+            gc_root_dir.display(),
+            cli.store_root.display()
+        )));
+    }
+    let mut closures = Closures::new(db);
+    let mut keep = HashSet::new();
+    for start in valid_starts {
         for path in closures.closure(start)? {
             if let Ok(sp) = location.parse_path(&path) {
                 keep.insert(sp.hash().to_string());

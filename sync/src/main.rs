@@ -23,9 +23,20 @@ use crate::cli::{Cli, Command, PullArgs, ReceiveArgs, WatchArgs};
 /// `watch-exec`'s exit status when the queue did not drain in time (EX_TEMPFAIL).
 const EXIT_NOT_DRAINED: u8 = 75;
 
+/// `filter` with `object_store=warn` added unless it names `object_store`:
+/// the S3 client logs every retry of a request at `info` (ten lines before
+/// an unreachable endpoint's one error).
+fn log_filter(filter: &str) -> String {
+    if filter.contains("object_store") || filter.trim().is_empty() {
+        filter.to_owned()
+    } else {
+        format!("{filter},object_store=warn")
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = larder_store::cli::parse(&cli::CONVENTION);
-    larder_store::cli::init_logging(&cli::CONVENTION, &cli.log);
+    larder_store::cli::init_logging(&cli::CONVENTION, &log_filter(&cli.log));
     if matches!(
         cli.command,
         Command::Watch(_)

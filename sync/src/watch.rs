@@ -132,6 +132,12 @@ impl Watcher {
     /// start the threads.
     pub fn start(config: WatchConfig) -> Result<Watcher> {
         let location = StoreLocation::new(config.push.local.root());
+        if config.push.target.scheme() == "s3" {
+            // Even with --no-target-check: a malformed s3:// URI (one with
+            // credentials in it) must not reach the queue file or an error
+            // that repeats it.
+            crate::s3::S3Target::parse(&config.push.target)?;
+        }
         let mut queue = Queue::open(&config.queue_path)?;
         if queue.target()?.is_some() {
             // A queue of another target is refused before any network check.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::{copy_with_sigs, three_path_closure};
-use larder_tests::garage::{ACCESS_KEY, SECRET_KEY, TestGarage};
+use larder_tests::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, TestGarage};
 use larder_tests::process::free_port;
 use larder_tests::signer::TestSigner;
 use larder_tests::sync::SyncSetup;
@@ -197,6 +197,72 @@ fn assert_copies_from_bucket(garage: &TestGarage, path: &str) {
 }
 
 #[test]
+fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() {
+    // A first export without --signer-socket writes narinfos clients with
+    // require-sigs refuse; an export with the signer used to count them as
+    // present and leave them unsigned for good.
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let socket = signer.socket.to_str().unwrap();
+    let uri = garage.uri();
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
+    let paths = closure(&store, &top);
+    for p in &paths {
+        assert!(narinfo(&garage, p).unwrap().sigs.is_empty(), "{p}");
+    }
+    let nars_before: BTreeSet<String> = garage
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("nar/"))
+        .collect();
+    assert!(
+        !copy_with_sigs(&garage.web_url(), &top, &signer.public_key)
+            .status
+            .success()
+    );
+
+    let printed = ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, "--signer-socket", socket, &top],
+    ));
+    assert_eq!(printed.matches("re-signed ").count(), 3, "{printed}");
+    assert!(!printed.contains("exported "), "{printed}");
+    let key_name = signer.public_key.split(':').next().unwrap();
+    for p in &paths {
+        let sigs = narinfo(&garage, p).unwrap().sigs;
+        assert!(
+            sigs.iter().any(|s| s.starts_with(&format!("{key_name}:"))),
+            "{p}: {sigs:?}"
+        );
+    }
+    // Only the narinfos were rewritten: the NARs are the same objects.
+    let nars_after: BTreeSet<String> = garage
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("nar/"))
+        .collect();
+    assert_eq!(nars_after, nars_before);
+    assert_no_narinfo_without_nar(&garage);
+    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Signed now: a third export finds everything present.
+    let printed = ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, "--signer-socket", socket, &top],
+    ));
+    assert_eq!(printed, "");
+}
+
+#[test]
 fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     let store = TestStore::new();
     let kept = store.build_expr(&shell_derivation("s3-kept", "echo kept > $out"));
@@ -310,6 +376,35 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to empty the bucket"));
     assert_eq!(garage.keys(), after);
+
+    // Only dangling roots (their paths are gone from this store, or the
+    // directory belongs to another store): keeping nothing would empty the
+    // bucket just the same, so it is refused too.
+    let dangling = setup.dir.path().join("dangling-roots");
+    std::fs::create_dir_all(dangling.join("receive-ci")).unwrap();
+    symlink(
+        "/nix/store/00000000000000000000000000000000-gone",
+        dangling.join("receive-ci").join("gone"),
+    )
+    .unwrap();
+    let out = sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            dangling.to_str().unwrap(),
+            "--grace-secs",
+            "0",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to empty the bucket"), "{err}");
+    assert!(err.contains("valid path"), "{err}");
+    assert_eq!(garage.keys(), after);
 }
 
 #[test]
@@ -391,6 +486,8 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
             "{err}"
         );
         assert!(!err.contains("panicked"), "{err}");
+        // One line naming the fix: no retry chatter, no second line.
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         err
     };
     let p = path[0].as_str();
@@ -458,4 +555,39 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     assert!(err.contains("not an http(s):// URL"), "{err}");
     let err = fails(&["s3-gc", "--to", "file:///tmp/x"], &creds);
     assert!(err.contains("s3://BUCKET"), "{err}");
+    // The S3 API's address confused with the bucket's website (a 404 to
+    // the PUT of nix-cache-info), and a region the server does not use.
+    let web = format!(
+        "s3://{BUCKET}?endpoint=http://127.0.0.1:{}&region=garage",
+        garage.web_port
+    );
+    let err = fails(&["export", "--to", &web, p], &creds);
+    assert!(err.contains("website endpoint"), "{err}");
+    let region = format!("s3://{BUCKET}?endpoint={}", garage.endpoint());
+    let err = fails(&["export", "--to", &region, p], &creds);
+    assert!(err.contains("region="), "{err}");
+    // Credentials put into the URI, where they would reach `ps`, logs and
+    // the queue file: refused, and the error does not repeat them.
+    for bad in [
+        format!(
+            "s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}?endpoint={}&region=garage",
+            garage.endpoint()
+        ),
+        format!(
+            "s3://{BUCKET}?endpoint=http://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:{}&region=garage",
+            garage.s3_port
+        ),
+        format!(
+            "s3://{BUCKET}?endpoint={}&region=garage&secret={SECRET_KEY}",
+            garage.endpoint()
+        ),
+    ] {
+        for args in [
+            &["export", "--to", bad.as_str(), p][..],
+            &["watch", "--to", bad.as_str()][..],
+        ] {
+            let err = fails(args, &creds);
+            assert!(!err.contains(ACCESS_KEY), "{err}");
+        }
+    }
 }

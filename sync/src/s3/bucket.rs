@@ -43,15 +43,29 @@ impl S3Target {
     /// # Errors
     /// [`SyncError::Usage`] naming the bad part and the expected shape.
     pub fn parse(uri: &StoreUri) -> Result<S3Target> {
+        // The error names the bad part, never the whole URI: a URI someone
+        // put a secret into (`s3://ID:SECRET@bucket`, `?secret=…`) must
+        // not come back in an error message or a log.
         let bad = |what: String| {
             SyncError::Usage(format!(
-                "{uri}: {what}; expected s3://BUCKET?endpoint=http://HOST:PORT&region=REGION \
+                "s3:// URI: {what}; expected s3://BUCKET?endpoint=http://HOST:PORT&region=REGION \
                  (optional: compression-level=1..19, part-size-mib=5..4096)"
             ))
         };
         let rest = uri.as_str().strip_prefix("s3://").unwrap_or_default();
         let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
         let bucket = bucket.trim_end_matches('/');
+        let endpoint = uri.param("endpoint").map(str::to_owned);
+        let endpoint_host = endpoint
+            .as_deref()
+            .and_then(|e| e.split_once("://"))
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default());
+        if bucket.contains('@') || endpoint_host.is_some_and(|h| h.contains('@')) {
+            return Err(SyncError::Usage(format!(
+                "s3:// URI: credentials in the URI are refused (they would show in `ps`, logs \
+                 and the queue file): {CREDENTIALS_HINT}"
+            )));
+        }
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket
                 .chars()
@@ -67,7 +81,6 @@ impl S3Target {
                 return Err(bad(format!("unknown parameter {key:?}")));
             }
         }
-        let endpoint = uri.param("endpoint").map(str::to_owned);
         if let Some(e) = &endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
@@ -267,59 +280,77 @@ impl Bucket {
     /// it starts, and the first step of every export.
     ///
     /// # Errors
-    /// [`SyncError::TargetCheck`] saying what to fix (endpoint, bucket,
-    /// credentials).
+    /// [`SyncError::S3`], one line saying what to fix first (endpoint,
+    /// bucket, region, credentials).
     pub fn check_and_init(&self, store_dir: &str) -> Result<()> {
-        let fail = |e: SyncError| SyncError::TargetCheck {
-            target: self.target.uri.clone(),
-            detail: e.to_string(),
-        };
-        if !self.exists("nix-cache-info").map_err(fail)? {
+        if !self.exists("nix-cache-info")? {
             let info = format!("StoreDir: {store_dir}\nWantMassQuery: 1\nPriority: 40\n");
-            self.put("nix-cache-info", info.into_bytes())
-                .map_err(fail)?;
+            self.put("nix-cache-info", info.into_bytes())?;
         }
         Ok(())
     }
 }
 
-/// An `object_store` error as a [`SyncError::S3`], with a hint for the
-/// usual causes. Its text names the bucket and key, never a credential
-/// (`object_store` does not print request headers).
+/// An `object_store` error as a [`SyncError::S3`] on one line: the hint
+/// for the usual causes first (what to fix), then `object_store`'s own
+/// text. It names the bucket and key, never a credential (`object_store`
+/// does not print request headers).
 pub fn s3_error(target: &S3Target, what: &str, e: &object_store::Error) -> SyncError {
-    let text = error_chain(e);
+    // Response bodies (an HTML 404 page) may span lines: keep one line.
+    let text = error_chain(e)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let hint = if text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch")
         || text.contains("AccessDenied")
         || text.contains("403")
         || text.contains("Forbidden")
     {
-        format!(
-            "\nhint: the S3 endpoint refused the credentials (wrong key, or the key has no \
+        Some(format!(
+            "the S3 endpoint refused the credentials (wrong key, or the key has no \
              read/write permission on bucket {}): {CREDENTIALS_HINT}",
             target.bucket
-        )
+        ))
     } else if text.contains("NoSuchBucket") || text.contains("bucket") && text.contains("404") {
-        format!(
-            "\nhint: there is no bucket {:?} at this endpoint: create it, or fix the bucket \
+        Some(format!(
+            "there is no bucket {:?} at this endpoint: create it, or fix the bucket \
              name in the s3:// URI",
             target.bucket
-        )
+        ))
     } else if text.contains("error sending request")
         || text.contains("Connection refused")
         || text.contains("connect")
     {
-        format!(
-            "\nhint: cannot connect to the endpoint {}: check `endpoint=` in the s3:// URI \
+        Some(format!(
+            "cannot connect to the endpoint {}: check `endpoint=` in the s3:// URI \
              and that the S3 server runs",
             target.endpoint.as_deref().unwrap_or("(AWS)")
+        ))
+    } else if text.contains("400 Bad Request") {
+        // Garage answers a request signed for another region with a 400
+        // and (to a HEAD) no body at all.
+        Some(format!(
+            "the endpoint rejected the request (HTTP 400): is `region=` the server's region \
+             (Garage: `s3_region` in garage.toml)? This URI signs for {:?}",
+            target.region
+        ))
+    } else if what.starts_with("PUT") && text.contains("404") {
+        Some(
+            "the endpoint answered 404 to an upload: is `endpoint=` the S3 API (Garage: \
+             `[s3_api] api_bind_addr`), not the bucket's website endpoint?"
+                .to_owned(),
         )
     } else {
-        String::new()
+        None
+    };
+    let detail = match hint {
+        Some(hint) => format!("{what}: {hint} ({text})"),
+        None => format!("{what}: {text}"),
     };
     SyncError::S3 {
         target: target.uri.clone(),
-        detail: format!("{what}: {text}{hint}"),
+        detail,
     }
 }
 
@@ -373,5 +404,48 @@ mod tests {
             assert!(err.contains(says), "{uri}: {err}");
             assert!(err.contains("expected s3://BUCKET"), "{uri}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_in_the_uri_are_refused_and_never_repeated() {
+        for uri in [
+            "s3://GKid:s3cr3t@cache?endpoint=http://127.0.0.1:3900",
+            "s3://cache?endpoint=http://GKid:s3cr3t@127.0.0.1:3900&region=garage",
+            "s3://cache?endpoint=https://GKid:s3cr3t@s3.example.org/&region=garage",
+            "s3://cache?region=garage&secret=s3cr3t",
+        ] {
+            let err = parse(uri).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t"), "{uri}: {err}");
+            assert!(!err.contains('\n'), "{uri}: {err}");
+        }
+        // An `@` in the endpoint's path or query is no credential.
+        assert!(parse("s3://cache?endpoint=http://127.0.0.1:3900/a@b").is_ok());
+    }
+
+    #[test]
+    fn s3_errors_are_one_line_with_the_hint_first() {
+        let target = parse("s3://cache?endpoint=http://127.0.0.1:3900").unwrap();
+        let error = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        };
+        let err = s3_error(
+            &target,
+            "HEAD nix-cache-info",
+            &error("Server returned non-2xx status code: 400 Bad Request:"),
+        )
+        .to_string();
+        assert!(err.contains("region="), "{err}");
+        assert!(err.contains("\"us-east-1\""), "{err}");
+        let err = s3_error(
+            &target,
+            "PUT nix-cache-info",
+            &error("404 Not Found: <title>404 Not Found</title>\n<h1>404 Not Found</h1>\n"),
+        )
+        .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("website endpoint"), "{err}");
+        let hint = err.find("is `endpoint=`").unwrap();
+        assert!(hint < err.find("404 Not Found").unwrap(), "{err}");
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Per path, references first (so a reader that finds a narinfo finds its
 //! references' narinfos too):
-//! 1. skip it when `<hash>.narinfo` is already in the bucket;
+//! 1. skip it when `<hash>.narinfo` is already in the bucket (with a
+//!    signer: and carries a signature by one of the signer's keys; one
+//!    written without the signer, or before a key rotation, gets its
+//!    narinfo re-signed in place, NAR untouched);
 //! 2. dump the NAR from the store (a producer thread), hash it, compress it
 //!    with zstd, hash the compressed bytes, and hand them over in parts of
 //!    `part-size-mib` through a channel of two parts to the uploader, which
@@ -47,6 +50,9 @@ pub struct ExportReport {
     pub exported: Vec<String>,
     /// Paths the bucket already had.
     pub present: usize,
+    /// Paths the bucket had without a signature by the signer's keys,
+    /// whose narinfo was re-signed in place.
+    pub resigned: Vec<String>,
     /// Uncompressed NAR bytes exported.
     pub nar_bytes: u64,
     /// Compressed bytes uploaded.
@@ -59,6 +65,21 @@ pub struct Exporter {
     db: StoreDb,
     signer: Option<SignerSocket>,
     initialized: bool,
+}
+
+/// What the bucket holds for one path.
+enum InBucket {
+    /// No narinfo (or one that does not describe this path's NAR).
+    Missing,
+    /// A narinfo, signed by the signer when there is one.
+    Done,
+    /// A narinfo of this very NAR lacking the signer's signature: where
+    /// its compressed NAR is, and that file's hash and size.
+    Unsigned {
+        url: String,
+        file_hash: Sha256Hash,
+        file_size: u64,
+    },
 }
 
 /// What the dump of one NAR produced.
@@ -96,7 +117,7 @@ impl Exporter {
     /// Check the bucket answers; write `nix-cache-info` when missing.
     ///
     /// # Errors
-    /// [`SyncError::TargetCheck`] saying what to fix.
+    /// [`SyncError::S3`] saying what to fix.
     pub fn check(&mut self) -> Result<()> {
         if !self.initialized {
             self.bucket.check_and_init(self.db.location().store_dir())?;
@@ -109,15 +130,68 @@ impl Exporter {
     ///
     /// # Errors
     /// A bad path, or [`SyncError::S3`].
-    pub fn missing(&self, paths: &[String]) -> Result<Vec<String>> {
+    /// With a signer, a narinfo without a signature by one of its keys
+    /// counts as missing (the export re-signs it).
+    pub fn missing(&mut self, paths: &[String]) -> Result<Vec<String>> {
+        let keys = self.signer_key_names()?;
         let mut out = Vec::new();
         for p in paths {
             let sp = self.parse(p)?;
-            if !self.bucket.exists(&narinfo_key(&sp))? {
+            let done = match &keys {
+                None => self.bucket.exists(&narinfo_key(&sp))?,
+                Some(keys) => matches!(self.in_bucket(&sp, None, keys)?, InBucket::Done),
+            };
+            if !done {
                 out.push(p.clone());
             }
         }
         Ok(out)
+    }
+
+    /// The signer's key names, asked once per call of `missing` or
+    /// `export` so that a key rotation is seen; `None` without a signer.
+    fn signer_key_names(&mut self) -> Result<Option<Vec<String>>> {
+        self.signer
+            .as_mut()
+            .map(SignerSocket::key_names)
+            .transpose()
+    }
+
+    /// What the bucket holds for `path`: with `keys` (the signer's), a
+    /// narinfo counts as done only when one of its signatures is by one of
+    /// them. `info` (the store DB's) makes an unsigned narinfo re-signable
+    /// only when it describes the same NAR.
+    fn in_bucket(
+        &self,
+        path: &StorePath,
+        info: Option<&PathInfo>,
+        keys: &[String],
+    ) -> Result<InBucket> {
+        let Some(text) = self.bucket.get(&narinfo_key(path))? else {
+            return Ok(InBucket::Missing);
+        };
+        let Ok(narinfo) = String::from_utf8_lossy(&text).parse::<NarInfo>() else {
+            return Ok(InBucket::Missing);
+        };
+        let signed = narinfo.sigs.iter().any(|sig| {
+            sig.split_once(':')
+                .is_some_and(|(name, _)| keys.iter().any(|k| k == name))
+        });
+        if signed {
+            return Ok(InBucket::Done);
+        }
+        match (info, narinfo.file_hash, narinfo.file_size) {
+            (Some(info), Some(file_hash), Some(file_size))
+                if narinfo.nar_hash == info.nar_hash && narinfo.nar_size == info.nar_size =>
+            {
+                Ok(InBucket::Unsigned {
+                    url: narinfo.url,
+                    file_hash,
+                    file_size,
+                })
+            }
+            _ => Ok(InBucket::Missing),
+        }
     }
 
     fn parse(&self, path: &str) -> Result<StorePath> {
@@ -154,12 +228,38 @@ impl Exporter {
                     })?;
             infos.insert(path, info);
         }
+        let keys = self.signer_key_names()?;
         let mut report = ExportReport::default();
         for path in references_first(&infos) {
             let info = &infos[&path];
-            if self.bucket.exists(&narinfo_key(&info.path))? {
-                report.present += 1;
-                continue;
+            let state = match &keys {
+                None if self.bucket.exists(&narinfo_key(&info.path))? => InBucket::Done,
+                None => InBucket::Missing,
+                Some(keys) => self.in_bucket(&info.path, Some(info), keys)?,
+            };
+            match state {
+                InBucket::Done => {
+                    report.present += 1;
+                    continue;
+                }
+                InBucket::Unsigned {
+                    url,
+                    file_hash,
+                    file_size,
+                } => {
+                    let sums = Sums {
+                        nar_hash: info.nar_hash,
+                        nar_size: info.nar_size,
+                        file_hash,
+                        file_size,
+                    };
+                    self.write_narinfo(info, url, &sums)?;
+                    report
+                        .resigned
+                        .push(self.db.location().display_path(&info.path));
+                    continue;
+                }
+                InBucket::Missing => {}
             }
             let sums = self.export_path(info)?;
             report.nar_bytes += sums.nar_size;
@@ -218,10 +318,19 @@ impl Exporter {
         {
             self.bucket.put(&format!("log/{drv}"), log)?;
         }
+        self.write_narinfo(info, nar_key, &sums)?;
+        tracing::debug!(path = %path_text, nar = sums.nar_size, file = sums.file_size, "exported");
+        Ok(sums)
+    }
+
+    /// Write `info`'s narinfo naming the NAR at `url`: the store DB's
+    /// signatures plus the signer's (a fresh signature, also when the
+    /// bucket's narinfo had other ones).
+    fn write_narinfo(&mut self, info: &PathInfo, url: String, sums: &Sums) -> Result<()> {
         let mut narinfo = NarInfo {
-            store_dir: location.store_dir().to_owned(),
+            store_dir: self.db.location().store_dir().to_owned(),
             store_path: info.path.clone(),
-            url: nar_key,
+            url,
             compression: "zstd".into(),
             file_hash: Some(sums.file_hash),
             file_size: Some(sums.file_size),
@@ -240,9 +349,7 @@ impl Exporter {
             }
         }
         self.bucket
-            .put(&narinfo_key(&info.path), narinfo.to_string().into_bytes())?;
-        tracing::debug!(path = %path_text, nar = sums.nar_size, file = sums.file_size, "exported");
-        Ok(sums)
+            .put(&narinfo_key(&info.path), narinfo.to_string().into_bytes())
     }
 
     /// Dump, compress and upload one NAR to `key`; checked against the DB

@@ -56,6 +56,25 @@ impl SignerSocket {
         }
     }
 
+    /// The names of the signer's keys (`name` of each `name:base64`).
+    ///
+    /// # Errors
+    /// [`SyncError::Signer`]: the socket cannot be reached or the answer is
+    /// not a key list.
+    pub fn key_names(&mut self) -> Result<Vec<String>> {
+        match self.call(&Request::PublicKeys) {
+            Ok(Reply::PublicKeys(keys)) => Ok(keys
+                .iter()
+                .map(|k| k.split_once(':').map_or(k.as_str(), |(n, _)| n).to_owned())
+                .collect()),
+            Ok(_) => Err(self.fail("answered a public-keys request with something else".into())),
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
     fn call(&mut self, request: &Request) -> Result<Reply> {
         use std::io::Write;
         if self.conn.is_none() {
