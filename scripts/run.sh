@@ -36,7 +36,10 @@ socket="$workdir/signer.sock"
 echo "== starting larder-signer (key $key, socket $socket)"
 "$bin/larder-signer" serve --socket "$socket" --key-file "$key" --store-root / >"$workdir/signer.log" 2>&1 &
 signer=$!
-trap 'kill $signer 2>/dev/null || true' EXIT
+# The work dir (sockets, logs, the client store) goes with the demo; the
+# client store's files are read-only, hence the chmod.
+cleanup() { kill "$@" 2>/dev/null || true; chmod -R u+w "$workdir" 2>/dev/null; rm -rf "$workdir"; }
+trap 'cleanup $signer' EXIT
 for _ in $(seq 100); do [ -S "$socket" ] && break; kill -0 $signer 2>/dev/null || { cat "$workdir/signer.log"; exit 1; }; sleep 0.1; done
 public=$("$bin/larder-signer" request --socket "$socket" | sed -n 's/.*"public_keys":\["\([^"]*\)".*/\1/p')
 echo "   public key: $public"
@@ -44,7 +47,7 @@ echo "   public key: $public"
 echo "== starting larder-server on $bind (store /nix/store, logs in $workdir/server.log)"
 "$bin/larder-server" --bind "$bind" --store-root / --signer-socket "$socket" >"$workdir/server.log" 2>&1 &
 server=$!
-trap 'kill $server $signer 2>/dev/null || true' EXIT
+trap 'cleanup $server $signer' EXIT
 for _ in $(seq 100); do
   curl -fsS "http://$bind/health" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }

@@ -125,12 +125,20 @@ pub fn s3_gc(cli: &Cli, args: &S3GcArgs) -> Result<ExitCode> {
     for key in &report.deleted {
         println!("{verb} {key}");
     }
-    tracing::info!(
-        deleted = report.deleted.len(),
-        kept = report.kept,
-        young = report.young,
-        dry_run = args.dry_run,
-        "s3-gc done"
-    );
+    if args.dry_run {
+        tracing::info!(
+            would_delete = report.deleted.len(),
+            kept = report.kept,
+            young = report.young,
+            "s3-gc dry run done: nothing deleted"
+        );
+    } else {
+        tracing::info!(
+            deleted = report.deleted.len(),
+            kept = report.kept,
+            young = report.young,
+            "s3-gc done"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
