@@ -40,39 +40,53 @@ pub struct S3Target {
 impl S3Target {
     /// Parse `s3://BUCKET?endpoint=URL&region=R&compression-level=N&part-size-mib=M`.
     ///
+    /// Every parameter may appear once, with a non-empty value. The
+    /// endpoint must be a plain `http(s)://HOST[:PORT][/]`: a user name or
+    /// password in it is refused (credentials come only from the
+    /// environment), and so is anything the S3 client could not sign
+    /// requests for (it panics on an empty or malformed host).
+    ///
     /// # Errors
-    /// [`SyncError::Usage`] naming the bad part and the expected shape.
+    /// [`SyncError::Usage`] naming the bad part and the expected shape; the
+    /// URI it repeats has any `user:password@` replaced by `***@`.
     pub fn parse(uri: &StoreUri) -> Result<S3Target> {
+        let shown = crate::uri::redact_userinfo(uri.as_str());
         let bad = |what: String| {
             SyncError::Usage(format!(
-                "{uri}: {what}; expected s3://BUCKET?endpoint=http://HOST:PORT&region=REGION \
+                "{shown}: {what}; expected s3://BUCKET?endpoint=http://HOST:PORT&region=REGION \
                  (optional: compression-level=1..19, part-size-mib=5..4096)"
             ))
         };
+        if crate::uri::has_userinfo(uri.as_str()) {
+            return Err(bad(CREDENTIALS_IN_URI.to_owned()));
+        }
         let rest = uri.as_str().strip_prefix("s3://").unwrap_or_default();
         let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
         let bucket = bucket.trim_end_matches('/');
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '-'));
-        if !bucket_ok {
+        if !bucket_name_ok(bucket) {
             return Err(bad(format!(
-                "bucket name {bucket:?} is not 3-63 of [a-z0-9.-]"
+                "bucket name {bucket:?} is not 3-63 of [a-z0-9.-], starting and ending with a \
+                 letter or digit, without `..`"
             )));
         }
+        let mut seen: Vec<&str> = Vec::new();
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-            let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+            let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
             if !PARAMS.contains(&key) {
                 return Err(bad(format!("unknown parameter {key:?}")));
             }
+            if seen.contains(&key) {
+                return Err(bad(format!("parameter {key:?} is given twice")));
+            }
+            if value.is_empty() {
+                return Err(bad(format!("parameter {key:?} has no value")));
+            }
+            seen.push(key);
         }
-        let endpoint = uri.param("endpoint").map(str::to_owned);
-        if let Some(e) = &endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            return Err(bad(format!("endpoint {e:?} is not an http(s):// URL")));
-        }
+        let endpoint = match uri.param("endpoint") {
+            None => None,
+            Some(e) => Some(endpoint_url(e).map_err(bad)?),
+        };
         let level = match uri.param("compression-level") {
             None => DEFAULT_LEVEL,
             Some(l) => l
@@ -89,15 +103,72 @@ impl S3Target {
                 .filter(|p| (5..=4096).contains(p))
                 .ok_or_else(|| bad(format!("part-size-mib {p:?} is not 5..4096")))?,
         };
+        let region = uri.param("region").unwrap_or("us-east-1");
+        if !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!("region {region:?} is not [A-Za-z0-9_-]")));
+        }
         Ok(S3Target {
             uri: uri.to_string(),
             bucket: bucket.to_owned(),
             endpoint,
-            region: uri.param("region").unwrap_or("us-east-1").to_owned(),
+            region: region.to_owned(),
             level,
             part_size: part_mib << 20,
         })
     }
+}
+
+/// What a URI with a user name or password in it is told (without
+/// repeating them).
+const CREDENTIALS_IN_URI: &str = "the URI carries a user name or password (shown as ***): \
+credentials are never taken from a URI, which ends up in logs, `ps` and unit files; give them \
+as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or their _FILE variants) instead";
+
+/// S3's bucket naming rules that matter for a path-style URL: 3-63 of
+/// `[a-z0-9.-]`, first and last a letter or digit, no `..`.
+fn bucket_name_ok(bucket: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '-'))
+        && edge_ok(bucket.chars().next())
+        && edge_ok(bucket.chars().last())
+        && !bucket.contains("..")
+}
+
+/// `endpoint=`, checked and rebuilt as `scheme://host[:port]`: an
+/// http(s) URL with a host, and nothing else (no user name or password, no
+/// path, query or fragment).
+fn endpoint_url(endpoint: &str) -> std::result::Result<String, String> {
+    let not_url = || {
+        format!(
+            "endpoint {endpoint:?} is not an http(s):// URL with a host (e.g. http://127.0.0.1:3900)"
+        )
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|_| not_url())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(not_url());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(CREDENTIALS_IN_URI.to_owned());
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(not_url)?;
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "endpoint {endpoint:?} has a path, query or fragment; give only http(s)://HOST[:PORT]"
+        ));
+    }
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
 }
 
 /// S3 credentials, read from the environment or from files it names.
@@ -373,5 +444,127 @@ mod tests {
             assert!(err.contains(says), "{uri}: {err}");
             assert!(err.contains("expected s3://BUCKET"), "{uri}: {err}");
         }
+    }
+
+    /// The hostile pass's URI corpus: each is one clear usage error, never
+    /// a panic of the S3 client, and never repeats a credential.
+    #[test]
+    fn hostile_uris_are_refused_without_echoing_credentials() {
+        let e = "endpoint=http://127.0.0.1:3900";
+        let cases: Vec<(String, &str)> = vec![
+            // Credentials in the URI, plain or escaped, anywhere.
+            (
+                format!("s3://cache?endpoint=http://AKID:S3CR3T@127.0.0.1:3900"),
+                "user name or password",
+            ),
+            (
+                format!("s3://cache?endpoint=https://S3CR3T@h"),
+                "user name or password",
+            ),
+            (
+                format!("s3://AKID:S3CR3T@cache?{e}"),
+                "user name or password",
+            ),
+            (
+                format!("s3://cache?endpoint=http%3A%2F%2FAKID%3AS3CR3T%40h"),
+                "user name or password",
+            ),
+            (
+                format!("s3://cache?endpoint=AKID:S3CR3T@h:3900"),
+                "user name or password",
+            ),
+            // Endpoints the S3 client would panic on, or that are no URL.
+            ("s3://cache?endpoint=http://".into(), "not an http(s)"),
+            ("s3://cache?endpoint=https://".into(), "not an http(s)"),
+            ("s3://cache?endpoint=http://:80".into(), "not an http(s)"),
+            ("s3://cache?endpoint=http://h%20x".into(), "not an http(s)"),
+            ("s3://cache?endpoint=http://[::1".into(), "not an http(s)"),
+            ("s3://cache?endpoint=ftp://h".into(), "not an http(s)"),
+            ("s3://cache?endpoint=file:///tmp".into(), "not an http(s)"),
+            ("s3://cache?endpoint=unix:/run/s".into(), "not an http(s)"),
+            ("s3://cache?endpoint=http://h/path".into(), "path, query"),
+            (
+                "s3://cache?endpoint=http://h:99999".into(),
+                "not an http(s)",
+            ),
+            // Missing, empty and repeated parameters.
+            ("s3://cache?endpoint=".into(), "no value"),
+            ("s3://cache?endpoint".into(), "no value"),
+            (format!("s3://cache?{e}&region="), "no value"),
+            (format!("s3://cache?{e}&{e}"), "given twice"),
+            (format!("s3://cache?{e}&region=a&region=b"), "given twice"),
+            (format!("s3://cache?{e}&region=a%2fb"), "region"),
+            (format!("s3://cache?{e}&region=a b"), "region"),
+            (format!("s3://cache?{e}&Endpoint=x"), "unknown parameter"),
+            (
+                format!("s3://cache?{e}&compression=zstd"),
+                "unknown parameter",
+            ),
+            // compression-level and part-size-mib out of range.
+            (
+                format!("s3://cache?{e}&compression-level=0"),
+                "compression-level",
+            ),
+            (
+                format!("s3://cache?{e}&compression-level=20"),
+                "compression-level",
+            ),
+            (
+                format!("s3://cache?{e}&compression-level=-1"),
+                "compression-level",
+            ),
+            (
+                format!("s3://cache?{e}&compression-level=99999999999999999999"),
+                "compression-level",
+            ),
+            (
+                format!("s3://cache?{e}&compression-level=3.5"),
+                "compression-level",
+            ),
+            (format!("s3://cache?{e}&part-size-mib=0"), "part-size-mib"),
+            (format!("s3://cache?{e}&part-size-mib=4"), "part-size-mib"),
+            (
+                format!("s3://cache?{e}&part-size-mib=4097"),
+                "part-size-mib",
+            ),
+            (
+                format!("s3://cache?{e}&part-size-mib=18446744073709551616"),
+                "part-size-mib",
+            ),
+            (
+                format!("s3://cache?{e}&part-size-mib=lots"),
+                "part-size-mib",
+            ),
+            // Bucket names.
+            (format!("s3://a/b?{e}"), "bucket name"),
+            (format!("s3://cache/..?{e}"), "bucket name"),
+            (format!("s3://..?{e}"), "bucket name"),
+            (format!("s3://...?{e}"), "bucket name"),
+            (format!("s3://a..b?{e}"), "bucket name"),
+            (format!("s3://-cache?{e}"), "bucket name"),
+            (format!("s3://cache-?{e}"), "bucket name"),
+            (format!("s3://a%2fb?{e}"), "bucket name"),
+            (format!("s3://caché?{e}"), "bucket name"),
+            (format!("s3://{}?{e}", "a".repeat(64)), "bucket name"),
+        ];
+        for (uri, says) in &cases {
+            let err = match uri.parse::<StoreUri>() {
+                Ok(u) => S3Target::parse(&u).map(|t| format!("{t:?}")).unwrap_err(),
+                Err(e) => e,
+            };
+            let text = err.to_string();
+            assert!(matches!(err, SyncError::Usage(_)), "{uri}: {text}");
+            assert!(text.contains(says), "{uri}: {text}");
+            assert!(
+                !text.contains("S3CR3T") && !text.contains('\n'),
+                "{uri}: {text}"
+            );
+        }
+        // What stays accepted: a trailing slash, an https endpoint with a
+        // default port, rebuilt without its trailing slash.
+        let t = parse("s3://my-cache.1/?endpoint=https://s3.example.org/&region=eu_1").unwrap();
+        assert_eq!(t.bucket, "my-cache.1");
+        assert_eq!(t.endpoint.as_deref(), Some("https://s3.example.org"));
+        assert_eq!(t.region, "eu_1");
     }
 }
