@@ -189,40 +189,100 @@ pub const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_
 AWS_ACCESS_KEY_ID_FILE and AWS_SECRET_ACCESS_KEY_FILE naming files that hold them (the NixOS \
 module passes them with systemd's LoadCredential); never on the command line";
 
+/// Largest credentials file read: S3 keys are tens of bytes and session
+/// tokens a few kilobytes; a bigger file (or `/dev/zero`) is a mistake.
+const MAX_CREDENTIAL_FILE: u64 = 16 << 10;
+
 impl Credentials {
-    /// `NAME` from the environment, else the trimmed contents of the file
-    /// named by `NAME_FILE`.
-    fn variable(name: &str) -> Result<Option<String>> {
-        if let Ok(v) = std::env::var(name)
-            && !v.is_empty()
-        {
-            return Ok(Some(v));
-        }
-        let Some(file) = std::env::var_os(format!("{name}_FILE")).map(PathBuf::from) else {
-            return Ok(None);
+    /// `NAME` from `env`, else the contents of the file named by
+    /// `NAME_FILE` without surrounding whitespace (a trailing newline is
+    /// normal). Both set is refused (which one is meant?), and so is a
+    /// value that is not printable ASCII without spaces: it could only
+    /// fail later, in the S3 client's request signing. Errors name the
+    /// variable and the file, never the value.
+    fn variable(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<String>> {
+        let fail = |detail: String| SyncError::S3Credentials { detail };
+        let direct = env(name).filter(|v| !v.is_empty());
+        let file = env(&format!("{name}_FILE"))
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        let value = match (direct, file) {
+            (Some(_), Some(_)) => {
+                return Err(fail(format!(
+                    "both {name} and {name}_FILE are set: unset one of them"
+                )));
+            }
+            (Some(v), None) => v,
+            (None, None) => return Ok(None),
+            (None, Some(file)) => {
+                let shown = file.display();
+                let text = read_credential_file(&file)
+                    .map_err(|e| fail(format!("cannot read {name}_FILE={shown}: {e}")))?;
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    return Err(fail(format!(
+                        "{name}_FILE={shown} is empty: write the value into it"
+                    )));
+                }
+                text
+            }
         };
-        let text = std::fs::read_to_string(&file).map_err(|e| SyncError::S3Credentials {
-            detail: format!("cannot read {name}_FILE={}: {e}", file.display()),
-        })?;
-        Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(format!(
+                "{name} (or the file {name}_FILE names) holds spaces, control characters or \
+                 non-ASCII bytes inside the value; S3 keys are printable ASCII"
+            )));
+        }
+        Ok(Some(value))
     }
 
-    /// Read the credentials.
+    /// Read the credentials from the process environment.
     ///
     /// # Errors
-    /// [`SyncError::S3Credentials`] when one is missing or its file unreadable.
+    /// [`SyncError::S3Credentials`] when one is missing, set twice, malformed
+    /// or its file unreadable.
     pub fn from_env() -> Result<Credentials> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// [`Credentials::from_env`] with `env` in place of the environment.
+    ///
+    /// # Errors
+    /// As [`Credentials::from_env`].
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials> {
         let missing = |name: &str| SyncError::S3Credentials {
             detail: format!("{name} is not set: {CREDENTIALS_HINT}"),
         };
         Ok(Credentials {
-            access_key_id: Self::variable("AWS_ACCESS_KEY_ID")?
+            access_key_id: Self::variable(env, "AWS_ACCESS_KEY_ID")?
                 .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
-            secret_access_key: Self::variable("AWS_SECRET_ACCESS_KEY")?
+            secret_access_key: Self::variable(env, "AWS_SECRET_ACCESS_KEY")?
                 .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
-            session_token: Self::variable("AWS_SESSION_TOKEN")?,
+            session_token: Self::variable(env, "AWS_SESSION_TOKEN")?,
         })
     }
+}
+
+/// A credentials file's text: a regular file (not a FIFO or `/dev/zero`)
+/// of at most [`MAX_CREDENTIAL_FILE`] bytes of UTF-8.
+fn read_credential_file(file: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let opened = std::fs::File::open(file)?;
+    let meta = opened.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    opened
+        .take(MAX_CREDENTIAL_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|_| std::io::Error::other("not UTF-8 text"))?;
+    if text.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_CREDENTIAL_FILE} bytes; it should hold one key"
+        )));
+    }
+    Ok(text)
 }
 
 /// A connected bucket: the `object_store` client and a runtime to drive it
@@ -566,5 +626,115 @@ mod tests {
         assert_eq!(t.bucket, "my-cache.1");
         assert_eq!(t.endpoint.as_deref(), Some("https://s3.example.org"));
         assert_eq!(t.region, "eu_1");
+    }
+
+    /// The hostile pass's credential cases: each refused with a sentence
+    /// naming the variable and file, never the value.
+    #[test]
+    fn credential_variables_and_files_are_checked_without_echoing_them() {
+        use std::collections::HashMap;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, body: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            p.display().to_string()
+        };
+        let good_id = file("id", b"GK0123\n");
+        let good_secret = file("secret", b"  S3CR3T-value\r\n\n");
+        let empty = file("empty", b"\n \n");
+        let huge = file("huge", &vec![b'S'; (MAX_CREDENTIAL_FILE + 1) as usize]);
+        let binary = file("binary", &[0xff, 0xfe, b'S', 0]);
+        let inner = file("inner", b"S3CR3T one\nS3CR3T two\n");
+        let unreadable = file("unreadable", b"S3CR3T");
+        std::fs::set_permissions(
+            &unreadable,
+            std::os::unix::fs::PermissionsExt::from_mode(0o000),
+        )
+        .unwrap();
+        let dir_path = dir.path().display().to_string();
+        let run = |vars: &[(&str, &str)]| {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Credentials::from_lookup(&|name| map.get(name).cloned())
+        };
+        // Files with trailing whitespace work, as systemd writes them.
+        let ok = run(&[
+            ("AWS_ACCESS_KEY_ID_FILE", &good_id),
+            ("AWS_SECRET_ACCESS_KEY_FILE", &good_secret),
+        ])
+        .unwrap();
+        assert_eq!(ok.access_key_id, "GK0123");
+        assert_eq!(ok.secret_access_key, "S3CR3T-value");
+        assert_eq!(format!("{ok:?}"), "Credentials(<redacted>)");
+        let id = ("AWS_ACCESS_KEY_ID", "GK0123");
+        let mut refused = vec![
+            (vec![id], "AWS_SECRET_ACCESS_KEY is not set".to_owned()),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/s")],
+                "/nonexistent/s".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &empty)],
+                "is empty".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &huge)],
+                "larger than".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &binary)],
+                "not UTF-8".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &inner)],
+                "spaces, control".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &dir_path)],
+                "not a regular file".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/dev/zero")],
+                "not a regular file".to_owned(),
+            ),
+            (
+                vec![
+                    id,
+                    ("AWS_SECRET_ACCESS_KEY", "S3CR3T"),
+                    ("AWS_SECRET_ACCESS_KEY_FILE", &good_secret),
+                ],
+                "both AWS_SECRET_ACCESS_KEY and AWS_SECRET_ACCESS_KEY_FILE".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY", "S3CR3T\nx")],
+                "control characters".to_owned(),
+            ),
+            (
+                vec![id, ("AWS_SECRET_ACCESS_KEY", "S3CR3T\u{e9}")],
+                "non-ASCII".to_owned(),
+            ),
+            (
+                vec![
+                    id,
+                    ("AWS_SECRET_ACCESS_KEY", "S3CR3T"),
+                    ("AWS_SESSION_TOKEN", "S3CR3T tok"),
+                ],
+                "AWS_SESSION_TOKEN".to_owned(),
+            ),
+        ];
+        // Root reads a mode-000 file anyway; the case counts elsewhere.
+        if std::fs::read(&unreadable).is_err() {
+            refused.push((
+                vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &unreadable)],
+                "cannot read".to_owned(),
+            ));
+        }
+        for (vars, says) in refused {
+            let err = run(&vars).unwrap_err().to_string();
+            assert!(err.contains(&says), "{vars:?}: {err}");
+            assert!(!err.contains("S3CR3T"), "{vars:?}: {err}");
+        }
     }
 }
