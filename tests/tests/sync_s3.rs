@@ -50,7 +50,11 @@ fn narinfo(garage: &TestGarage, path: &str) -> Option<NarInfo> {
 /// Every narinfo in the bucket names a NAR that is there.
 fn assert_no_narinfo_without_nar(garage: &TestGarage) {
     let keys: BTreeSet<String> = garage.keys().into_iter().collect();
-    for key in keys.iter().filter(|k| k.ends_with(".narinfo")) {
+    // `<hash32>.narinfo`: what Nix reads (other keys are no narinfo to it).
+    for key in keys
+        .iter()
+        .filter(|k| k.ends_with(".narinfo") && k.len() == 40)
+    {
         let body = garage.web_body(&format!("/{key}")).unwrap();
         let info: NarInfo = String::from_utf8(body).unwrap().parse().unwrap();
         assert!(
@@ -458,4 +462,163 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     assert!(err.contains("not an http(s):// URL"), "{err}");
     let err = fails(&["s3-gc", "--to", "file:///tmp/x"], &creds);
     assert!(err.contains("s3://BUCKET"), "{err}");
+}
+
+/// `s3-gc --grace-secs 0 --gc-root-dir ROOTS [--dry-run]`.
+fn gc(setup: &SyncSetup, garage: &TestGarage, roots: &str, dry: bool) -> Output {
+    let uri = garage.uri();
+    let mut args = vec!["s3-gc", "--to", &uri, "--gc-root-dir", roots];
+    args.extend(["--grace-secs", "0"]);
+    if dry {
+        args.push("--dry-run");
+    }
+    sync(setup, garage, &args)
+}
+
+fn planted(out: Output) {
+    assert!(
+        out.status.success(),
+        "curl: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The hostile pass's bucket corpus: objects no export writes. The GC
+/// never crashes on them, never deletes what a rooted path needs, deletes
+/// nothing on a dry run; a re-export repairs a rooted path whose narinfo is
+/// garbage, oversized or names a NAR that is gone.
+#[test]
+fn hostile_bucket_contents_never_cost_a_rooted_path() {
+    let store = TestStore::new();
+    let kept = store.build_expr(&shell_derivation("s3-h-kept", "echo kept > $out"))[0].clone();
+    let gone = store.build_expr(&shell_derivation("s3-h-gone", "echo gone > $out"))[0].clone();
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let uri = garage.uri();
+    ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, &kept, &gone],
+    ));
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    let kept_info = narinfo(&garage, &kept).unwrap();
+    let kept_key = format!("{}.narinfo", hash_part(&kept));
+
+    // 1. Odd keys and narinfos larder never writes, none rooted.
+    let fake = "0000000000000000000000000000000a";
+    let odd = [
+        ("readme.txt", b"not ours".to_vec()),
+        ("other/thing.narinfo", b"not ours either".to_vec()),
+        ("nar/odd key%#.nar", b"unreferenced".to_vec()),
+        ("tmp/left over ü", b"abandoned".to_vec()),
+        ("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo", b"\xff\x00garbage".to_vec()),
+        (
+            &format!("{fake}.narinfo") as &str,
+            format!("StorePath: /nix/store/{fake}-x\nURL: nix-cache-info\nCompression: none\nNarHash: sha256:0000000000000000000000000000000000000000000000000000\nNarSize: 1\n").into_bytes(),
+        ),
+    ];
+    for (key, body) in &odd {
+        planted(garage.put(key, body));
+    }
+    let before = garage.keys();
+    for (key, _) in &odd {
+        assert!(
+            before.contains(&(*key).to_owned()),
+            "{key} not in {before:?}"
+        );
+    }
+    let dry = ok(gc(&setup, &garage, &roots, true));
+    assert_eq!(garage.keys(), before, "a dry run deleted something:\n{dry}");
+    let real = ok(gc(&setup, &garage, &roots, false));
+    let after = garage.keys();
+    for gone_key in [
+        "nar/odd key%#.nar",
+        "tmp/left over ü",
+        "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo",
+    ] {
+        assert!(
+            !after.contains(&gone_key.to_owned()),
+            "{gone_key} survived:\n{real}\n{after:?}"
+        );
+    }
+    for stays in ["readme.txt", "other/thing.narinfo", "nix-cache-info"] {
+        assert!(
+            after.contains(&stays.to_owned()),
+            "{stays} deleted:\n{real}"
+        );
+    }
+    assert!(narinfo(&garage, &gone).is_none());
+    assert_no_narinfo_without_nar(&garage);
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 2. The rooted narinfo names its NAR as `./nar/…`, which Nix resolves
+    // to the same object: the GC must not take it as unnamed.
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &gone]));
+    let dotted = kept_info.to_string().replace("URL: nar/", "URL: ./nar/");
+    planted(garage.put(&kept_key, dotted.as_bytes()));
+    assert_copies_from_bucket(&garage, &kept);
+    let real = ok(gc(&setup, &garage, &roots, false));
+    assert!(
+        garage.keys().contains(&kept_info.url),
+        "rooted NAR deleted:\n{real}"
+    );
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 3. An oversized rooted narinfo: no crash, every NAR kept; then a
+    // re-export replaces it.
+    planted(garage.put(&kept_key, &vec![b'x'; 3 << 20]));
+    let real = ok(gc(&setup, &garage, &roots, false));
+    assert!(
+        garage.keys().contains(&kept_info.url),
+        "rooted NAR deleted:\n{real}"
+    );
+    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert!(again.contains(&kept), "{again}");
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 4. A garbage rooted narinfo, then one whose NAR is gone: each
+    // re-export repairs the path.
+    planted(garage.put(&kept_key, b"StorePath: nonsense\n"));
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert_copies_from_bucket(&garage, &kept);
+    planted(garage.delete(&narinfo(&garage, &kept).unwrap().url));
+    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert!(again.contains(&kept), "not exported again: {again}");
+    assert_no_narinfo_without_nar(&garage);
+    assert_copies_from_bucket(&garage, &kept);
+}
+
+/// A key the S3 client cannot represent (`a//b`): the GC stops with an
+/// error naming it, deletes nothing, and works again once it is gone.
+#[test]
+fn a_key_the_s3_client_cannot_list_stops_gc_with_its_name() {
+    let store = TestStore::new();
+    let kept = store.build_expr(&shell_derivation("s3-h-list", "echo k > $out"))[0].clone();
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &garage.uri(), &kept],
+    ));
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    planted(garage.put("tmp//double", b"x"));
+    let before = garage.keys();
+    assert!(before.contains(&"tmp//double".to_owned()), "{before:?}");
+    let out = gc(&setup, &garage, &roots, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("tmp//double"), "{err}");
+    assert_eq!(garage.keys(), before);
+    planted(garage.delete("tmp//double"));
+    ok(gc(&setup, &garage, &roots, false));
+    assert_copies_from_bucket(&garage, &kept);
 }

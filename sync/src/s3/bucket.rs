@@ -382,14 +382,49 @@ impl Bucket {
         }
     }
 
+    /// Read an object of at most `max` bytes; `None` when it does not
+    /// exist, [`TooBig`] (its size) when it is larger: its body is then
+    /// never read, so a hostile object cannot fill the memory.
+    ///
+    /// # Errors
+    /// [`SyncError::S3`].
+    pub fn get_small(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<std::result::Result<Vec<u8>, TooBig>>> {
+        let path = ObjectPath::from(key);
+        let result = self.block_on(async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size > max {
+                return Ok(Err(TooBig(got.meta.size)));
+            }
+            got.bytes().await.map(|b| Ok(b.to_vec()))
+        });
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(s3_error(&self.target, &format!("GET {key}"), &e)),
+        }
+    }
+
     /// Delete an object (absent is fine).
     ///
     /// # Errors
     /// [`SyncError::S3`].
     pub fn delete(&self, key: &str) -> Result<()> {
-        match self.block_on(self.store.delete(&ObjectPath::from(key))) {
+        self.delete_path(&ObjectPath::from(key))
+    }
+
+    /// Delete the object at `path` exactly as listed: [`Bucket::delete`]
+    /// would escape a listed key's `%`, `#` or space again and miss it.
+    ///
+    /// # Errors
+    /// [`SyncError::S3`].
+    pub fn delete_path(&self, path: &ObjectPath) -> Result<()> {
+        match self.block_on(self.store.delete(path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(s3_error(&self.target, &format!("DELETE {key}"), &e)),
+            Err(e) => Err(s3_error(&self.target, &format!("DELETE {path}"), &e)),
         }
     }
 
@@ -413,6 +448,14 @@ impl Bucket {
         Ok(())
     }
 }
+
+/// The size in bytes of an object [`Bucket::get_small`] did not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooBig(pub u64);
+
+/// Largest narinfo read back from a bucket: a narinfo is a few hundred
+/// bytes (a few kilobytes with thousands of references).
+pub const MAX_NARINFO: u64 = 1 << 20;
 
 /// An `object_store` error as a [`SyncError::S3`], with a hint for the
 /// usual causes. Its text names the bucket and key, never a credential

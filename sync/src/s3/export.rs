@@ -2,7 +2,9 @@
 //!
 //! Per path, references first (so a reader that finds a narinfo finds its
 //! references' narinfos too):
-//! 1. skip it when `<hash>.narinfo` is already in the bucket;
+//! 1. skip it when the bucket already holds it whole: its `<hash>.narinfo`
+//!    parses and names a NAR that is there (a garbage narinfo, or one whose
+//!    NAR is gone, is replaced);
 //! 2. dump the NAR from the store (a producer thread), hash it, compress it
 //!    with zstd, hash the compressed bytes, and hand them over in parts of
 //!    `part-size-mib` through a channel of two parts to the uploader, which
@@ -33,7 +35,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
-use super::bucket::{Bucket, Credentials, S3Target, s3_error};
+use super::bucket::{Bucket, Credentials, MAX_NARINFO, S3Target, TooBig, s3_error};
 use super::signer::SignerSocket;
 use crate::error::{Result, SyncError};
 
@@ -113,11 +115,46 @@ impl Exporter {
         let mut out = Vec::new();
         for p in paths {
             let sp = self.parse(p)?;
-            if !self.bucket.exists(&narinfo_key(&sp))? {
+            if !self.complete_in_bucket(&sp)? {
                 out.push(p.clone());
             }
         }
         Ok(out)
+    }
+
+    /// Whether the bucket holds `path` whole: a narinfo that parses, for
+    /// this path, whose NAR is there. Anything else (no narinfo, a garbage
+    /// or oversized one, one whose NAR was deleted) is exported again, and
+    /// the new narinfo replaces the old: a re-run repairs the bucket.
+    ///
+    /// # Errors
+    /// [`SyncError::S3`].
+    fn complete_in_bucket(&self, path: &StorePath) -> Result<bool> {
+        let key = narinfo_key(path);
+        let text = match self.bucket.get_small(&key, MAX_NARINFO)? {
+            None => return Ok(false),
+            Some(Ok(text)) => text,
+            Some(Err(TooBig(size))) => {
+                tracing::warn!(%key, size, "narinfo in the bucket is oversized: exporting again");
+                return Ok(false);
+            }
+        };
+        let info = match String::from_utf8_lossy(&text).parse::<NarInfo>() {
+            Ok(info) if info.store_path == *path => info,
+            Ok(_) => {
+                tracing::warn!(%key, "narinfo in the bucket is for another path: exporting again");
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(%key, "narinfo in the bucket does not parse ({e}): exporting again");
+                return Ok(false);
+            }
+        };
+        let nar_there = !info.url.contains("..") && self.bucket.exists(&info.url)?;
+        if !nar_there {
+            tracing::warn!(%key, url = %info.url, "narinfo in the bucket names a NAR that is not there: exporting again");
+        }
+        Ok(nar_there)
     }
 
     fn parse(&self, path: &str) -> Result<StorePath> {
@@ -157,7 +194,7 @@ impl Exporter {
         let mut report = ExportReport::default();
         for path in references_first(&infos) {
             let info = &infos[&path];
-            if self.bucket.exists(&narinfo_key(&info.path))? {
+            if self.complete_in_bucket(&info.path)? {
                 report.present += 1;
                 continue;
             }
