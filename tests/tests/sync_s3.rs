@@ -622,3 +622,121 @@ fn a_key_the_s3_client_cannot_list_stops_gc_with_its_name() {
     ok(gc(&setup, &garage, &roots, false));
     assert_copies_from_bucket(&garage, &kept);
 }
+
+/// The hostile pass's URI and credential corpus through every route that
+/// takes an `s3://` target (export, s3-gc, watch, watch-exec): one line on
+/// stderr, a failing exit status (2 for a bad URI), no panic, and never
+/// the secret, wherever it was put.
+#[test]
+fn hostile_s3_uris_and_credentials_fail_in_one_line_on_every_route() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("s3-h.txt"), "h\n").unwrap();
+    let path = store.add([files.path().join("s3-h.txt")]).remove(0);
+    let setup = SyncSetup::new(&store);
+    const SECRET: &str = "Zq7S3CR3Tv4lue";
+    let e = "endpoint=http://127.0.0.1:1";
+    let routes = |uri: &str| -> Vec<Vec<String>> {
+        [
+            vec!["export", "--to", uri, &path],
+            vec!["s3-gc", "--to", uri, "--root", &path],
+            vec!["watch", "--to", uri],
+            vec!["watch-exec", "--to", uri, "--", "true"],
+        ]
+        .into_iter()
+        .map(|args| args.into_iter().map(str::to_owned).collect())
+        .collect()
+    };
+    let fails = |args: &[String], env: &[(&str, &str)]| -> (Option<i32>, String) {
+        let mut cmd = setup.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = cmd
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("LARDER_SYNC_LOG", "warn")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains(SECRET), "{args:?} repeats the secret: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        (out.status.code(), err)
+    };
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "GK0000"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let uris = [
+        format!("s3://cache?endpoint=http://GK0000:{SECRET}@127.0.0.1:1"),
+        format!("s3://GK0000:{SECRET}@cache?{e}"),
+        format!("s3://cache?endpoint=http%3A%2F%2FGK0000%3A{SECRET}%40h"),
+        "s3://cache?endpoint=http://".into(),
+        "s3://cache?endpoint=http://:80".into(),
+        format!("s3://cache?{e}&{e}"),
+        format!("s3://cache?{e}&region="),
+        format!("s3://cache?{e}&compression-level=20"),
+        format!("s3://cache?{e}&part-size-mib=4"),
+        format!("s3://a..b?{e}"),
+        format!("s3://cache?{e}&token={SECRET}"),
+    ];
+    let mut runs = 0;
+    for uri in &uris {
+        for args in routes(uri) {
+            let (code, err) = fails(&args, &creds);
+            assert_eq!(code, Some(2), "{args:?}: {err}");
+            runs += 1;
+        }
+    }
+    // Credentials: refused before any request, naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let secret_file = file("secret", format!("{SECRET}\n").as_bytes());
+    let empty = file("empty", b"\n");
+    let binary = file("binary", b"\xff\xfe\x00");
+    let huge = file("huge", &vec![b'k'; 1 << 20]);
+    let id = ("AWS_ACCESS_KEY_ID", "GK0000");
+    let secret = ("AWS_SECRET_ACCESS_KEY", SECRET);
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![id], "AWS_SECRET_ACCESS_KEY is not set"),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/s")],
+            "/nonexistent/s",
+        ),
+        (vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &empty)], "is empty"),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &binary)],
+            "not UTF-8",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &huge)],
+            "larger than",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/dev/zero")],
+            "not a regular file",
+        ),
+        (
+            vec![id, secret, ("AWS_SECRET_ACCESS_KEY_FILE", &secret_file)],
+            "both",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY", "Zq7S3CR3Tv4lue\nx")],
+            "control",
+        ),
+    ];
+    let uri = format!("s3://cache?{e}&region=garage");
+    for (env, says) in &cases {
+        for args in routes(&uri) {
+            let (_, err) = fails(&args, env);
+            assert!(err.contains(says), "{args:?} {env:?}: {err}");
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, (uris.len() + cases.len()) * 4);
+}

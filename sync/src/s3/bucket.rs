@@ -50,7 +50,7 @@ impl S3Target {
     /// [`SyncError::Usage`] naming the bad part and the expected shape; the
     /// URI it repeats has any `user:password@` replaced by `***@`.
     pub fn parse(uri: &StoreUri) -> Result<S3Target> {
-        let shown = crate::uri::redact_userinfo(uri.as_str());
+        let shown = shown_uri(uri.as_str());
         let bad = |what: String| {
             SyncError::Usage(format!(
                 "{shown}: {what}; expected s3://BUCKET?endpoint=http://HOST:PORT&region=REGION \
@@ -119,6 +119,24 @@ impl S3Target {
             part_size: part_mib << 20,
         })
     }
+}
+
+/// `uri` safe to repeat in an error: no `user:password@`, and the values
+/// of parameters we do not know shown as `***` (a refused
+/// `secret-access-key=…` or `token=…` is the secret itself).
+fn shown_uri(uri: &str) -> String {
+    let uri = crate::uri::redact_userinfo(uri);
+    let Some((base, query)) = uri.split_once('?') else {
+        return uri.into_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if !PARAMS.contains(&k) => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// What a URI with a user name or password in it is told (without
@@ -599,6 +617,11 @@ mod tests {
             (format!("s3://cache?{e}&region=a%2fb"), "region"),
             (format!("s3://cache?{e}&region=a b"), "region"),
             (format!("s3://cache?{e}&Endpoint=x"), "unknown parameter"),
+            (
+                format!("s3://cache?{e}&secret-access-key=S3CR3T"),
+                "secret-access-key=***",
+            ),
+            (format!("s3://cache?token=S3CR3T&{e}"), "unknown parameter"),
             (
                 format!("s3://cache?{e}&compression=zstd"),
                 "unknown parameter",
