@@ -101,6 +101,8 @@ pub struct SignerClient {
     signatures: Mutex<SignatureCache>,
     /// Where signatures are kept across restarts (`cache-dir`), if anywhere.
     log_dir: Option<PathBuf>,
+    /// Entries the signature cache holds (and the log reads back).
+    capacity: NonZeroUsize,
     /// The signer's public keys and when they were asked.
     public_keys: Mutex<Option<(Vec<String>, Instant)>>,
     key_check: Duration,
@@ -157,6 +159,7 @@ impl SignerClient {
                 log_keys: None,
             }),
             log_dir,
+            capacity: cache_entries,
             public_keys: Mutex::new(None),
             key_check,
             refreshing: tokio::sync::Mutex::new(()),
@@ -347,9 +350,29 @@ impl SignerClient {
             cache.log_keys = Some(keys.clone());
             dir
         };
+        // The key the log's lines are MACed with: a signer too old to
+        // give one gets no log (signatures are then kept in memory only).
+        let mac_key = match self.call(Request::LogKey).await {
+            Ok(Reply::LogKey(key)) => key,
+            Ok(other) => {
+                let e = self.unexpected(&other);
+                tracing::warn!(error = %e, "no log key from the signer: signatures kept in memory only");
+                return Ok(keys);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no log key from the signer: signatures kept in memory only");
+                // Asked again at the next key check.
+                lock(&self.signatures).log_keys = None;
+                return Ok(keys);
+            }
+        };
         let generation = self.generation.load(Ordering::SeqCst);
         let key_set = keys.clone();
-        let opened = tokio::task::spawn_blocking(move || SignatureLog::open(&dir, &key_set)).await;
+        let capacity = self.capacity;
+        let opened = tokio::task::spawn_blocking(move || {
+            SignatureLog::open(&dir, &key_set, &mac_key, capacity)
+        })
+        .await;
         let mut cache = lock(&self.signatures);
         match opened {
             Ok(Ok((log, entries))) => {

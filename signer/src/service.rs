@@ -55,6 +55,7 @@ impl Signer {
             Request::Sign { .. } => "sign",
             Request::SignBatch { .. } => "sign-batch",
             Request::PublicKeys => "public-keys",
+            Request::LogKey => "log-key",
             Request::Metrics => "metrics",
         };
         self.metrics.requests.with_label_values(&[op]).inc();
@@ -66,6 +67,7 @@ impl Signer {
             Request::PublicKeys => {
                 Reply::PublicKeys(self.keys().iter().map(|k| k.public().to_string()).collect())
             }
+            Request::LogKey => Reply::LogKey(larder_signer::signing_key::log_key(&self.keys())),
             Request::Metrics => Reply::Metrics(self.metrics.render()),
         }
     }
