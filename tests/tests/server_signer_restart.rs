@@ -269,3 +269,52 @@ fn planted_lines_in_the_signature_log_are_never_served() {
         "{after}"
     );
 }
+
+/// A full cache dir: the server still answers with the signer's
+/// signatures (kept in memory), warns once, and a restart on the full dir
+/// reads back what had fit.
+#[test]
+fn a_full_cache_dir_costs_only_the_kept_copy() {
+    use larder_tests::mounts::Tmpfs;
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let paths = closure(&store, &top);
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let _tmpfs = Tmpfs::mount(cache.path(), "256k");
+    // Started on an empty disk (its NAR cache index needs room to start),
+    // then filled to the last block.
+    let server = start_server(&store, &signer, cache.path());
+    let filler = cache.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    for p in &paths {
+        assert!(narinfo(&server, p).contains("Sig: larder-test-1:"), "{p}");
+    }
+    let new = store
+        .build_expr(&shell_derivation("full-disk", "echo full > $out"))
+        .remove(0);
+    eventually("a new path is signed ahead on a full disk", || {
+        server
+            .get(&format!("/{}.narinfo", hash_part(&new)), &[])
+            .text()
+            .contains("Sig: larder-test-1:")
+    });
+    eventually("the failing appends are reported", || {
+        server.log().contains("cannot append to the signature log")
+    });
+    assert_eq!(
+        server
+            .log()
+            .matches("cannot append to the signature log")
+            .count(),
+        1,
+        "warned once per outage:\n{}",
+        server.log()
+    );
+    drop(server);
+    let server = start_server(&store, &signer, cache.path());
+    assert!(narinfo(&server, &top).contains("Sig: larder-test-1:"));
+}
