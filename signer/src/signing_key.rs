@@ -106,6 +106,20 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// The key a server MACs its kept signatures with (`log-key` request of
+/// `larder_store::signer_proto`): SHA-256 over each key's share, in key
+/// order, as 64 base16 digits. The same key set gives the same key after a
+/// restart; another key set, another key.
+pub fn log_key(keys: &[SecretKey]) -> String {
+    let mut input = Vec::with_capacity(32 * keys.len());
+    for key in keys {
+        input.extend_from_slice(&key.log_key_share().0);
+    }
+    let key = larder_store::Sha256Hash::digest(&input).to_base16();
+    input.zeroize();
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,18 +209,4 @@ mod tests {
             let _ = s.parse::<SecretKey>();
         }
     }
-}
-
-/// The key a server MACs its kept signatures with (`log-key` request of
-/// `larder_store::signer_proto`): SHA-256 over each key's share, in key
-/// order, as 64 base16 digits. The same key set gives the same key after a
-/// restart; another key set, another key.
-pub fn log_key(keys: &[SecretKey]) -> String {
-    let mut input = Vec::with_capacity(32 * keys.len());
-    for key in keys {
-        input.extend_from_slice(&key.log_key_share().0);
-    }
-    let key = larder_store::Sha256Hash::digest(&input).to_base16();
-    input.zeroize();
-    key
 }

@@ -191,7 +191,9 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|&l| l <= MAX_FRAME)
-        .ok_or(FrameError::TooLarge(u32::MAX))?;
+        .ok_or(FrameError::TooLarge(
+            u32::try_from(body.len()).unwrap_or(u32::MAX),
+        ))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);

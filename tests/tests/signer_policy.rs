@@ -21,7 +21,7 @@ fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let mut cmd = Command::new(binary("larder-signer"));
     cmd.arg("request").arg("--socket").arg(&signer.socket);
     match request {
-        Request::SignBatch { .. } => return ask_socket(signer, request),
+        Request::SignBatch { .. } | Request::LogKey => return ask_socket(signer, request),
         Request::Sign { fingerprint, .. } => cmd.args(["--fingerprint", fingerprint]),
         Request::Metrics => cmd.arg("--metrics"),
         Request::PublicKeys => &mut cmd,

@@ -575,11 +575,11 @@ mod tests {
         let cases: Vec<(String, &str)> = vec![
             // Credentials in the URI, plain or escaped, anywhere.
             (
-                format!("s3://cache?endpoint=http://AKID:S3CR3T@127.0.0.1:3900"),
+                "s3://cache?endpoint=http://AKID:S3CR3T@127.0.0.1:3900".into(),
                 "user name or password",
             ),
             (
-                format!("s3://cache?endpoint=https://S3CR3T@h"),
+                "s3://cache?endpoint=https://S3CR3T@h".into(),
                 "user name or password",
             ),
             (
@@ -587,11 +587,11 @@ mod tests {
                 "user name or password",
             ),
             (
-                format!("s3://cache?endpoint=http%3A%2F%2FAKID%3AS3CR3T%40h"),
+                "s3://cache?endpoint=http%3A%2F%2FAKID%3AS3CR3T%40h".into(),
                 "user name or password",
             ),
             (
-                format!("s3://cache?endpoint=AKID:S3CR3T@h:3900"),
+                "s3://cache?endpoint=AKID:S3CR3T@h:3900".into(),
                 "user name or password",
             ),
             // Endpoints the S3 client would panic on, or that are no URL.
