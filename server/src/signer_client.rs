@@ -361,8 +361,11 @@ impl SignerClient {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no log key from the signer: signatures kept in memory only");
-                // Asked again at the next key check.
-                lock(&self.signatures).log_keys = None;
+                // Unreachable: asked again at the next key check. Refused
+                // (a signer older than `log-key`): not until its keys change.
+                if matches!(e, SignerError::Unavailable { .. }) {
+                    lock(&self.signatures).log_keys = None;
+                }
                 return Ok(keys);
             }
         };

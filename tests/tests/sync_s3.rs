@@ -423,6 +423,21 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     // The watcher checks before it starts.
     let err = fails(&["watch", "--to", &uri], &wrong);
     assert!(err.contains("refused the credentials"), "{err}");
+    // Every route, with a wrong secret or an unknown key id.
+    let unknown_id = [
+        ("AWS_ACCESS_KEY_ID", "GK00000000000000000000dead"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    for env in [&wrong, &unknown_id] {
+        for args in [
+            vec!["export", "--to", &uri, p],
+            vec!["s3-gc", "--to", &uri, "--root", p, "--grace-secs", "0"],
+            vec!["watch-exec", "--to", &uri, "--", "true"],
+        ] {
+            let err = fails(&args, env);
+            assert!(err.contains("refused the credentials"), "{args:?}: {err}");
+        }
+    }
     // Good credentials from files (as systemd's LoadCredential gives them).
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("id"), format!("{ACCESS_KEY}\n")).unwrap();
