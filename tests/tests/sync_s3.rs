@@ -548,6 +548,37 @@ fn hostile_bucket_contents_never_cost_a_rooted_path() {
     }
     let dry = ok(gc(&setup, &garage, &roots, true));
     assert_eq!(garage.keys(), before, "a dry run deleted something:\n{dry}");
+    // The longest grace period allowed keeps everything; a longer one is
+    // a usage error.
+    let year = ok(sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            &roots,
+            "--grace-secs",
+            "31536000",
+        ],
+    ));
+    assert_eq!(garage.keys(), before, "a year's grace deleted:\n{year}");
+    let out = sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            &roots,
+            "--grace-secs",
+            &u64::MAX.to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(garage.keys(), before);
     let real = ok(gc(&setup, &garage, &roots, false));
     let after = garage.keys();
     for gone_key in [

@@ -53,8 +53,8 @@ pub fn collect(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs() as i64;
-    let young = |m: &ObjectMeta| now - m.last_modified.timestamp() < grace.as_secs() as i64;
+        .as_secs();
+    let young = |m: &ObjectMeta| is_young(now, m.last_modified.timestamp(), grace);
     let mut report = GcReport::default();
     let delete = |m: &ObjectMeta, report: &mut GcReport| -> Result<()> {
         if !dry_run {
@@ -178,6 +178,14 @@ fn nar_key(url: &str) -> Option<&str> {
     plain.then_some(url)
 }
 
+/// Whether an object modified at `modified` (Unix seconds) is younger than
+/// `grace` at `now`. In i128: `--grace-secs` is any u64, and a grace over
+/// i64::MAX cast to i64 went negative and made every object old. An object
+/// from the future (a skewed clock) is young.
+fn is_young(now: u64, modified: i64, grace: Duration) -> bool {
+    i128::from(now) - i128::from(modified) < i128::from(grace.as_secs())
+}
+
 /// The hash part of a `<hash32>.narinfo` key.
 fn narinfo_hash(key: &str) -> Option<&str> {
     key.strip_suffix(".narinfo").filter(|h| is_hash(h))
@@ -201,6 +209,17 @@ mod tests {
             narinfo_hash("0123456789abcdfghijklmnpqrsvwxye.narinfo"),
             None
         );
+    }
+
+    #[test]
+    fn the_grace_period_holds_for_any_length_and_any_clock() {
+        let day = Duration::from_secs(86_400);
+        assert!(is_young(1_000_000, 1_000_000 - 10, day));
+        assert!(!is_young(1_000_000, 1_000_000 - 86_400, day));
+        assert!(is_young(1_000_000, 0, Duration::from_secs(u64::MAX)));
+        assert!(is_young(1_000_000, i64::MIN, Duration::from_secs(u64::MAX)));
+        assert!(is_young(1_000_000, 2_000_000, Duration::ZERO));
+        assert!(!is_young(1_000_000, 1_000_000, Duration::ZERO));
     }
 
     #[test]
