@@ -101,6 +101,8 @@ pub struct SignerClient {
     signatures: Mutex<SignatureCache>,
     /// Where signatures are kept across restarts (`cache-dir`), if anywhere.
     log_dir: Option<PathBuf>,
+    /// Entries the signature cache holds (and the log reads back).
+    capacity: NonZeroUsize,
     /// The signer's public keys and when they were asked.
     public_keys: Mutex<Option<(Vec<String>, Instant)>>,
     key_check: Duration,
@@ -157,6 +159,7 @@ impl SignerClient {
                 log_keys: None,
             }),
             log_dir,
+            capacity: cache_entries,
             public_keys: Mutex::new(None),
             key_check,
             refreshing: tokio::sync::Mutex::new(()),
@@ -211,18 +214,15 @@ impl SignerClient {
                 .filter(|fp| !cache.entries.contains(&cache_key(fp, keys)))
                 .collect()
         };
+        let signing_keys: Vec<String> = match keys {
+            Some(names) => names.to_vec(),
+            None => lock(&self.public_keys)
+                .as_ref()
+                .map(|(k, _)| k.clone())
+                .unwrap_or_default(),
+        };
         while !missing.is_empty() {
-            // Within the frame limit, with room for the JSON around them.
-            let mut bytes = 0;
-            let n = missing
-                .iter()
-                .take(MAX_BATCH)
-                .take_while(|fp| {
-                    bytes += fp.len() + 8;
-                    bytes < MAX_FRAME as usize / 2
-                })
-                .count()
-                .max(1);
+            let n = batch_len(&missing, &signing_keys);
             let rest = missing.split_off(n);
             if self.sign_batch(missing, keys).await.is_err() {
                 return;
@@ -350,9 +350,32 @@ impl SignerClient {
             cache.log_keys = Some(keys.clone());
             dir
         };
+        // The key the log's lines are MACed with: a signer too old to
+        // give one gets no log (signatures are then kept in memory only).
+        let mac_key = match self.call(Request::LogKey).await {
+            Ok(Reply::LogKey(key)) => key,
+            Ok(other) => {
+                let e = self.unexpected(&other);
+                tracing::warn!(error = %e, "no log key from the signer: signatures kept in memory only");
+                return Ok(keys);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no log key from the signer: signatures kept in memory only");
+                // Unreachable: asked again at the next key check. Refused
+                // (a signer older than `log-key`): not until its keys change.
+                if matches!(e, SignerError::Unavailable { .. }) {
+                    lock(&self.signatures).log_keys = None;
+                }
+                return Ok(keys);
+            }
+        };
         let generation = self.generation.load(Ordering::SeqCst);
         let key_set = keys.clone();
-        let opened = tokio::task::spawn_blocking(move || SignatureLog::open(&dir, &key_set)).await;
+        let capacity = self.capacity;
+        let opened = tokio::task::spawn_blocking(move || {
+            SignatureLog::open(&dir, &key_set, &mac_key, capacity)
+        })
+        .await;
         let mut cache = lock(&self.signatures);
         match opened {
             Ok(Ok((log, entries))) => {
@@ -469,6 +492,32 @@ impl SignerClient {
     }
 }
 
+/// How many of `fingerprints` go in one `sign-batch`: at most
+/// [`MAX_BATCH`], with the request and the reply (one signature per key of
+/// `keys`, `name:…` or `name:base64` public keys) each within half a frame:
+/// a full batch signed by ten keys with 20-character names is a 1.1 MB
+/// reply, over [`MAX_FRAME`]. At least one.
+fn batch_len(fingerprints: &[String], keys: &[String]) -> usize {
+    // `"name:<88 base64>",` per key, `{"signatures":[…]},` per fingerprint.
+    let reply_each: usize = 20
+        + keys
+            .iter()
+            .map(|k| k.split(':').next().unwrap_or(k).len() + 92)
+            .sum::<usize>()
+            .max(200);
+    let budget = MAX_FRAME as usize / 2;
+    let mut request = 0;
+    fingerprints
+        .iter()
+        .take(MAX_BATCH.min(budget / reply_each))
+        .take_while(|fp| {
+            request += fp.len() + 8;
+            request < budget
+        })
+        .count()
+        .max(1)
+}
+
 /// The signature cache's key: SHA-256 of the key names asked for, a
 /// newline, and the fingerprint (a fingerprint has no newline, so the two
 /// cannot run together). 32 bytes instead of a fingerprint of up to
@@ -490,4 +539,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn exchange(stream: &mut UnixStream, frame: &[u8]) -> Result<Reply, String> {
     stream.write_all(frame).map_err(|e| format!("write: {e}"))?;
     read_frame_blocking(stream).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_leave_room_for_the_reply_of_every_key() {
+        let fp = format!(
+            "1;/nix/store/{}-x;sha256:{};1;",
+            "a".repeat(32),
+            "b".repeat(52)
+        );
+        let many = vec![fp; 2000];
+        let key = |i: usize| format!("cache.example.org-{i}:{}", "A".repeat(44));
+        // One or two keys: full batches.
+        assert_eq!(batch_len(&many, &[key(1)]), MAX_BATCH);
+        assert_eq!(batch_len(&many, &[key(1), key(2)]), MAX_BATCH);
+        // Ten keys: a reply of 1024 would be ~1.1 MB.
+        let ten: Vec<String> = (0..10).map(key).collect();
+        let n = batch_len(&many, &ten);
+        assert!(n < MAX_BATCH && n > 100, "{n}");
+        let reply_bytes = n
+            * (20
+                + ten
+                    .iter()
+                    .map(|k| k.split(':').next().unwrap().len() + 92)
+                    .sum::<usize>());
+        assert!(reply_bytes <= MAX_FRAME as usize / 2, "{reply_bytes}");
+        // Long fingerprints: the request's budget.
+        let long = vec!["x".repeat(100_000); 20];
+        assert_eq!(batch_len(&long, &[key(1)]), 5);
+        assert_eq!(batch_len(&["y".repeat(MAX_FRAME as usize)], &[]), 1);
+    }
 }

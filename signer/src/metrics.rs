@@ -68,7 +68,7 @@ impl Metrics {
             refusals.with_label_values(&[code.as_str()]);
         }
         // The `op` labels `service.rs` counts requests under.
-        for op in ["sign", "sign-batch", "public-keys", "metrics"] {
+        for op in ["sign", "sign-batch", "public-keys", "log-key", "metrics"] {
             requests.with_label_values(&[op]);
         }
         Metrics {

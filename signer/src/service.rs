@@ -8,8 +8,10 @@ use larder_signer::signing_key::SecretKey;
 use larder_store::db::StoreDb;
 use larder_store::fingerprint::Fingerprint;
 use larder_store::signer_proto::{
-    FrameError, MAX_BATCH, Refusal, RefusalCode, Reply, Request, read_frame, write_frame,
+    FrameError, MAX_BATCH, MAX_FRAME, Refusal, RefusalCode, Reply, Request, encode_frame,
+    read_frame, write_frame,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::metrics::Metrics;
@@ -53,6 +55,7 @@ impl Signer {
             Request::Sign { .. } => "sign",
             Request::SignBatch { .. } => "sign-batch",
             Request::PublicKeys => "public-keys",
+            Request::LogKey => "log-key",
             Request::Metrics => "metrics",
         };
         self.metrics.requests.with_label_values(&[op]).inc();
@@ -64,6 +67,7 @@ impl Signer {
             Request::PublicKeys => {
                 Reply::PublicKeys(self.keys().iter().map(|k| k.public().to_string()).collect())
             }
+            Request::LogKey => Reply::LogKey(larder_signer::signing_key::log_key(&self.keys())),
             Request::Metrics => Reply::Metrics(self.metrics.render()),
         }
     }
@@ -138,6 +142,34 @@ impl Signer {
         Reply::Refused(refusal)
     }
 
+    /// `reply` as a frame; when it is over [`MAX_FRAME`] (a full batch
+    /// signed by many keys with long names), a refusal that says how many
+    /// fingerprints fit instead: hanging up without an answer would look
+    /// like a crashed signer to the client.
+    fn fitted_frame(&self, reply: &Reply) -> Option<Vec<u8>> {
+        match encode_frame(reply) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                let fits = match reply {
+                    Reply::Batch(replies) if !replies.is_empty() => {
+                        let size = larder_store::signer_proto::to_json(reply).len();
+                        let per_item = size.div_ceil(replies.len()).max(1);
+                        format!(
+                            "; at most {} fingerprints per sign-batch fit with these keys",
+                            MAX_FRAME as usize / per_item
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let refusal = self.refused(Refusal {
+                    code: RefusalCode::Malformed,
+                    reason: format!("the answer does not fit in one frame ({e}){fits}"),
+                });
+                encode_frame(&refusal).ok()
+            }
+        }
+    }
+
     async fn connection(self: Arc<Self>, mut stream: UnixStream) {
         self.metrics.connections.inc();
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
@@ -175,7 +207,14 @@ impl Signer {
                 }
             };
             let reply = self.answer(request).await;
-            match tokio::time::timeout(WRITE_TIMEOUT, write_frame(stream, &reply)).await {
+            let Some(frame) = self.fitted_frame(&reply) else {
+                return;
+            };
+            let sent = async {
+                stream.write_all(&frame).await?;
+                stream.flush().await
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }

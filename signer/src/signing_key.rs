@@ -15,7 +15,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use larder_store::named_base64::{KeyError, check_name, decode_named, encode_named};
 use larder_store::public_key::PublicKey;
 use larder_store::signature::Signature;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Bytes in a Nix secret key: the 32-byte seed, then the 32-byte public key.
 const SECRET_KEY_BYTES: usize = 64;
@@ -57,6 +57,18 @@ impl SecretKey {
             .expect("the name was checked when the key was made")
     }
 
+    /// This key's share of the signature-log key ([`log_key`]):
+    /// SHA-256 of a fixed label and the seed. One-way, so the log key
+    /// reveals nothing about the seed.
+    fn log_key_share(&self) -> larder_store::Sha256Hash {
+        let mut input = Zeroizing::new(Vec::with_capacity(64));
+        input.extend_from_slice(b"larder signature log key v1\0");
+        input.extend_from_slice(self.name.as_bytes());
+        input.push(0);
+        input.extend_from_slice(self.key.as_bytes());
+        larder_store::Sha256Hash::digest(&input)
+    }
+
     /// The key file's text, `name:base64(seed ‖ public)`, in a buffer zeroized on drop.
     pub fn to_key_file(&self) -> Zeroizing<String> {
         let bytes = Zeroizing::new(self.key.to_keypair_bytes());
@@ -94,6 +106,20 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// The key a server MACs its kept signatures with (`log-key` request of
+/// `larder_store::signer_proto`): SHA-256 over each key's share, in key
+/// order, as 64 base16 digits. The same key set gives the same key after a
+/// restart; another key set, another key.
+pub fn log_key(keys: &[SecretKey]) -> String {
+    let mut input = Vec::with_capacity(32 * keys.len());
+    for key in keys {
+        input.extend_from_slice(&key.log_key_share().0);
+    }
+    let key = larder_store::Sha256Hash::digest(&input).to_base16();
+    input.zeroize();
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +142,18 @@ mod tests {
                     &ed25519_dalek::Signature::from_bytes(sig.bytes()),
                 )
                 .is_ok()
+    }
+
+    #[test]
+    fn the_log_key_follows_the_key_set_and_hides_the_seeds() {
+        let a = SecretKey::generate("a").unwrap();
+        let b = SecretKey::generate("b").unwrap();
+        let a_again: SecretKey = a.to_key_file().parse().unwrap();
+        let one = log_key(std::slice::from_ref(&a));
+        assert_eq!(one.len(), 64);
+        assert_eq!(one, log_key(&[a_again]));
+        assert_ne!(one, log_key(std::slice::from_ref(&b)));
+        assert_ne!(one, log_key(&[a, b]));
     }
 
     #[test]

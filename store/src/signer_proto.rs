@@ -12,10 +12,11 @@
 //! names, as a server view that names its keys asks),
 //! `{"op":"sign-batch","fingerprints":["1;…",…]}` (same `keys`; every
 //! fingerprint checked against the store as `sign` checks one: signing
-//! ahead in one round trip), `{"op":"public-keys"}`, `{"op":"metrics"}`.
+//! ahead in one round trip), `{"op":"public-keys"}`, `{"op":"log-key"}`,
+//! `{"op":"metrics"}`.
 //! Replies: `{"signatures":["name:base64",…]}`,
 //! `{"batch":[{"signatures":[…]},{"refused":{…}},…]}` (one per fingerprint,
-//! in order), `{"public_keys":["name:base64",…]}`,
+//! in order), `{"public_keys":["name:base64",…]}`, `{"log_key":"<base16>"}`,
 //! `{"metrics":"<Prometheus text>"}`, or
 //! `{"refused":{"code":"hash-mismatch","reason":"…"}}`.
 
@@ -62,6 +63,12 @@ pub enum Request {
     /// `public-keys`: the public halves of the signer's keys, answered with
     /// [`Reply::PublicKeys`].
     PublicKeys,
+    /// `log-key`: the key a server authenticates the signatures it keeps
+    /// on disk with (HMAC-SHA256), answered with [`Reply::LogKey`]. Derived
+    /// from the secret keys (so a line written by anyone without socket
+    /// access is rejected), the same for the same key set across restarts,
+    /// and useless for signing.
+    LogKey,
     /// `metrics`: the signer's Prometheus metrics, answered with
     /// [`Reply::Metrics`].
     Metrics,
@@ -143,6 +150,8 @@ pub enum Reply {
     Batch(Vec<Reply>),
     /// `public_keys`: one `name:base64` public key per key, in key order.
     PublicKeys(Vec<String>),
+    /// `log_key`: the answer to [`Request::LogKey`], 64 base16 digits.
+    LogKey(String),
     /// `metrics`: the signer's metrics in Prometheus text format.
     Metrics(String),
     /// `refused`: the request was not answered, and why.
@@ -182,7 +191,9 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|&l| l <= MAX_FRAME)
-        .ok_or(FrameError::TooLarge(u32::MAX))?;
+        .ok_or(FrameError::TooLarge(
+            u32::try_from(body.len()).unwrap_or(u32::MAX),
+        ))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);
@@ -277,6 +288,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::PublicKeys).unwrap(),
             r#"{"op":"public-keys"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::LogKey).unwrap(),
+            r#"{"op":"log-key"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::LogKey("00".into())).unwrap(),
+            r#"{"log_key":"00"}"#
         );
         let refused = Reply::Refused(Refusal {
             code: RefusalCode::HashMismatch,

@@ -19,8 +19,9 @@ fn s3_target(to: &str) -> Result<S3Target> {
     let uri: StoreUri = to.parse()?;
     if uri.scheme() != "s3" {
         return Err(SyncError::Usage(format!(
-            "--to {to}: export and s3-gc write S3 buckets (s3://BUCKET?endpoint=…&region=…); \
-             for other stores use `nix copy` or `larder-sync watch`"
+            "--to {}: export and s3-gc write S3 buckets (s3://BUCKET?endpoint=…&region=…); \
+             for other stores use `nix copy` or `larder-sync watch`",
+            larder_sync::uri::redact_userinfo(to)
         )));
     }
     S3Target::parse(&uri)

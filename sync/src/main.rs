@@ -167,10 +167,16 @@ fn watch_config(cli: &Cli, args: &WatchArgs) -> Result<WatchConfig> {
     if args.batch_size == 0 {
         return Err(SyncError::Usage("--batch-size must be at least 1".into()));
     }
+    let target: larder_sync::uri::StoreUri = args.to.parse()?;
+    if target.scheme() == "s3" {
+        // Checked here, before the queue records the URI or a log line
+        // shows it, also with --no-target-check.
+        larder_sync::s3::S3Target::parse(&target)?;
+    }
     Ok(WatchConfig {
         push: PushConfig {
             local: LocalStore::new(&cli.store_root),
-            target: args.to.parse()?,
+            target,
             skip_upstream,
             batch_size: args.batch_size,
             backoff: Backoff {

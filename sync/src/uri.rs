@@ -96,7 +96,7 @@ impl FromStr for StoreUri {
 
     fn from_str(uri: &str) -> Result<Self> {
         let unknown = || SyncError::UnknownScheme {
-            uri: uri.to_owned(),
+            uri: redact_userinfo(uri).into_owned(),
         };
         let (scheme, rest) = uri.split_once("://").ok_or_else(unknown)?;
         if !SCHEMES.contains(&scheme) || rest.is_empty() {
@@ -113,6 +113,57 @@ impl fmt::Display for StoreUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.uri)
     }
+}
+
+/// `text` with `%XX` escapes decoded (invalid ones kept as they are), so
+/// that an escaped `@` or `:` is seen as what it will mean to a client.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `uri` carries something that looks like `user:password@`
+/// anywhere (in its authority or in a parameter such as `endpoint=`), also
+/// when percent-escaped.
+pub fn has_userinfo(uri: &str) -> bool {
+    percent_decoded(uri).contains('@')
+}
+
+/// `uri` safe to print: when it [`has_userinfo`], decoded, and each
+/// `…@` run back to the nearest `/`, `?`, `&` or `=` replaced by `***`.
+pub fn redact_userinfo(uri: &str) -> std::borrow::Cow<'_, str> {
+    if !has_userinfo(uri) {
+        return std::borrow::Cow::Borrowed(uri);
+    }
+    let decoded = percent_decoded(uri);
+    let mut out = String::with_capacity(decoded.len());
+    let mut rest = decoded.as_str();
+    while let Some(at) = rest.find('@') {
+        let start = rest[..at].rfind(['/', '?', '&', '=']).map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        out.push_str("***@");
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Parse trusted public keys (`name:base64`), naming the bad one. Each
@@ -197,5 +248,29 @@ mod tests {
         assert_eq!(parse_keys(&[good.into()]).unwrap()[0].to_string(), good);
         assert_eq!(sanitize(".."), "__");
         assert_eq!(sanitize("a/b c"), "a_b_c");
+    }
+
+    #[test]
+    fn userinfo_is_found_escaped_or_not_and_redacted() {
+        for (uri, shown) in [
+            (
+                "s3://c?endpoint=http://AK:SECRET@h:1&region=r",
+                "s3://c?endpoint=http://***@h:1&region=r",
+            ),
+            ("s3://AK:SECRET@cache", "s3://***@cache"),
+            (
+                "s3://c?endpoint=http%3A%2F%2FAK%3ASECRET%40h",
+                "s3://c?endpoint=http://***@h",
+            ),
+            ("s3://c?endpoint=AK:SECRET@h", "s3://c?endpoint=***@h"),
+            ("s3://c?a=x@y@z", "s3://c?a=***@***@z"),
+        ] {
+            assert!(has_userinfo(uri), "{uri}");
+            assert_eq!(redact_userinfo(uri), shown, "{uri}");
+        }
+        let plain = "s3://c?endpoint=http://h:1&region=r";
+        assert!(!has_userinfo(plain));
+        assert_eq!(redact_userinfo(plain), plain);
+        assert_eq!(percent_decoded("%zz%4"), "%zz%4");
     }
 }

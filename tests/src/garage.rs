@@ -25,6 +25,9 @@ pub const BUCKET: &str = "localhost";
 pub const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
 pub const SECRET_KEY: &str = "5e3f0c1a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
 
+/// SHA-256 of the empty body, which Garage wants in `x-amz-content-sha256`.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 pub struct TestGarage {
     process: Option<Running>,
     dir: tempfile::TempDir,
@@ -216,10 +219,9 @@ root_domain = ".web.garage.localhost"
                 "--fail-with-body",
                 "--aws-sigv4",
                 "aws:amz:garage:s3",
-                "-H",
-                "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-                "--user",
             ])
+            .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+            .arg("--user")
             .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
             .arg(format!(
                 "{}/{BUCKET}?list-type=2&max-keys=1000",
@@ -246,6 +248,50 @@ root_domain = ".web.garage.localhost"
             .collect();
         keys.sort();
         keys
+    }
+
+    /// Write `body` under `key` through the S3 API with curl's own SigV4
+    /// signing (no larder code): for tests that plant hostile objects. The
+    /// key is sent as written (`--path-as-is`), escaped per AWS's rules.
+    pub fn put(&self, key: &str, body: &[u8]) -> Output {
+        let file = self.dir.path().join("put-body");
+        std::fs::write(&file, body).unwrap();
+        let sha = larder_store::Sha256Hash::digest(body).to_base16();
+        let mut data = std::ffi::OsString::from("@");
+        data.push(&file);
+        self.s3_request("PUT", key, &sha)
+            .arg("--data-binary")
+            .arg(data)
+            .output()
+            .expect("run curl")
+    }
+
+    /// Delete `key` through the S3 API (curl, as [`TestGarage::put`]).
+    pub fn delete(&self, key: &str) -> Output {
+        self.s3_request("DELETE", key, EMPTY_SHA256)
+            .output()
+            .expect("run curl")
+    }
+
+    fn s3_request(&self, method: &str, key: &str, content_sha256: &str) -> Command {
+        let escaped: String = key
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--fail-with-body", "--path-as-is", "-X", method])
+            .args(["--aws-sigv4", "aws:amz:garage:s3", "-H"])
+            .arg(format!("x-amz-content-sha256: {content_sha256}"))
+            .arg("--user")
+            .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+            .arg(format!("{}/{BUCKET}/{escaped}", self.endpoint()));
+        cmd
     }
 
     pub fn dir(&self) -> &Path {

@@ -182,3 +182,139 @@ fn rotation_while_running_reaches_the_kept_signatures_too() {
     assert!(text.contains("Sig: larder-test-9:"), "{text}");
     assert!(!text.contains("Sig: larder-test-1:"), "{text}");
 }
+
+/// The hostile pass's signature-log corpus, end to end: lines planted in
+/// the cache dir (a forged signature for a real path, a line for a key
+/// outside the set, garbage, a torn last line) are never served after a
+/// restart; the server starts, warns, and serves the signer's signature.
+#[test]
+fn planted_lines_in_the_signature_log_are_never_served() {
+    use larder_store::narinfo::NarInfo;
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = start_server(&store, &signer, cache.path());
+    let true_text = narinfo(&server, &top);
+    let info: NarInfo = true_text.parse().unwrap();
+    let true_sig = info
+        .sigs
+        .iter()
+        .find(|s| s.starts_with("larder-test-1:"))
+        .unwrap()
+        .clone();
+    let entry = larder_store::Sha256Hash::digest(info.fingerprint().as_bytes()).to_base16();
+    eventually("top's signature is kept", || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".log"))
+            .any(|p| std::fs::read_to_string(p).unwrap().contains(&entry))
+    });
+    drop(server);
+    let log = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".log"))
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept = text
+        .lines()
+        .find(|l| l.starts_with(&entry))
+        .unwrap()
+        .to_owned();
+
+    // A signature by the right key name over other bytes, with the line's
+    // own trailer kept (and, for the old format, none): later lines win.
+    use base64::Engine;
+    let forged_sig = format!(
+        "larder-test-1:{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 64])
+    );
+    let forged = kept.replace(&true_sig, &forged_sig);
+    assert_ne!(forged, kept);
+    let forged_old_format = format!("{entry} {forged_sig}");
+    let foreign = format!(
+        "{entry} other-key:{}",
+        &forged_sig["larder-test-1:".len()..]
+    );
+    let planted = format!(
+        "{forged}\n{forged_old_format}\n{foreign}\n\u{0}garbage\u{ff}\n{}",
+        &kept[..40]
+    );
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, planted.as_bytes()).unwrap();
+    drop(file);
+
+    let server = start_server(&store, &signer, cache.path());
+    eventually("the kept signatures are read back", || {
+        server.log().contains("signatures read back")
+    });
+    let text = narinfo(&server, &top);
+    assert!(
+        !text.contains(&forged_sig),
+        "a planted signature is served:\n{text}"
+    );
+    assert!(!text.contains("other-key:"), "{text}");
+    assert_eq!(text, true_text);
+    assert!(
+        server.log().contains("rewriting the file without them"),
+        "{}",
+        server.log()
+    );
+    // The file holds no planted line any more.
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !after.contains(&forged_sig) && !after.contains("garbage"),
+        "{after}"
+    );
+}
+
+/// A full cache dir: the server still answers with the signer's
+/// signatures (kept in memory), warns once, and a restart on the full dir
+/// reads back what had fit.
+#[test]
+fn a_full_cache_dir_costs_only_the_kept_copy() {
+    use larder_tests::mounts::Tmpfs;
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let paths = closure(&store, &top);
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let _tmpfs = Tmpfs::mount(cache.path(), "256k");
+    // Started on an empty disk (its NAR cache index needs room to start),
+    // then filled to the last block.
+    let server = start_server(&store, &signer, cache.path());
+    let filler = cache.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    for p in &paths {
+        assert!(narinfo(&server, p).contains("Sig: larder-test-1:"), "{p}");
+    }
+    let new = store
+        .build_expr(&shell_derivation("full-disk", "echo full > $out"))
+        .remove(0);
+    eventually("a new path is signed ahead on a full disk", || {
+        server
+            .get(&format!("/{}.narinfo", hash_part(&new)), &[])
+            .text()
+            .contains("Sig: larder-test-1:")
+    });
+    eventually("the failing appends are reported", || {
+        server.log().contains("cannot append to the signature log")
+    });
+    assert_eq!(
+        server
+            .log()
+            .matches("cannot append to the signature log")
+            .count(),
+        1,
+        "warned once per outage:\n{}",
+        server.log()
+    );
+    drop(server);
+    let server = start_server(&store, &signer, cache.path());
+    assert!(narinfo(&server, &top).contains("Sig: larder-test-1:"));
+}

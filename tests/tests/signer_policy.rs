@@ -21,7 +21,7 @@ fn ask(signer: &TestSigner, request: &Request) -> Reply {
     let mut cmd = Command::new(binary("larder-signer"));
     cmd.arg("request").arg("--socket").arg(&signer.socket);
     match request {
-        Request::SignBatch { .. } => return ask_socket(signer, request),
+        Request::SignBatch { .. } | Request::LogKey => return ask_socket(signer, request),
         Request::Sign { fingerprint, .. } => cmd.args(["--fingerprint", fingerprint]),
         Request::Metrics => cmd.arg("--metrics"),
         Request::PublicKeys => &mut cmd,
@@ -273,4 +273,183 @@ fn refuses_to_start_with_a_readable_key_or_a_bad_one() {
         !err.contains(&text[5..20]),
         "the key must never be echoed: {err}"
     );
+}
+
+/// One raw exchange: write `bytes`, then read a reply frame if one comes
+/// (`None`: the signer hung up without one).
+fn raw_exchange(signer: &TestSigner, bytes: &[u8], half_close: bool) -> Option<Reply> {
+    use larder_store::signer_proto::read_frame_blocking;
+    let mut stream = std::os::unix::net::UnixStream::connect(&signer.socket).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, bytes).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    read_frame_blocking(&mut stream).ok()
+}
+
+/// The hostile pass's `sign-batch` corpus: every batch gets a defined
+/// answer (a batch of the same length, or one refusal), every bad frame a
+/// refusal or a hang-up, and the signer keeps serving throughout.
+#[test]
+fn hostile_batches_and_frames_get_defined_answers_and_the_signer_keeps_serving() {
+    use larder_store::signer_proto::{MAX_BATCH, MAX_FRAME, encode_frame};
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let dir = tempfile::tempdir().unwrap();
+    // Ten keys with realistic names: a full batch's reply would carry
+    // 10 240 signatures, over a megabyte.
+    let mut extra = Vec::new();
+    for i in 2..=10 {
+        let (key, _) = generate_key(dir.path(), &format!("cache.example.org-{i}"));
+        extra.push(key.to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = extra
+        .iter()
+        .flat_map(|k| ["--key-file", k.as_str()])
+        .collect();
+    let signer = TestSigner::start(&store, &args);
+    let parsed = true_fingerprint(&store, &top);
+    let good = parsed.to_string();
+    let Reply::Signatures(single) = ask_socket(
+        &signer,
+        &Request::Sign {
+            fingerprint: good.clone(),
+            keys: None,
+        },
+    ) else {
+        panic!("the true fingerprint was refused")
+    };
+    assert_eq!(single.len(), 10);
+    let batch = |fingerprints: Vec<String>| Request::SignBatch {
+        fingerprints,
+        keys: None,
+    };
+    let alive = |what: &str| {
+        assert!(
+            matches!(ask_socket(&signer, &Request::PublicKeys), Reply::PublicKeys(k) if k.len() == 10),
+            "signer stopped answering after {what}"
+        );
+    };
+
+    // 0, 1 and many (all duplicates of one path) fingerprints.
+    assert_eq!(ask_socket(&signer, &batch(vec![])), Reply::Batch(vec![]));
+    assert_eq!(
+        ask_socket(&signer, &batch(vec![good.clone()])),
+        Reply::Batch(vec![Reply::Signatures(single.clone())])
+    );
+    // 1024 fingerprints signed by ten keys do not fit in one reply frame:
+    // a refusal that says how many do (it used to hang up without one).
+    let fits = match ask_socket(&signer, &batch(vec![good.clone(); MAX_BATCH])) {
+        Reply::Refused(r) => {
+            assert_eq!(r.code.as_str(), "malformed", "{}", r.reason);
+            let n = r.reason.split("at most ").nth(1).unwrap_or_default();
+            n.split(' ').next().unwrap().parse::<usize>().unwrap()
+        }
+        other => panic!("{:.200}", format!("{other:?}")),
+    };
+    assert!((100..MAX_BATCH).contains(&fits), "{fits}");
+    match ask_socket(&signer, &batch(vec![good.clone(); fits])) {
+        Reply::Batch(replies) => {
+            assert_eq!(replies.len(), fits);
+            assert!(
+                replies
+                    .iter()
+                    .all(|r| *r == Reply::Signatures(single.clone()))
+            );
+        }
+        other => panic!("{:.200}", format!("{other:?}")),
+    }
+    alive("a full batch");
+    // 1025: one refusal.
+    assert_eq!(
+        refusal_code(ask_socket(
+            &signer,
+            &batch(vec![good.clone(); MAX_BATCH + 1])
+        )),
+        "malformed"
+    );
+    alive("an oversized batch");
+
+    // Malformed fingerprints and paths not valid in the store, mixed with
+    // good ones: one answer each, in order.
+    let not_in_store = good.replacen(
+        &parsed.path.hash().to_string(),
+        "00000000000000000000000000000000",
+        1,
+    );
+    let hostile = [
+        (String::new(), "bad-fingerprint"),
+        ("1;".into(), "bad-fingerprint"),
+        (good.replace("sha256:", "sha256:X"), "bad-fingerprint"),
+        (
+            good.replacen("/nix/store/", "/tmp/store/", 1),
+            "bad-fingerprint",
+        ),
+        (
+            good.replacen("/nix/store/", "/nix/store/../", 1),
+            "bad-fingerprint",
+        ),
+        (format!("{good};extra"), "bad-fingerprint"),
+        (good.replacen("1;", "2;", 1), "bad-fingerprint"),
+        (format!("{good}\n"), "bad-fingerprint"),
+        ("x".repeat(100_000), "bad-fingerprint"),
+        (not_in_store, "not-in-store"),
+    ];
+    let mut fingerprints = vec![good.clone()];
+    fingerprints.extend(hostile.iter().map(|(f, _)| f.clone()));
+    fingerprints.push(good.clone());
+    let Reply::Batch(replies) = ask_socket(&signer, &batch(fingerprints.clone())) else {
+        panic!("mixed batch not answered as a batch")
+    };
+    assert_eq!(replies.len(), fingerprints.len());
+    assert_eq!(replies[0], Reply::Signatures(single.clone()));
+    assert_eq!(
+        replies[replies.len() - 1],
+        Reply::Signatures(single.clone())
+    );
+    for ((f, code), reply) in hostile.iter().zip(&replies[1..]) {
+        assert_eq!(refusal_code(reply.clone()), *code, "{:.80}", f);
+    }
+    alive("malformed fingerprints");
+
+    // Frames that lie: a length over the limit, a body shorter than its
+    // length (then EOF), a length shorter than the JSON, no JSON at all.
+    let frame = encode_frame(&batch(vec![good.clone(); 4])).unwrap();
+    let over = (MAX_FRAME + 1).to_be_bytes();
+    let mut short = frame.clone();
+    short.truncate(frame.len() - 10);
+    let mut cut = frame.clone();
+    cut[..4].copy_from_slice(&10u32.to_be_bytes());
+    let mut not_json = 8u32.to_be_bytes().to_vec();
+    not_json.extend_from_slice(b"\x00\xff\x00\xff\x00\xff\x00\xff");
+    for (what, bytes) in [
+        ("length over MAX_FRAME", over.to_vec()),
+        ("body shorter than its length", short),
+        ("length shorter than the body", cut),
+        ("no JSON", not_json),
+        ("half a header", vec![0, 0]),
+    ] {
+        if let Some(reply) = raw_exchange(&signer, &bytes, true) {
+            assert_eq!(refusal_code(reply), "malformed", "{what}");
+        }
+        alive(what);
+    }
+    // A frame that stops mid-body and stays open ties up only its own
+    // connection.
+    let mut stalled = std::os::unix::net::UnixStream::connect(&signer.socket).unwrap();
+    std::io::Write::write_all(&mut stalled, &frame[..frame.len() / 2]).unwrap();
+    alive("a stalled frame");
+    // A client that sends a full batch and leaves before the answer.
+    for _ in 0..5 {
+        let mut gone = std::os::unix::net::UnixStream::connect(&signer.socket).unwrap();
+        let big = encode_frame(&batch(vec![good.clone(); MAX_BATCH])).unwrap();
+        std::io::Write::write_all(&mut gone, &big).unwrap();
+        drop(gone);
+    }
+    alive("clients that left mid-batch");
+    drop(stalled);
+    alive("the stalled client left");
 }

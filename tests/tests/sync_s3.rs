@@ -50,7 +50,11 @@ fn narinfo(garage: &TestGarage, path: &str) -> Option<NarInfo> {
 /// Every narinfo in the bucket names a NAR that is there.
 fn assert_no_narinfo_without_nar(garage: &TestGarage) {
     let keys: BTreeSet<String> = garage.keys().into_iter().collect();
-    for key in keys.iter().filter(|k| k.ends_with(".narinfo")) {
+    // `<hash32>.narinfo`: what Nix reads (other keys are no narinfo to it).
+    for key in keys
+        .iter()
+        .filter(|k| k.ends_with(".narinfo") && k.len() == 40)
+    {
         let body = garage.web_body(&format!("/{key}")).unwrap();
         let info: NarInfo = String::from_utf8(body).unwrap().parse().unwrap();
         assert!(
@@ -516,6 +520,21 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
     // The watcher checks before it starts.
     let err = fails(&["watch", "--to", &uri], &wrong);
     assert!(err.contains("refused the credentials"), "{err}");
+    // Every route, with a wrong secret or an unknown key id.
+    let unknown_id = [
+        ("AWS_ACCESS_KEY_ID", "GK00000000000000000000dead"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    for env in [&wrong, &unknown_id] {
+        for args in [
+            vec!["export", "--to", &uri, p],
+            vec!["s3-gc", "--to", &uri, "--root", p, "--grace-secs", "0"],
+            vec!["watch-exec", "--to", &uri, "--", "true"],
+        ] {
+            let err = fails(&args, env);
+            assert!(err.contains("refused the credentials"), "{args:?}: {err}");
+        }
+    }
     // Good credentials from files (as systemd's LoadCredential gives them).
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("id"), format!("{ACCESS_KEY}\n")).unwrap();
@@ -590,4 +609,315 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
             assert!(!err.contains(ACCESS_KEY), "{err}");
         }
     }
+}
+
+/// `s3-gc --grace-secs 0 --gc-root-dir ROOTS [--dry-run]`.
+fn gc(setup: &SyncSetup, garage: &TestGarage, roots: &str, dry: bool) -> Output {
+    let uri = garage.uri();
+    let mut args = vec!["s3-gc", "--to", &uri, "--gc-root-dir", roots];
+    args.extend(["--grace-secs", "0"]);
+    if dry {
+        args.push("--dry-run");
+    }
+    sync(setup, garage, &args)
+}
+
+fn planted(out: Output) {
+    assert!(
+        out.status.success(),
+        "curl: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The hostile pass's bucket corpus: objects no export writes. The GC
+/// never crashes on them, never deletes what a rooted path needs, deletes
+/// nothing on a dry run; a re-export repairs a rooted path whose narinfo is
+/// garbage, oversized or names a NAR that is gone.
+#[test]
+fn hostile_bucket_contents_never_cost_a_rooted_path() {
+    let store = TestStore::new();
+    let kept = store.build_expr(&shell_derivation("s3-h-kept", "echo kept > $out"))[0].clone();
+    let gone = store.build_expr(&shell_derivation("s3-h-gone", "echo gone > $out"))[0].clone();
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    let uri = garage.uri();
+    ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &uri, &kept, &gone],
+    ));
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    let kept_info = narinfo(&garage, &kept).unwrap();
+    let kept_key = format!("{}.narinfo", hash_part(&kept));
+
+    // 1. Odd keys and narinfos larder never writes, none rooted.
+    let fake = "0000000000000000000000000000000a";
+    let odd = [
+        ("readme.txt", b"not ours".to_vec()),
+        ("other/thing.narinfo", b"not ours either".to_vec()),
+        ("nar/odd key%#.nar", b"unreferenced".to_vec()),
+        ("tmp/left over ü", b"abandoned".to_vec()),
+        ("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo", b"\xff\x00garbage".to_vec()),
+        (
+            &format!("{fake}.narinfo") as &str,
+            format!("StorePath: /nix/store/{fake}-x\nURL: nix-cache-info\nCompression: none\nNarHash: sha256:0000000000000000000000000000000000000000000000000000\nNarSize: 1\n").into_bytes(),
+        ),
+    ];
+    for (key, body) in &odd {
+        planted(garage.put(key, body));
+    }
+    let before = garage.keys();
+    for (key, _) in &odd {
+        assert!(
+            before.contains(&(*key).to_owned()),
+            "{key} not in {before:?}"
+        );
+    }
+    let dry = ok(gc(&setup, &garage, &roots, true));
+    assert_eq!(garage.keys(), before, "a dry run deleted something:\n{dry}");
+    // The longest grace period allowed keeps everything; a longer one is
+    // a usage error.
+    let year = ok(sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            &roots,
+            "--grace-secs",
+            "31536000",
+        ],
+    ));
+    assert_eq!(garage.keys(), before, "a year's grace deleted:\n{year}");
+    let out = sync(
+        &setup,
+        &garage,
+        &[
+            "s3-gc",
+            "--to",
+            &uri,
+            "--gc-root-dir",
+            &roots,
+            "--grace-secs",
+            &u64::MAX.to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(garage.keys(), before);
+    let real = ok(gc(&setup, &garage, &roots, false));
+    let after = garage.keys();
+    for gone_key in [
+        "nar/odd key%#.nar",
+        "tmp/left over ü",
+        "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.narinfo",
+    ] {
+        assert!(
+            !after.contains(&gone_key.to_owned()),
+            "{gone_key} survived:\n{real}\n{after:?}"
+        );
+    }
+    for stays in ["readme.txt", "other/thing.narinfo", "nix-cache-info"] {
+        assert!(
+            after.contains(&stays.to_owned()),
+            "{stays} deleted:\n{real}"
+        );
+    }
+    assert!(narinfo(&garage, &gone).is_none());
+    assert_no_narinfo_without_nar(&garage);
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 2. The rooted narinfo names its NAR as `./nar/…`, which Nix resolves
+    // to the same object: the GC must not take it as unnamed.
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &gone]));
+    let dotted = kept_info.to_string().replace("URL: nar/", "URL: ./nar/");
+    planted(garage.put(&kept_key, dotted.as_bytes()));
+    assert_copies_from_bucket(&garage, &kept);
+    let real = ok(gc(&setup, &garage, &roots, false));
+    assert!(
+        garage.keys().contains(&kept_info.url),
+        "rooted NAR deleted:\n{real}"
+    );
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 3. An oversized rooted narinfo: no crash, every NAR kept; then a
+    // re-export replaces it.
+    planted(garage.put(&kept_key, &vec![b'x'; 3 << 20]));
+    let real = ok(gc(&setup, &garage, &roots, false));
+    assert!(
+        garage.keys().contains(&kept_info.url),
+        "rooted NAR deleted:\n{real}"
+    );
+    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert!(again.contains(&kept), "{again}");
+    assert_copies_from_bucket(&garage, &kept);
+
+    // 4. A garbage rooted narinfo, then one whose NAR is gone: each
+    // re-export repairs the path.
+    planted(garage.put(&kept_key, b"StorePath: nonsense\n"));
+    ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert_copies_from_bucket(&garage, &kept);
+    planted(garage.delete(&narinfo(&garage, &kept).unwrap().url));
+    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &kept]));
+    assert!(again.contains(&kept), "not exported again: {again}");
+    assert_no_narinfo_without_nar(&garage);
+    assert_copies_from_bucket(&garage, &kept);
+}
+
+/// A key the S3 client cannot represent (`a//b`): the GC stops with an
+/// error naming it, deletes nothing, and works again once it is gone.
+#[test]
+fn a_key_the_s3_client_cannot_list_stops_gc_with_its_name() {
+    let store = TestStore::new();
+    let kept = store.build_expr(&shell_derivation("s3-h-list", "echo k > $out"))[0].clone();
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(&store);
+    ok(sync(
+        &setup,
+        &garage,
+        &["export", "--to", &garage.uri(), &kept],
+    ));
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    planted(garage.put("tmp//double", b"x"));
+    let before = garage.keys();
+    assert!(before.contains(&"tmp//double".to_owned()), "{before:?}");
+    let out = gc(&setup, &garage, &roots, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("tmp//double"), "{err}");
+    assert_eq!(garage.keys(), before);
+    planted(garage.delete("tmp//double"));
+    ok(gc(&setup, &garage, &roots, false));
+    assert_copies_from_bucket(&garage, &kept);
+}
+
+/// The hostile pass's URI and credential corpus through every route that
+/// takes an `s3://` target (export, s3-gc, watch, watch-exec, watch
+/// without its target check): one line on
+/// stderr, a failing exit status (2 for a bad URI), no panic, and never
+/// the secret, wherever it was put.
+#[test]
+fn hostile_s3_uris_and_credentials_fail_in_one_line_on_every_route() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("s3-h.txt"), "h\n").unwrap();
+    let path = store.add([files.path().join("s3-h.txt")]).remove(0);
+    let setup = SyncSetup::new(&store);
+    const SECRET: &str = "Zq7S3CR3Tv4lue";
+    let e = "endpoint=http://127.0.0.1:1";
+    let routes = |uri: &str| -> Vec<Vec<String>> {
+        [
+            vec!["export", "--to", uri, &path],
+            vec!["s3-gc", "--to", uri, "--root", &path],
+            vec!["watch", "--to", uri],
+            vec!["watch-exec", "--to", uri, "--", "true"],
+            vec!["watch", "--no-target-check", "--to", uri],
+        ]
+        .into_iter()
+        .map(|args| args.into_iter().map(str::to_owned).collect())
+        .collect()
+    };
+    let fails = |args: &[String], env: &[(&str, &str)]| -> (Option<i32>, String) {
+        let mut cmd = setup.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = cmd
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("LARDER_SYNC_LOG", "warn")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains(SECRET), "{args:?} repeats the secret: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        (out.status.code(), err)
+    };
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "GK0000"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let uris = [
+        format!("s3://cache?endpoint=http://GK0000:{SECRET}@127.0.0.1:1"),
+        format!("s3://GK0000:{SECRET}@cache?{e}"),
+        format!("s3://cache?endpoint=http%3A%2F%2FGK0000%3A{SECRET}%40h"),
+        "s3://cache?endpoint=http://".into(),
+        "s3://cache?endpoint=http://:80".into(),
+        format!("s3://cache?{e}&{e}"),
+        format!("s3://cache?{e}&region="),
+        format!("s3://cache?{e}&compression-level=20"),
+        format!("s3://cache?{e}&part-size-mib=4"),
+        format!("s3://a..b?{e}"),
+        format!("s3://cache?{e}&token={SECRET}"),
+    ];
+    let mut runs = 0;
+    for uri in &uris {
+        for args in routes(uri) {
+            let (code, err) = fails(&args, &creds);
+            assert_eq!(code, Some(2), "{args:?}: {err}");
+            runs += 1;
+        }
+    }
+    // Credentials: refused before any request, naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let secret_file = file("secret", format!("{SECRET}\n").as_bytes());
+    let empty = file("empty", b"\n");
+    let binary = file("binary", b"\xff\xfe\x00");
+    let huge = file("huge", &vec![b'k'; 1 << 20]);
+    let id = ("AWS_ACCESS_KEY_ID", "GK0000");
+    let secret = ("AWS_SECRET_ACCESS_KEY", SECRET);
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![id], "AWS_SECRET_ACCESS_KEY is not set"),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/s")],
+            "/nonexistent/s",
+        ),
+        (vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &empty)], "is empty"),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &binary)],
+            "not UTF-8",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", &huge)],
+            "larger than",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY_FILE", "/dev/zero")],
+            "not a regular file",
+        ),
+        (
+            vec![id, secret, ("AWS_SECRET_ACCESS_KEY_FILE", &secret_file)],
+            "both",
+        ),
+        (
+            vec![id, ("AWS_SECRET_ACCESS_KEY", "Zq7S3CR3Tv4lue\nx")],
+            "control",
+        ),
+    ];
+    let uri = format!("s3://cache?{e}&region=garage");
+    for (env, says) in &cases {
+        // --no-target-check reads no credentials before the first push.
+        for args in routes(&uri).into_iter().take(4) {
+            let (_, err) = fails(&args, env);
+            assert!(err.contains(says), "{args:?} {env:?}: {err}");
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, uris.len() * 5 + cases.len() * 4);
 }

@@ -2,10 +2,12 @@
 //!
 //! Per path, references first (so a reader that finds a narinfo finds its
 //! references' narinfos too):
-//! 1. skip it when `<hash>.narinfo` is already in the bucket (with a
-//!    signer: and carries a signature by one of the signer's keys; one
-//!    written without the signer, or before a key rotation, gets its
-//!    narinfo re-signed in place, NAR untouched);
+//! 1. skip it when the bucket already holds it whole: its `<hash>.narinfo`
+//!    parses, is for this path and names a NAR that is there (a garbage
+//!    narinfo, or one whose NAR is gone, is replaced), and with a signer,
+//!    carries a signature by one of the signer's keys (one written without
+//!    the signer, or before a key rotation, gets its narinfo re-signed in
+//!    place, NAR untouched);
 //! 2. dump the NAR from the store (a producer thread), hash it, compress it
 //!    with zstd, hash the compressed bytes, and hand them over in parts of
 //!    `part-size-mib` through a channel of two parts to the uploader, which
@@ -36,7 +38,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
-use super::bucket::{Bucket, Credentials, S3Target, s3_error};
+use super::bucket::{Bucket, Credentials, MAX_NARINFO, S3Target, TooBig, s3_error};
 use super::signer::SignerSocket;
 use crate::error::{Result, SyncError};
 
@@ -137,11 +139,7 @@ impl Exporter {
         let mut out = Vec::new();
         for p in paths {
             let sp = self.parse(p)?;
-            let done = match &keys {
-                None => self.bucket.exists(&narinfo_key(&sp))?,
-                Some(keys) => matches!(self.in_bucket(&sp, None, keys)?, InBucket::Done),
-            };
-            if !done {
+            if !matches!(self.in_bucket(&sp, None, keys.as_deref())?, InBucket::Done) {
                 out.push(p.clone());
             }
         }
@@ -157,21 +155,49 @@ impl Exporter {
             .transpose()
     }
 
-    /// What the bucket holds for `path`: with `keys` (the signer's), a
-    /// narinfo counts as done only when one of its signatures is by one of
-    /// them. `info` (the store DB's) makes an unsigned narinfo re-signable
-    /// only when it describes the same NAR.
+    /// What the bucket holds for `path`. Done: a narinfo that parses, for
+    /// this path, whose NAR is there, and with `keys` (the signer's) one of
+    /// its signatures is by one of them. Anything else (no narinfo, a
+    /// garbage or oversized one, one whose NAR was deleted) is Missing: it
+    /// is exported again and the new narinfo replaces the old, so a re-run
+    /// repairs the bucket. A whole but unsigned narinfo is Unsigned (to be
+    /// re-signed in place) only when `info` (the store DB's) says it
+    /// describes the same NAR.
+    ///
+    /// # Errors
+    /// [`SyncError::S3`].
     fn in_bucket(
         &self,
         path: &StorePath,
         info: Option<&PathInfo>,
-        keys: &[String],
+        keys: Option<&[String]>,
     ) -> Result<InBucket> {
-        let Some(text) = self.bucket.get(&narinfo_key(path))? else {
-            return Ok(InBucket::Missing);
+        let key = narinfo_key(path);
+        let text = match self.bucket.get_small(&key, MAX_NARINFO)? {
+            None => return Ok(InBucket::Missing),
+            Some(Ok(text)) => text,
+            Some(Err(TooBig(size))) => {
+                tracing::warn!(%key, size, "narinfo in the bucket is oversized: exporting again");
+                return Ok(InBucket::Missing);
+            }
         };
-        let Ok(narinfo) = String::from_utf8_lossy(&text).parse::<NarInfo>() else {
+        let narinfo = match String::from_utf8_lossy(&text).parse::<NarInfo>() {
+            Ok(narinfo) if narinfo.store_path == *path => narinfo,
+            Ok(_) => {
+                tracing::warn!(%key, "narinfo in the bucket is for another path: exporting again");
+                return Ok(InBucket::Missing);
+            }
+            Err(e) => {
+                tracing::warn!(%key, "narinfo in the bucket does not parse ({e}): exporting again");
+                return Ok(InBucket::Missing);
+            }
+        };
+        if narinfo.url.contains("..") || !self.bucket.exists(&narinfo.url)? {
+            tracing::warn!(%key, url = %narinfo.url, "narinfo in the bucket names a NAR that is not there: exporting again");
             return Ok(InBucket::Missing);
+        }
+        let Some(keys) = keys else {
+            return Ok(InBucket::Done);
         };
         let signed = narinfo.sigs.iter().any(|sig| {
             sig.split_once(':')
@@ -232,12 +258,7 @@ impl Exporter {
         let mut report = ExportReport::default();
         for path in references_first(&infos) {
             let info = &infos[&path];
-            let state = match &keys {
-                None if self.bucket.exists(&narinfo_key(&info.path))? => InBucket::Done,
-                None => InBucket::Missing,
-                Some(keys) => self.in_bucket(&info.path, Some(info), keys)?,
-            };
-            match state {
+            match self.in_bucket(&info.path, Some(info), keys.as_deref())? {
                 InBucket::Done => {
                     report.present += 1;
                     continue;

@@ -21,7 +21,7 @@ use futures_util::TryStreamExt;
 use larder_store::narinfo::NarInfo;
 use object_store::{ObjectMeta, ObjectStore};
 
-use super::bucket::{Bucket, s3_error};
+use super::bucket::{Bucket, MAX_NARINFO, TooBig, s3_error};
 use crate::error::Result;
 
 /// What a GC run deleted (or, dry, would delete).
@@ -53,14 +53,14 @@ pub fn collect(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs() as i64;
-    let young = |m: &ObjectMeta| now - m.last_modified.timestamp() < grace.as_secs() as i64;
+        .as_secs();
+    let young = |m: &ObjectMeta| is_young(now, m.last_modified.timestamp(), grace);
     let mut report = GcReport::default();
-    let delete = |key: &str, report: &mut GcReport| -> Result<()> {
+    let delete = |m: &ObjectMeta, report: &mut GcReport| -> Result<()> {
         if !dry_run {
-            bucket.delete(key)?;
+            bucket.delete_path(&m.location)?;
         }
-        report.deleted.push(key.to_owned());
+        report.deleted.push(m.location.to_string());
         Ok(())
     };
 
@@ -78,7 +78,7 @@ pub fn collect(
             report.young += 1;
             remaining.insert(hash.to_owned());
         } else {
-            delete(key, &mut report)?;
+            delete(m, &mut report)?;
         }
     }
 
@@ -87,19 +87,30 @@ pub fn collect(
     let mut logs: HashSet<String> = HashSet::new();
     for hash in &remaining {
         let key = format!("{hash}.narinfo");
-        let Some(text) = bucket.get(&key)? else {
+        let Some(body) = bucket.get_small(&key, MAX_NARINFO)? else {
             continue;
         };
-        match String::from_utf8_lossy(&text).parse::<NarInfo>() {
-            Ok(info) => {
-                nars.insert(info.url);
-                if let Some(d) = info.deriver {
+        let named = match body {
+            Err(TooBig(size)) => Err(format!("it is {size} bytes, over {MAX_NARINFO}")),
+            Ok(text) => String::from_utf8_lossy(&text)
+                .parse::<NarInfo>()
+                .map_err(|e| e.to_string())
+                .and_then(|info| match nar_key(&info.url) {
+                    Some(nar) => Ok((nar.to_owned(), info.deriver)),
+                    None => Err(format!("its URL {:?} is not nar/<file>", info.url)),
+                }),
+        };
+        match named {
+            Ok((nar, deriver)) => {
+                nars.insert(nar);
+                if let Some(d) = deriver {
                     logs.insert(format!("log/{d}"));
                 }
             }
-            // Unreadable: keep whatever it might name (every NAR stays).
+            // Unreadable, or naming its NAR in a way this GC does not
+            // follow: keep whatever it might name (every NAR stays).
             Err(e) => {
-                tracing::warn!(%key, "narinfo does not parse, keeping all NARs: {e}");
+                tracing::warn!(%key, "kept narinfo not understood, keeping all NARs and logs: {e}");
                 return finish_without_nars(&objects, &remaining, &young, delete, report);
             }
         }
@@ -125,30 +136,54 @@ pub fn collect(
         if young(m) {
             report.young += 1;
         } else {
-            delete(key, &mut report)?;
+            delete(m, &mut report)?;
         }
     }
     Ok(report)
 }
 
-/// Phase 2 when some kept narinfo is unreadable: only listings go.
+/// Phase 2 when some kept narinfo is not understood: only listings and
+/// abandoned uploads go.
 fn finish_without_nars(
     objects: &[ObjectMeta],
     remaining: &HashSet<String>,
     young: &dyn Fn(&ObjectMeta) -> bool,
-    mut delete: impl FnMut(&str, &mut GcReport) -> Result<()>,
+    mut delete: impl FnMut(&ObjectMeta, &mut GcReport) -> Result<()>,
     mut report: GcReport,
 ) -> Result<GcReport> {
     for m in objects {
         let key = m.location.as_ref();
-        if let Some(hash) = key.strip_suffix(".ls").filter(|h| is_hash(h))
-            && !remaining.contains(hash)
-            && !young(m)
-        {
-            delete(key, &mut report)?;
+        let unused = key.starts_with("tmp/")
+            || key
+                .strip_suffix(".ls")
+                .is_some_and(|h| is_hash(h) && !remaining.contains(h));
+        if unused && !young(m) {
+            delete(m, &mut report)?;
         }
     }
     Ok(report)
+}
+
+/// The bucket key of a narinfo's `URL` when it is the plain `nar/<file>`
+/// larder writes; `None` for anything a client would resolve elsewhere
+/// (`nar/../x`, `./nar/x`, `nar//x`, an absolute URL, escapes).
+fn nar_key(url: &str) -> Option<&str> {
+    let file = url.strip_prefix("nar/")?;
+    let plain = !file.is_empty()
+        && file != "."
+        && file != ".."
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
+    plain.then_some(url)
+}
+
+/// Whether an object modified at `modified` (Unix seconds) is younger than
+/// `grace` at `now`. In i128: `--grace-secs` is any u64, and a grace over
+/// i64::MAX cast to i64 went negative and made every object old. An object
+/// from the future (a skewed clock) is young.
+fn is_young(now: u64, modified: i64, grace: Duration) -> bool {
+    i128::from(now) - i128::from(modified) < i128::from(grace.as_secs())
 }
 
 /// The hash part of a `<hash32>.narinfo` key.
@@ -174,5 +209,39 @@ mod tests {
             narinfo_hash("0123456789abcdfghijklmnpqrsvwxye.narinfo"),
             None
         );
+    }
+
+    #[test]
+    fn the_grace_period_holds_for_any_length_and_any_clock() {
+        let day = Duration::from_secs(86_400);
+        assert!(is_young(1_000_000, 1_000_000 - 10, day));
+        assert!(!is_young(1_000_000, 1_000_000 - 86_400, day));
+        assert!(is_young(1_000_000, 0, Duration::from_secs(u64::MAX)));
+        assert!(is_young(1_000_000, i64::MIN, Duration::from_secs(u64::MAX)));
+        assert!(is_young(1_000_000, 2_000_000, Duration::ZERO));
+        assert!(!is_young(1_000_000, 1_000_000, Duration::ZERO));
+    }
+
+    #[test]
+    fn only_plain_nar_urls_are_followed() {
+        for url in ["nar/1abc.nar.zst", "nar/x.nar", "nar/a_b-c+d.nar.xz"] {
+            assert_eq!(nar_key(url), Some(url));
+        }
+        for url in [
+            "nar/",
+            "nar/..",
+            "nar/../nix-cache-info",
+            "nar//x.nar",
+            "./nar/x.nar",
+            "/nar/x.nar",
+            "nar/x.nar?y",
+            "nar/x%2enar",
+            "nar/sub/x.nar",
+            "https://elsewhere/nar/x.nar",
+            "nix-cache-info",
+            "",
+        ] {
+            assert_eq!(nar_key(url), None, "{url}");
+        }
     }
 }
