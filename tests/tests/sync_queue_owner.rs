@@ -5,8 +5,8 @@
 //! seconds.
 
 use larder_tests::fixtures::file_uri;
+use larder_tests::process::ClosedPort;
 use larder_tests::server::LarderServer;
-use larder_tests::sshd::free_port;
 use larder_tests::sync::{SyncSetup, arrivals};
 use larder_tests::{TestStore, shell_derivation};
 
@@ -78,7 +78,8 @@ fn watch_exec_checks_the_target_before_running_the_command() {
     // Nothing listens there.
     let first = SyncSetup::new(&store);
     let setup = &first;
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = format!("http://127.0.0.1:{}", closed_port.port);
     let mut args = vec!["watch-exec", "--to", &closed];
     args.extend(touch);
     let out = setup.output(&args);

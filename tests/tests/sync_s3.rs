@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::{copy_with_sigs, three_path_closure};
 use larder_tests::garage::{ACCESS_KEY, BUCKET, SECRET_KEY, TestGarage};
-use larder_tests::process::free_port;
+use larder_tests::process::ClosedPort;
 use larder_tests::signer::TestSigner;
 use larder_tests::sync::SyncSetup;
 use larder_tests::{TestStore, hash_part, run, run_stdout, shell_derivation};
@@ -547,9 +547,10 @@ fn bad_uris_and_credentials_are_clear_errors_that_name_the_fix() {
         .unwrap();
     ok(out);
     // Nothing listens at the endpoint.
+    let closed = ClosedPort::new();
     let nowhere = format!(
         "s3://localhost?endpoint=http://127.0.0.1:{}&region=garage",
-        free_port()
+        closed.port
     );
     let creds = [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
