@@ -37,8 +37,14 @@ if [ "${1:-}" = "--test" ]; then
   # A cargo-built garage says `garage cargo:2.5.0 [features: …]`, a release
   # binary `garage v2.5.0 …`.
   if ! garage --version 2>/dev/null | grep -qE "(v|:)${GARAGE_VERSION//./\\.}( |$)"; then
-    echo "setup: installing garage ${GARAGE_VERSION} (cargo install --locked; a long build)" >&2
-    cargo install --locked garage --version "$GARAGE_VERSION"
+    echo "setup: installing garage ${GARAGE_VERSION} for the tests (cargo install --locked; a long build)" >&2
+    # Only what the tests use (sqlite metadata, bundled C libraries; no
+    # LMDB, K2V or metrics exporter), at opt-level 1: 26 min (20 CPU-min)
+    # on a shared 2-core machine, where the default build took 102 min. Its
+    # CPU per GiB stored equals the default build's (bench/results/export.md).
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+      cargo install --locked garage --version "$GARAGE_VERSION" \
+      --no-default-features --features bundled-libs,sqlite
   fi
   command -v garage >/dev/null 2>&1 || {
     echo "setup: garage was installed into ~/.cargo/bin, which is not on PATH; add it" >&2

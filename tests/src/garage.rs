@@ -84,6 +84,7 @@ impl TestGarage {
 data_dir = "{d}/data"
 db_engine = "sqlite"
 replication_factor = 1
+compression_level = "none"
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{secret}"

@@ -146,7 +146,7 @@ fn main() -> Result<(), Error> {
         "`target/release/export {limit_mib} {reps}`: {} store paths of the benchmark closure, \
          {:.0} MiB of NARs, from a chroot store on this machine (2 cores, shared). \
          **s3**: `larder-sync export --to s3://…` (zstd level 3, 8 MiB parts, NAR dump, hashes \
-         and upload streamed) into Garage {} on loopback (1 node, sqlite metadata), fresh each \
+         and upload streamed) into Garage {} on loopback (1 node, sqlite metadata, its own block compression off: the NARs arrive compressed), fresh each \
          rep. **file**: `nix copy --to file://DIR?compression=zstd` (Nix 2.8, zstd level 3) of \
          the same paths into a fresh directory. Stored bytes: Garage's data directory \
          (compressed NARs, listings, narinfos), the file cache's directory.\n",
