@@ -65,21 +65,54 @@ fn assert_no_narinfo_without_nar(garage: &TestGarage) {
     }
 }
 
+/// What the signed-export tests start with: a store holding a
+/// three-path closure (`top`), its signer, a Garage and a sync setup.
+struct Signed {
+    store: TestStore,
+    top: String,
+    signer: TestSigner,
+    garage: TestGarage,
+    setup: SyncSetup,
+}
+
+impl Signed {
+    fn start() -> Signed {
+        let store = TestStore::new();
+        let top = three_path_closure(&store);
+        let signer = TestSigner::start(&store, &[]);
+        let garage = TestGarage::start();
+        let setup = SyncSetup::new(&store);
+        Signed {
+            store,
+            top,
+            signer,
+            garage,
+            setup,
+        }
+    }
+
+    /// The store, the closure's top path, the Garage and the sync setup.
+    fn parts(&self) -> (&TestStore, &str, &TestGarage, &SyncSetup) {
+        (&self.store, &self.top, &self.garage, &self.setup)
+    }
+
+    /// The signer's socket, as a flag value.
+    fn socket(&self) -> &str {
+        self.signer.socket.to_str().unwrap()
+    }
+}
+
 #[test]
 fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() {
-    let store = TestStore::new();
-    let top = three_path_closure(&store);
-    let signer = TestSigner::start(&store, &[]);
-    let garage = TestGarage::start();
-    let setup = SyncSetup::new(&store);
-    let socket = signer.socket.to_str().unwrap();
-    let uri = garage.uri();
+    let signed = Signed::start();
+    let (store, top, garage, setup) = signed.parts();
+    let (socket, uri) = (signed.socket(), garage.uri());
     let printed = ok(sync(
-        &setup,
-        &garage,
-        &["export", "--to", &uri, "--signer-socket", socket, &top],
+        setup,
+        garage,
+        &["export", "--to", &uri, "--signer-socket", socket, top],
     ));
-    let paths = closure(&store, &top);
+    let paths = closure(store, top);
     assert_eq!(paths.len(), 3);
     assert_eq!(printed.lines().count(), 3, "{printed}");
     // References first: the last exported is the top.
@@ -91,7 +124,7 @@ fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() 
     let keys = garage.keys();
     assert!(keys.contains(&"nix-cache-info".to_owned()), "{keys:?}");
     for p in &paths {
-        let info = narinfo(&garage, p).unwrap_or_else(|| panic!("no narinfo for {p}: {keys:?}"));
+        let info = narinfo(garage, p).unwrap_or_else(|| panic!("no narinfo for {p}: {keys:?}"));
         assert_eq!(info.compression, "zstd");
         let file_hash = info.file_hash.expect("FileHash");
         assert_eq!(info.url, format!("nar/{}.nar.zst", file_hash.to_nix32()));
@@ -119,7 +152,7 @@ fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() 
     }
     assert!(!keys.iter().any(|k| k.starts_with("tmp/")), "{keys:?}");
 
-    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    let out = copy_with_sigs(&garage.web_url(), top, &signed.signer.public_key);
     assert!(
         out.status.success(),
         "nix copy from the bucket failed:\n{}",
@@ -128,13 +161,13 @@ fn an_exported_closure_is_substituted_from_the_web_endpoint_with_require_sigs() 
     // Unsigned by a trusted key: refused.
     let other = "other:DfraOZ3WNDYaof6JYAECNWlJrpPoPC/jNTk61DtK03E=";
     assert!(
-        !copy_with_sigs(&garage.web_url(), &top, other)
+        !copy_with_sigs(&garage.web_url(), top, other)
             .status
             .success()
     );
 
     // A second export writes nothing new.
-    let again = ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
+    let again = ok(sync(setup, garage, &["export", "--to", &uri, top]));
     assert_eq!(again, "");
 }
 
@@ -205,17 +238,13 @@ fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() 
     // A first export without --signer-socket writes narinfos clients with
     // require-sigs refuse; an export with the signer used to count them as
     // present and leave them unsigned for good.
-    let store = TestStore::new();
-    let top = three_path_closure(&store);
-    let signer = TestSigner::start(&store, &[]);
-    let garage = TestGarage::start();
-    let setup = SyncSetup::new(&store);
-    let socket = signer.socket.to_str().unwrap();
-    let uri = garage.uri();
-    ok(sync(&setup, &garage, &["export", "--to", &uri, &top]));
-    let paths = closure(&store, &top);
+    let signed = Signed::start();
+    let (store, top, garage, setup) = signed.parts();
+    let (socket, uri) = (signed.socket(), garage.uri());
+    ok(sync(setup, garage, &["export", "--to", &uri, top]));
+    let paths = closure(store, top);
     for p in &paths {
-        assert!(narinfo(&garage, p).unwrap().sigs.is_empty(), "{p}");
+        assert!(narinfo(garage, p).unwrap().sigs.is_empty(), "{p}");
     }
     let nars_before: BTreeSet<String> = garage
         .keys()
@@ -223,21 +252,21 @@ fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() 
         .filter(|k| k.starts_with("nar/"))
         .collect();
     assert!(
-        !copy_with_sigs(&garage.web_url(), &top, &signer.public_key)
+        !copy_with_sigs(&garage.web_url(), top, &signed.signer.public_key)
             .status
             .success()
     );
 
     let printed = ok(sync(
-        &setup,
-        &garage,
-        &["export", "--to", &uri, "--signer-socket", socket, &top],
+        setup,
+        garage,
+        &["export", "--to", &uri, "--signer-socket", socket, top],
     ));
     assert_eq!(printed.matches("re-signed ").count(), 3, "{printed}");
     assert!(!printed.contains("exported "), "{printed}");
-    let key_name = signer.public_key.split(':').next().unwrap();
+    let key_name = signed.signer.public_key.split(':').next().unwrap();
     for p in &paths {
-        let sigs = narinfo(&garage, p).unwrap().sigs;
+        let sigs = narinfo(garage, p).unwrap().sigs;
         assert!(
             sigs.iter().any(|s| s.starts_with(&format!("{key_name}:"))),
             "{p}: {sigs:?}"
@@ -250,8 +279,8 @@ fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() 
         .filter(|k| k.starts_with("nar/"))
         .collect();
     assert_eq!(nars_after, nars_before);
-    assert_no_narinfo_without_nar(&garage);
-    let out = copy_with_sigs(&garage.web_url(), &top, &signer.public_key);
+    assert_no_narinfo_without_nar(garage);
+    let out = copy_with_sigs(&garage.web_url(), top, &signed.signer.public_key);
     assert!(
         out.status.success(),
         "{}",
@@ -259,9 +288,9 @@ fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() 
     );
     // Signed now: a third export finds everything present.
     let printed = ok(sync(
-        &setup,
-        &garage,
-        &["export", "--to", &uri, "--signer-socket", socket, &top],
+        setup,
+        garage,
+        &["export", "--to", &uri, "--signer-socket", socket, top],
     ));
     assert_eq!(printed, "");
 }
@@ -364,19 +393,7 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
 
     // No roots at all: refused, nothing deleted.
     let empty = setup.dir.path().join("no-roots");
-    let out = sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            empty.to_str().unwrap(),
-            "--grace-secs",
-            "0",
-        ],
-    );
+    let out = gc(&setup, &garage, empty.to_str().unwrap(), false);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to empty the bucket"));
     assert_eq!(garage.keys(), after);
@@ -391,19 +408,7 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
         dangling.join("receive-ci").join("gone"),
     )
     .unwrap();
-    let out = sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            dangling.to_str().unwrap(),
-            "--grace-secs",
-            "0",
-        ],
-    );
+    let out = gc(&setup, &garage, dangling.to_str().unwrap(), false);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to empty the bucket"), "{err}");
@@ -683,33 +688,24 @@ fn hostile_bucket_contents_never_cost_a_rooted_path() {
     assert_eq!(garage.keys(), before, "a dry run deleted something:\n{dry}");
     // The longest grace period allowed keeps everything; a longer one is
     // a usage error.
-    let year = ok(sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            &roots,
-            "--grace-secs",
-            "31536000",
-        ],
-    ));
+    let with_grace = |grace: &str| {
+        sync(
+            &setup,
+            &garage,
+            &[
+                "s3-gc",
+                "--to",
+                &uri,
+                "--gc-root-dir",
+                &roots,
+                "--grace-secs",
+                grace,
+            ],
+        )
+    };
+    let year = ok(with_grace("31536000"));
     assert_eq!(garage.keys(), before, "a year's grace deleted:\n{year}");
-    let out = sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            &roots,
-            "--grace-secs",
-            &u64::MAX.to_string(),
-        ],
-    );
+    let out = with_grace(&u64::MAX.to_string());
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(garage.keys(), before);
     let real = ok(gc(&setup, &garage, &roots, false));
