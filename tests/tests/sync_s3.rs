@@ -295,6 +295,25 @@ fn an_unsigned_export_is_re_signed_in_place_by_a_later_export_with_the_signer() 
     assert_eq!(printed, "");
 }
 
+/// `kept` and `gone` (and their closures) exported to a fresh Garage,
+/// and a GC-root directory in larder's layout whose one source roots
+/// `kept`: the Garage, the sync setup and the root directory.
+fn exported_with_a_root(
+    store: &TestStore,
+    kept: &str,
+    gone: &str,
+) -> (TestGarage, SyncSetup, String) {
+    let garage = TestGarage::start();
+    let setup = SyncSetup::new(store);
+    let uri = garage.uri();
+    ok(sync(&setup, &garage, &["export", "--to", &uri, kept, gone]));
+    let roots = setup.dir.path().join("gcroots");
+    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
+    symlink(kept, roots.join("receive-ci").join("kept")).unwrap();
+    let roots = roots.to_str().unwrap().to_owned();
+    (garage, setup, roots)
+}
+
 #[test]
 fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     let store = TestStore::new();
@@ -306,21 +325,10 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     let (kept, gone) = (kept[0].clone(), gone[0].clone());
     let gone_closure = closure(&store, &gone);
     assert_eq!(gone_closure.len(), 2);
-    let garage = TestGarage::start();
-    let setup = SyncSetup::new(&store);
+    let (garage, setup, roots) = exported_with_a_root(&store, &kept, &gone);
     let uri = garage.uri();
-    ok(sync(
-        &setup,
-        &garage,
-        &["export", "--to", &uri, &kept, &gone],
-    ));
     let before = garage.keys();
-
-    // Larder's GC roots: one source keeps `kept`.
-    let roots = setup.dir.path().join("gcroots");
-    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
-    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
-    let roots_arg = roots.to_str().unwrap();
+    let roots_arg = roots.as_str();
 
     // Everything is younger than the default grace period: nothing goes.
     let young = ok(sync(
@@ -332,20 +340,7 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     assert_eq!(garage.keys(), before);
 
     // Dry run: lists the unrooted closure, deletes nothing.
-    let dry = ok(sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            roots_arg,
-            "--grace-secs",
-            "0",
-            "--dry-run",
-        ],
-    ));
+    let dry = ok(gc(&setup, &garage, roots_arg, true));
     assert_eq!(garage.keys(), before);
     for p in &gone_closure {
         let line = format!("would delete {}.narinfo", hash_part(p));
@@ -353,19 +348,7 @@ fn bucket_gc_removes_an_unrooted_closure_and_keeps_a_rooted_one() {
     }
     assert!(!dry.contains(hash_part(&kept)), "{dry}");
 
-    let real = ok(sync(
-        &setup,
-        &garage,
-        &[
-            "s3-gc",
-            "--to",
-            &uri,
-            "--gc-root-dir",
-            roots_arg,
-            "--grace-secs",
-            "0",
-        ],
-    ));
+    let real = ok(gc(&setup, &garage, roots_arg, false));
     assert_eq!(
         real.replace("deleted ", "would delete "),
         dry,
@@ -646,18 +629,8 @@ fn hostile_bucket_contents_never_cost_a_rooted_path() {
     let store = TestStore::new();
     let kept = store.build_expr(&shell_derivation("s3-h-kept", "echo kept > $out"))[0].clone();
     let gone = store.build_expr(&shell_derivation("s3-h-gone", "echo gone > $out"))[0].clone();
-    let garage = TestGarage::start();
-    let setup = SyncSetup::new(&store);
+    let (garage, setup, roots) = exported_with_a_root(&store, &kept, &gone);
     let uri = garage.uri();
-    ok(sync(
-        &setup,
-        &garage,
-        &["export", "--to", &uri, &kept, &gone],
-    ));
-    let roots = setup.dir.path().join("gcroots");
-    std::fs::create_dir_all(roots.join("receive-ci")).unwrap();
-    symlink(&kept, roots.join("receive-ci").join("kept")).unwrap();
-    let roots = roots.to_str().unwrap().to_owned();
     let kept_info = narinfo(&garage, &kept).unwrap();
     let kept_key = format!("{}.narinfo", hash_part(&kept));
 
