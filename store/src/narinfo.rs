@@ -18,8 +18,9 @@ use crate::path::{StorePath, StorePathError};
 /// (`StorePath`, `NarHash`, …); values are quoted at most 40 characters long.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NarInfoError {
-    /// A non-empty line that is not `Key: value` (1-based line number).
-    #[error("narinfo line {line}: expected `Key: value`")]
+    /// A non-empty line that is not `Key: value`, or holds a control
+    /// character such as a lone CR (1-based line number).
+    #[error("narinfo line {line}: expected `Key: value` without control characters")]
     Syntax {
         /// The line, counted from 1.
         line: usize,
@@ -195,6 +196,13 @@ impl<'a> Fields<'a> {
             if line.is_empty() {
                 continue;
             }
+            // `lines` strips "\n" and "\r\n" only: a lone CR (at the end
+            // of the text, or inside a line), a NUL or any other control
+            // character would otherwise stay in a value and not survive
+            // being written and read again. Nix never writes one.
+            if line.bytes().any(|b| b.is_ascii_control()) {
+                return Err(NarInfoError::Syntax { line: i + 1 });
+            }
             let (key, value) = line
                 .split_once(": ")
                 .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
@@ -339,6 +347,30 @@ CA: fixed:r:sha256:18smi2w1qpi3qyi5faciadxlvp2g8v7ilfzicyf1fnwr050jv79s
         assert_eq!(info.compression, "bzip2");
         assert!(info.references.is_empty());
         assert!(info.to_string().contains("\nReferences: \n"));
+    }
+
+    /// Found by the 1 000 000-case long run of
+    /// `mutated_narinfo_is_an_error_or_stable`: a lone CR at the end of the
+    /// text stayed in the last value (`Sig: …\r`), and writing that value
+    /// with "\n" made "\r\n", which reads back without it.
+    #[test]
+    fn control_characters_in_a_line_are_refused() {
+        let good = "StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello\nURL: nar/x.nar\n\
+                    Compression: none\nNarHash: sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n\
+                    NarSize: 1\nReferences: \n";
+        assert!(good.parse::<NarInfo>().is_ok());
+        assert!(good.replace('\n', "\r\n").parse::<NarInfo>().is_ok());
+        for bad in [
+            format!("{good}Sig: k:sig\r"),
+            format!("{good}Sig: k:s\rig\n"),
+            format!("{good}Sig: k:s\0ig\n"),
+            good.replace("URL: nar/x.nar", "URL: nar/x\u{7f}.nar"),
+        ] {
+            assert!(
+                matches!(bad.parse::<NarInfo>(), Err(NarInfoError::Syntax { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
