@@ -310,3 +310,36 @@ pub fn check_nofile(want: u64) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Start `binary` (a larder-server) on the store under `root`, bound to
+/// `addr`, with `extra` flags, its output in `work/server.log`; returns
+/// once `addr` accepts connections.
+///
+/// # Errors
+/// The log file or the process cannot be made, or the server does not
+/// accept connections within 20 s.
+pub fn start_server(
+    binary: &Path,
+    root: &Path,
+    addr: SocketAddr,
+    extra: &[String],
+    work: &Path,
+) -> Result<Child, Error> {
+    let log = File::create(work.join("server.log"))?;
+    let child = Command::new(binary)
+        .arg("--store-root")
+        .arg(root)
+        .args(["--bind", &addr.to_string()])
+        .args(extra)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err("server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}

@@ -15,11 +15,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use larder_bench::Error;
-use larder_bench::servers::{check_nofile, default_binary};
+use larder_bench::servers::{check_nofile, default_binary, start_server};
 
 const CONNECTIONS: usize = 10_000;
 /// Rounds by default; `LARDER_ROUNDS` overrides.
@@ -100,32 +100,6 @@ fn make_store(work: &Path) -> Result<PathBuf, Error> {
         return Err("nix-store --init failed".into());
     }
     Ok(root)
-}
-
-fn start_server(
-    binary: &Path,
-    root: &Path,
-    addr: SocketAddr,
-    extra: &[String],
-    work: &Path,
-) -> Result<Child, Error> {
-    let log = std::fs::File::create(work.join("server.log"))?;
-    let child = Command::new(binary)
-        .arg("--store-root")
-        .arg(root)
-        .args(["--bind", &addr.to_string()])
-        .args(extra)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return Err("server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child)
 }
 
 fn connect_and_get(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {

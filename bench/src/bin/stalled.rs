@@ -17,11 +17,11 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use larder_bench::Error;
-use larder_bench::servers::{check_nofile, default_binary};
+use larder_bench::servers::{check_nofile, default_binary, start_server};
 
 const NARINFO_REQUESTS: usize = 400;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +41,9 @@ fn main() -> Result<(), Error> {
     let (root, store_path) = make_store(&work)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut server = start_server(&binary, &root, addr, &extra, &work)?;
+    let mut flags = vec!["--path-info-ttl-ms".to_owned(), "0".to_owned()];
+    flags.extend(extra.iter().cloned());
+    let mut server = start_server(&binary, &root, addr, &flags, &work)?;
     let hash = store_path
         .trim_start_matches("/nix/store/")
         .split('-')
@@ -129,32 +131,6 @@ fn make_store(work: &Path) -> Result<(PathBuf, String), Error> {
     }
     std::fs::remove_file(&big)?;
     Ok((root, String::from_utf8(out.stdout)?.trim().to_owned()))
-}
-
-fn start_server(
-    binary: &Path,
-    root: &Path,
-    addr: SocketAddr,
-    extra: &[String],
-    work: &Path,
-) -> Result<Child, Error> {
-    let log = std::fs::File::create(work.join("server.log"))?;
-    let child = Command::new(binary)
-        .arg("--store-root")
-        .arg(root)
-        .args(["--bind", &addr.to_string(), "--path-info-ttl-ms", "0"])
-        .args(extra)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return Err("server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child)
 }
 
 /// `count` NAR downloads that read their headers and a little, then stop.
