@@ -83,6 +83,11 @@ impl SyncSetup {
 
     /// Start `larder-sync watch ARGS` (polling every 100 ms, retries capped at 1 s).
     pub fn watch(&self, args: &[&str]) -> SyncProcess {
+        self.watch_with_env(args, &[])
+    }
+
+    /// [`SyncSetup::watch`] with extra environment variables.
+    pub fn watch_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> SyncProcess {
         let mut all = vec![
             "watch",
             "--poll-interval-ms",
@@ -93,7 +98,7 @@ impl SyncSetup {
             "1",
         ];
         all.extend(args);
-        self.spawn(&all, &[])
+        self.spawn(&all, env)
     }
 
     /// Start `larder-sync ARGS` with extra environment variables (e.g.

@@ -65,20 +65,8 @@ fn kill_9_of_the_watcher_at_random_points_loses_nothing() {
     let to = receiver.url();
     // Later starts resume from the durable queue's checkpoint.
     let start = || -> SyncProcess {
-        let args = [
-            "watch",
-            "--to",
-            &to,
-            "--batch-size",
-            "3",
-            "--poll-interval-ms",
-            "100",
-            "--retry-base-ms",
-            "200",
-            "--retry-max-secs",
-            "1",
-        ];
-        let mut watcher = setup.spawn(&args, &[("NIX_CONFIG", &nix_config)]);
+        let args = ["--to", &to, "--batch-size", "3"];
+        let mut watcher = setup.watch_with_env(&args, &[("NIX_CONFIG", &nix_config)]);
         watcher.wait_for_log("watching");
         watcher
     };
