@@ -131,16 +131,6 @@ fn sighup_makes_the_signer_reload_its_keys_and_servers_follow() {
 #[test]
 fn a_hung_signer_costs_one_timeout_and_health_says_down() {
     let store = TestStore::new();
-    let paths: Vec<String> = (0..6)
-        .map(|i| {
-            store
-                .build_expr(&shell_derivation(
-                    &format!("p{i}"),
-                    &format!("echo {i} > $out"),
-                ))
-                .remove(0)
-        })
-        .collect();
     let signer = TestSigner::start(&store, &[]);
     let server = start_server(
         &store,
@@ -159,9 +149,22 @@ fn a_hung_signer_costs_one_timeout_and_health_says_down() {
     );
 
     signer.signal("STOP");
+    // Paths made after the signer hung: the server's sign-ahead cannot
+    // have signed them (paths made before could be answered from its
+    // signature cache, depending on timing).
+    let paths: Vec<String> = (0..6)
+        .map(|i| {
+            store
+                .build_expr(&shell_derivation(
+                    &format!("p{i}"),
+                    &format!("echo {i} > $out"),
+                ))
+                .remove(0)
+        })
+        .collect();
     let url = |p: &String| format!("/{}.narinfo", hash_part(p));
-    // The first request waits for the timeout; the next ones are turned
-    // away by the open breaker without asking the signer.
+    // One request, or the sign-ahead, waits for the timeout; the rest are
+    // turned away by the open breaker without asking the signer.
     assert_eq!(server.get(&url(&paths[0]), &[]).status, 503);
     for p in &paths[1..] {
         assert_eq!(server.get(&url(p), &[]).status, 503);
