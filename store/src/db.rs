@@ -203,8 +203,8 @@ impl StoreDb {
     /// [`StoreDb::path_info`].
     pub fn path_info_now(&self, hash: &StorePathHash) -> Option<Result<Option<PathInfo>, DbError>> {
         let inner = &*self.inner;
-        let mut conn = lock(&inner.idle_now).pop()?;
-        let result = query::path_info(&mut conn, &inner.location, hash);
+        let conn = lock(&inner.idle_now).pop()?;
+        let result = query::path_info(&conn, &inner.location, hash);
         lock(&inner.idle_now).push(conn);
         match result {
             Err(QueryError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))

@@ -11,12 +11,21 @@ use super::pathinfo::PathInfo;
 use crate::location::StoreLocation;
 use crate::path::{StorePath, StorePathHash};
 
-/// Columns of `ValidPaths` that make a [`PathInfo`], in [`read_row`] order.
+/// Columns of `ValidPaths` that make a [`PathInfo`], in [`read_row`]
+/// order, and last its references: their paths joined by spaces, in no
+/// particular order, and their count (a path with a space, which Nix
+/// never writes, would otherwise split into two). One statement reads the row and
+/// its references in one snapshot (SQLite holds one read transaction for
+/// a statement's whole run), so a concurrent garbage collection cannot
+/// split them, without a `BEGIN`/`COMMIT` round per lookup.
 macro_rules! select_info {
     ($tail:literal) => {
         concat!(
-            "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca ",
-            "FROM ValidPaths ",
+            "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca, ",
+            "(SELECT group_concat(r.path, ' ') FROM Refs JOIN ValidPaths r ",
+            "ON Refs.reference = r.id WHERE Refs.referrer = v.id), ",
+            "(SELECT count(*) FROM Refs WHERE Refs.referrer = v.id) ",
+            "FROM ValidPaths v ",
             $tail
         )
     };
@@ -26,10 +35,6 @@ macro_rules! select_info {
 /// below `<store_dir>/<hash32>` is the only one that can have that hash part.
 const BY_HASH_PART: &str = select_info!("WHERE path >= ?1 ORDER BY path LIMIT 1");
 const BY_PATH: &str = select_info!("WHERE path = ?1");
-/// Sorted by full path, which sorts by basename since the prefix is shared.
-const REFERENCES: &str = "SELECT ValidPaths.path FROM Refs \
-     JOIN ValidPaths ON Refs.reference = ValidPaths.id \
-     WHERE Refs.referrer = ?1 ORDER BY ValidPaths.path";
 const AFTER: &str = "SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id LIMIT ?2";
 const ID_OF: &str = "SELECT id FROM ValidPaths WHERE path = ?1";
 const PATH_AND_DERIVER: &str = "SELECT path, deriver FROM ValidPaths WHERE id = ?1";
@@ -65,6 +70,10 @@ struct RawRow {
     ultimate: Option<i64>,
     sigs: Option<String>,
     ca: Option<String>,
+    /// Space-separated reference paths, unsorted; NULL when there are none.
+    references: Option<String>,
+    /// How many references there are.
+    reference_count: i64,
 }
 
 /// A column whose value has the wrong SQL type (or bad UTF-8) is a corrupt
@@ -100,6 +109,8 @@ fn read_row(row: &Row<'_>, accept: impl FnOnce(&str) -> bool) -> Result<Option<R
         ultimate: column(row, 6, id)?,
         sigs: column(row, 7, id)?,
         ca: column(row, 8, id)?,
+        references: column(row, 9, id)?,
+        reference_count: column(row, 10, id)?,
     }))
 }
 
@@ -117,7 +128,7 @@ impl RawRow {
     /// true only when 1; sigs are space-separated and form a set; an empty
     /// `ca` means none). A NULL `narSize` is refused: Nix would read 0 and
     /// serve a wrong size.
-    fn parse(self, loc: &StoreLocation, refs: Vec<String>) -> Result<PathInfo> {
+    fn parse(self, loc: &StoreLocation) -> Result<PathInfo> {
         let id = self.id;
         let nar_hash = self
             .hash
@@ -127,8 +138,19 @@ impl RawRow {
             None => return Err(corrupt(id, "narSize is NULL".into())),
             Some(n) => u64::try_from(n).map_err(|_| corrupt(id, format!("narSize is {n}")))?,
         };
+        // Byte order of the full paths, as `ORDER BY path` would give:
+        // the store directory is shared, so this is Nix's basename order.
+        // An empty piece (an empty path in the DB) fails like any bad path.
+        let mut refs: Vec<&str> = match &self.references {
+            Some(joined) => joined.split(' ').collect(),
+            None => Vec::new(),
+        };
+        if i64::try_from(refs.len()) != Ok(self.reference_count) {
+            return Err(corrupt(id, "a reference's path has a space".into()));
+        }
+        refs.sort_unstable();
         let references = refs
-            .iter()
+            .into_iter()
             .map(|r| parse_path(loc, id, "reference", r))
             .collect::<Result<_>>()?;
         let deriver = match &self.deriver {
@@ -156,42 +178,29 @@ impl RawRow {
     }
 }
 
-/// Run `sql` (one of the `select_info!` queries) with `key`, keep the row
-/// only if `accept` says so, and read its references in the same read
-/// transaction, so a concurrent garbage collection cannot split them.
+/// Run `sql` (one of the `select_info!` queries) with `key` and keep the
+/// row only if `accept` says so.
 fn info_where(
-    conn: &mut Connection,
+    conn: &Connection,
     loc: &StoreLocation,
     sql: &str,
     key: &str,
     accept: impl FnOnce(&str) -> bool,
 ) -> Result<Option<PathInfo>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let raw = {
-        let mut stmt = tx.prepare_cached(sql)?;
-        let mut rows = stmt.query(params![key])?;
-        match rows.next()? {
-            Some(row) => read_row(row, accept)?,
-            None => None,
-        }
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![key])?;
+    let raw = match rows.next()? {
+        Some(row) => read_row(row, accept)?,
+        None => None,
     };
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let mut refs = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(REFERENCES)?;
-        let mut rows = stmt.query(params![raw.id])?;
-        while let Some(row) = rows.next()? {
-            refs.push(column(row, 0, raw.id)?);
-        }
+    match raw {
+        Some(raw) => raw.parse(loc).map(Some),
+        None => Ok(None),
     }
-    tx.commit()?;
-    raw.parse(loc, refs).map(Some)
 }
 
 pub(super) fn path_info(
-    conn: &mut Connection,
+    conn: &Connection,
     loc: &StoreLocation,
     hash: &StorePathHash,
 ) -> Result<Option<PathInfo>> {
@@ -201,7 +210,7 @@ pub(super) fn path_info(
 }
 
 pub(super) fn path_info_by_path(
-    conn: &mut Connection,
+    conn: &Connection,
     loc: &StoreLocation,
     path: &StorePath,
 ) -> Result<Option<PathInfo>> {

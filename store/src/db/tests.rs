@@ -155,6 +155,19 @@ fn bad_rows_are_typed_errors_naming_the_row() {
                 + "INSERT INTO Refs VALUES (4, 5);",
             "reference \"/nix/store/x\"",
         ),
+        // Two valid-looking paths in one row must not pass as two references.
+        (
+            row(4, A, "1, NULL, NULL, NULL, NULL")
+                + &row(5, &format!("{B} {C}"), "1, NULL, NULL, NULL, NULL")
+                + "INSERT INTO Refs VALUES (4, 5);",
+            "space",
+        ),
+        (
+            row(4, A, "1, NULL, NULL, NULL, NULL")
+                + &row(5, "", "1, NULL, NULL, NULL, NULL")
+                + "INSERT INTO Refs VALUES (4, 5);",
+            "reference \"\"",
+        ),
     ];
     for (sql, expected) in cases {
         let (id, what, message) = corrupt_row(&sql, A);
