@@ -48,18 +48,24 @@ impl std::ops::Deref for ViewRef {
     }
 }
 
+impl ViewRef {
+    /// The view [`select_view`] placed `req` in; 404 when it placed it in
+    /// none (a server endpoint's request).
+    pub fn of(req: &HttpRequest) -> Result<ViewRef, ServerError> {
+        req.extensions()
+            .get::<Arc<View>>()
+            .cloned()
+            .map(ViewRef)
+            .ok_or_else(|| ServerError::NotFound("no view".to_owned()))
+    }
+}
+
 impl FromRequest for ViewRef {
     type Error = ServerError;
     type Future = Ready<Result<ViewRef, ServerError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<Arc<View>>()
-                .cloned()
-                .map(ViewRef)
-                .ok_or_else(|| ServerError::NotFound("no view".to_owned())),
-        )
+        ready(ViewRef::of(req))
     }
 }
 

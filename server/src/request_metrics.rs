@@ -13,6 +13,12 @@ use crate::body::Metered;
 use crate::state::AppState;
 use crate::view::View;
 
+/// A route's name in the metrics, left in the request's extensions by
+/// the endpoints the router does not match (`routes/dynamic.rs`); the
+/// others are named by their actix-router pattern.
+#[derive(Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
 /// Middleware (`App::wrap_fn`): count each request by matched route and
 /// status, and time it to its response headers.
 pub fn observe_request<S, B>(
@@ -31,9 +37,17 @@ where
     async move {
         let res = call.await?;
         if let Some(metrics) = metrics {
-            let route = (res.request().match_pattern()).unwrap_or_else(|| "unmatched".to_owned());
+            let labelled = res.request().extensions().get::<RouteLabel>().copied();
+            let pattern;
+            let route = match labelled {
+                Some(RouteLabel(route)) => route,
+                None => {
+                    pattern = res.request().match_pattern();
+                    pattern.as_deref().unwrap_or("unmatched")
+                }
+            };
             let status = res.status().as_u16().to_string();
-            metrics.requests.with_label_values(&[&route, &status]).inc();
+            metrics.requests.with_label_values(&[route, &status]).inc();
             if let Some(view) = res.request().extensions().get::<std::sync::Arc<View>>() {
                 let labels = [view.name.as_str(), status.as_str()];
                 metrics.view_requests.with_label_values(&labels).inc();
@@ -41,7 +55,7 @@ where
             let elapsed = start.elapsed().as_secs_f64();
             metrics
                 .duration
-                .with_label_values(&[&route])
+                .with_label_values(&[route])
                 .observe(elapsed);
             // Streamed bodies count their own bytes as they go; HEAD sends none.
             let streamed = res.response().extensions().get::<Metered>().is_some();
@@ -49,7 +63,7 @@ where
             if let (false, false, BodySize::Sized(n)) =
                 (streamed, head, res.response().body().size())
             {
-                let bytes = metrics.bytes_sent.with_label_values(&[&route, "identity"]);
+                let bytes = metrics.bytes_sent.with_label_values(&[route, "identity"]);
                 bytes.inc_by(n);
             }
         }

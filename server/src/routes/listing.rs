@@ -4,7 +4,7 @@
 //! UTF-8 are their raw bytes, as in Nix's own listings: one entry per NAR
 //! entry, never merged by a lossy conversion.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use larder_store::nar::NarPlan;
 
 use crate::error::ServerError;
@@ -13,11 +13,11 @@ use crate::placement::ViewRef;
 use crate::state::AppState;
 
 pub async fn get(
-    state: web::Data<AppState>,
-    hash: web::Path<String>,
-    view: ViewRef,
+    state: &AppState,
+    hash: &str,
+    view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let info = lookup::by_hash_memo(&state, &view, &hash).await?;
+    let info = lookup::by_hash_memo(state, view, hash).await?;
     let plan = NarPlan::walk_async(state.location.real_path(&info.path)).await?;
     let mut body = b"{\"version\":1,\"root\":".to_vec();
     body.extend_from_slice(&plan.listing_json());

@@ -18,7 +18,7 @@ use crate::error::ServerError;
 use crate::placement::ViewRef;
 use crate::state::AppState;
 
-const ROUTE: &str = "/log/{drv}";
+use super::dynamic::LOG as ROUTE;
 
 enum LogFile {
     Plain(File, u64),
@@ -26,13 +26,13 @@ enum LogFile {
 }
 
 pub async fn get(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    drv: web::Path<String>,
-    view: ViewRef,
+    req: &HttpRequest,
+    state: &AppState,
+    drv: &str,
+    view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
     // A valid basename has no '/' and cannot be `..`: it stays in the log dir.
-    let drv = StorePath::from_basename(&drv)
+    let drv = StorePath::from_basename(drv)
         .map_err(|e| ServerError::NotFound(format!("log name {drv:?}: {e}")))?;
     // Before the file system: a log outside the view costs what an absent one does.
     if !view.admits_log(&drv) {
@@ -54,7 +54,7 @@ pub async fn get(
         LogFile::Plain(file, len) => {
             reader_body(head, file, Some(len), metrics, ROUTE, "identity")?
         }
-        LogFile::Bzip2(file, len) if accepts(&req, "bzip2") => {
+        LogFile::Bzip2(file, len) if accepts(req, "bzip2") => {
             builder
                 .insert_header((header::CONTENT_ENCODING, "bzip2"))
                 .insert_header((header::VARY, "Accept-Encoding"));

@@ -7,6 +7,7 @@
 //! 9110 §15.5.6), not a 404 that would say the resource is absent.
 
 mod cache_info;
+mod dynamic;
 mod html;
 mod http_cache;
 mod landing;
@@ -60,8 +61,8 @@ const fn series(
 }
 
 /// The label values of every route's metrics, exported at 0 from startup
-/// (`Metrics::preset`): the patterns below, the streamed bodies' own route
-/// labels, and `unmatched`.
+/// (`Metrics::preset`): the fixed paths, the patterns of the endpoints
+/// with a parameter (`dynamic.rs`), and `unmatched`.
 pub const SERIES: &[RouteSeries] = &[
     series("/", COMMON, &[], false),
     series("/nix-cache-info", COMMON, &[], false),
@@ -69,27 +70,22 @@ pub const SERIES: &[RouteSeries] = &[
     series("/health", COMMON, &[], false),
     series("/version", COMMON, &[], false),
     series("/metrics", COMMON, &[], false),
-    series("/{hash}.narinfo", &[200, 404, 405, 500, 503], &[], false),
-    series("/{hash}.ls", COMMON, &[], false),
+    series(dynamic::NARINFO, &[200, 404, 405, 500, 503], &[], false),
+    series(dynamic::LISTING, COMMON, &[], false),
     series(
-        "/nar/{file}",
+        dynamic::NAR,
         &[200, 206, 400, 404, 405, 416, 500],
         &["identity", "zstd"],
         true,
     ),
     series(
-        "/log/{drv}",
+        dynamic::LOG,
         &[200, 404, 405, 500],
         &["identity", "bzip2"],
         true,
     ),
-    series("/serve/{hash}", &[200, 400, 404, 405, 500], &[], false),
-    series(
-        "/serve/{hash}/{tail:.*}",
-        &[200, 400, 404, 405, 500],
-        &[],
-        true,
-    ),
+    series(dynamic::SERVE, &[200, 400, 404, 405, 500], &[], false),
+    series(dynamic::SERVE_TAIL, &[200, 400, 404, 405, 500], &[], true),
     series("unmatched", &[404], &[], false),
 ];
 
@@ -100,13 +96,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/health", read().to(status::health)))
         .service(endpoint("/version", read().to(status::version)))
         .service(endpoint("/metrics", read().to(metrics::get)))
-        .service(endpoint("/{hash}.narinfo", read().to(narinfo::get)))
-        .service(endpoint("/{hash}.ls", read().to(listing::get)))
-        .service(endpoint("/nar/{file}", read().to(nar::get)))
-        .service(endpoint("/log/{drv}", read().to(log::get)))
-        .service(endpoint("/serve/{hash}", read().to(serve::get)))
-        .service(endpoint("/serve/{hash}/{tail:.*}", read().to(serve::get)))
-        .default_service(web::to(not_found));
+        // The endpoints with a parameter, matched without a regex.
+        .default_service(web::to(dynamic::dispatch));
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {

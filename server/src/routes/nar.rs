@@ -58,7 +58,7 @@ use crate::placement::ViewRef;
 use crate::state::AppState;
 use crate::view::View;
 
-const ROUTE: &str = "/nar/{file}";
+use super::dynamic::NAR as ROUTE;
 const NAR_TYPE: &str = "application/x-nix-nar";
 /// Below this NAR size the on-the-fly compressor is single-threaded
 /// (`nar/compress.rs`); a fill before serving makes the same choice.
@@ -104,31 +104,31 @@ fn query_hash(query: &str) -> Option<String> {
 }
 
 pub async fn get(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    file: web::Path<String>,
-    view: ViewRef,
+    req: &HttpRequest,
+    state: &AppState,
+    file: &str,
+    view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let url = parse_file(&file)
+    let url = parse_file(file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
-    let info = checked_info(&state, &view, &url, req.query_string()).await?;
+    let info = checked_info(state, view, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
     let nar_hash = info.nar_hash.to_nix32();
     let cache_control = match url.nar_hash {
-        Some(_) => immutable(&view),
-        None => short_lived(state.config.narinfo_max_age_secs, &view),
+        Some(_) => immutable(view),
+        None => short_lived(state.config.narinfo_max_age_secs, view),
     };
     let zstd_tag = EntityTag::weak(format!("{nar_hash}-zstd"));
     let identity_tag = EntityTag::strong(nar_hash.clone());
     // A Range under an If-Range that does not match: the whole body.
     let ranged_tag = if url.zstd { &zstd_tag } else { &identity_tag };
-    let range_header = range::header(req.headers()).filter(|_| ranged_tag.range_allowed(&req));
+    let range_header = range::header(req.headers()).filter(|_| ranged_tag.range_allowed(req));
     let cache_key = format!("{nar_hash}-zstd{}", state.config.zstd_level);
     if url.zstd {
-        if zstd_tag.none_match(&req) {
+        if zstd_tag.none_match(req) {
             return Ok(not_modified(&zstd_tag, &cache_control, false));
         }
-        let mut response = zst_file(&state, &info, &cache_key, head, range_header).await?;
+        let mut response = zst_file(state, &info, &cache_key, head, range_header).await?;
         validators(&mut response, &zstd_tag, &cache_control);
         return Ok(response);
     }
@@ -136,21 +136,21 @@ pub async fn get(
         Some(h) => range::parse(h, info.nar_size)?,
         None => None,
     };
-    let zstd = range.is_none() && accepts(&req, "zstd");
+    let zstd = range.is_none() && accepts(req, "zstd");
     let tag = if zstd { &zstd_tag } else { &identity_tag };
-    if tag.none_match(&req) {
+    if tag.none_match(req) {
         return Ok(not_modified(tag, &cache_control, true));
     }
     let mut builder = nar_headers(zstd);
     builder
         .insert_header((header::ETAG, tag.header_value()))
         .insert_header((header::CACHE_CONTROL, cache_control));
-    if zstd && let Some(body) = cached(&state, &cache_key, head).await? {
+    if zstd && let Some(body) = cached(state, &cache_key, head).await? {
         return Ok(respond(builder, body));
     }
-    let plan = checked_plan(&state, &info).await?;
+    let plan = checked_plan(state, &info).await?;
     let response = Response {
-        state: &state,
+        state,
         plan: &plan,
         head,
     };

@@ -4,7 +4,7 @@
 //! keep either for `--narinfo-max-age-secs` (see `http_cache.rs`).
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use larder_store::db::PathInfo;
 use larder_store::narinfo::NarInfo;
 
@@ -16,16 +16,16 @@ use crate::state::AppState;
 use crate::{lookup, signing};
 
 pub async fn get(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    hash: web::Path<String>,
-    view: ViewRef,
+    req: &HttpRequest,
+    state: &AppState,
+    hash: &str,
+    view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let info = lookup::by_hash_memo(&state, &view, &hash).await?;
-    let cache_control = short_lived(state.config.narinfo_max_age_secs, &view);
+    let info = lookup::by_hash_memo(state, view, hash).await?;
+    let cache_control = short_lived(state.config.narinfo_max_age_secs, view);
     // Both shapes carry the same signatures (the DB's and the signer's),
     // and fail the same way while the signer is down.
-    let sigs = signing::signatures(&state, &view, &info).await?;
+    let sigs = signing::signatures(state, view, &info).await?;
     if req.query_string().split('&').any(|q| q == "json") {
         let mut json = info.nix_json(state.location.store_dir());
         json.sigs = sigs;

@@ -31,8 +31,7 @@ use crate::lookup;
 use crate::placement::ViewRef;
 use crate::state::AppState;
 
-/// The route pattern, as the request metrics label it.
-const ROUTE: &str = "/serve/{hash}/{tail:.*}";
+use super::dynamic::SERVE_TAIL as ROUTE;
 /// As many symlinks as Linux follows in one lookup.
 const MAX_SYMLINKS: usize = 40;
 /// What a `/serve` answer may do in a browser: nothing but be shown.
@@ -57,26 +56,28 @@ fn confined() -> HttpResponseBuilder {
     builder
 }
 
+/// `hash`: the hash part as the router left it (percent-decoded except
+/// `%`, `/` and `+`; see `dynamic.rs`).
 pub async fn get(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    view: ViewRef,
+    req: &HttpRequest,
+    state: &AppState,
+    hash: &str,
+    view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
-    let hash = req.match_info().query("hash").to_owned();
     if !view.serve {
         return Err(ServerError::NotFound(format!(
             "/serve is off in view {}",
             view.name
         )));
     }
-    let info = lookup::by_hash(&state, &view, &hash).await?;
+    let info = lookup::by_hash(state, view, hash).await?;
     let root = state.location.real_path(&info.path);
     // The raw (still percent-encoded) path, so that `%2e%2e` and `%2f` are
     // decoded exactly once, here, before the `..` check.
     let raw_tail = req
         .path()
         .strip_prefix("/serve/")
-        .and_then(|rest| rest.strip_prefix(hash.as_str()))
+        .and_then(|rest| rest.strip_prefix(hash))
         .unwrap_or("");
     let tail = components(raw_tail)?;
     let target = web::block(move || resolve(&root, tail))

@@ -1,0 +1,158 @@
+//! The endpoints whose path carries a parameter (`/<hash>.narinfo`,
+//! `/<hash>.ls`, `/nar/<file>`, `/log/<drv>`, `/serve/<hash>[/<tail>]`),
+//! matched by hand instead of by actix-router.
+//!
+//! actix-router matches a pattern with a parameter by running its regex,
+//! one pattern after another, and again to name the route for the
+//! metrics: about 9 % of a narinfo's CPU in `bench/results/narinfo-profile.md`.
+//! Here a request costs a prefix or suffix test and a search for `/`.
+//!
+//! The match is the router's, exactly: it reads the same path (the URL
+//! path after the view's prefix, percent-decoded except `%`, `/` and `+`,
+//! which is what actix-router matches), each parameter is one non-empty
+//! segment (`[^/]+`) except `/serve`'s tail, and a parameter reaches its
+//! endpoint percent-decoded the way `web::Path<String>` decoded it (fully),
+//! `/serve`'s hash as the router left it.
+
+use actix_web::http::Method;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+
+use super::{listing, log, method_not_allowed, nar, narinfo, not_found, serve};
+use crate::error::ServerError;
+use crate::placement::ViewRef;
+use crate::request_metrics::RouteLabel;
+use crate::state::AppState;
+
+/// The routes' names in metrics (the patterns they had in actix-router,
+/// so dashboards and alerts keep working).
+pub const NARINFO: &str = "/{hash}.narinfo";
+pub const LISTING: &str = "/{hash}.ls";
+pub const NAR: &str = "/nar/{file}";
+pub const LOG: &str = "/log/{drv}";
+pub const SERVE: &str = "/serve/{hash}";
+pub const SERVE_TAIL: &str = "/serve/{hash}/{tail:.*}";
+
+/// A matched endpoint and its parameter, still percent-encoded as the
+/// router sees it.
+#[derive(Debug, PartialEq, Eq)]
+enum Dynamic<'a> {
+    NarInfo(&'a str),
+    Listing(&'a str),
+    Nar(&'a str),
+    Log(&'a str),
+    /// The hash part, and whether a tail (possibly empty) follows.
+    Serve(&'a str, bool),
+}
+
+impl<'a> Dynamic<'a> {
+    /// Match `path` (see the module's page); `None`: no endpoint has it.
+    fn parse(path: &'a str) -> Option<Dynamic<'a>> {
+        let rest = path.strip_prefix('/')?;
+        let segment = |s: &'a str| (!s.is_empty() && !s.contains('/')).then_some(s);
+        if let Some(file) = rest.strip_prefix("nar/") {
+            // Before the suffixes: `/nar/x.narinfo` is a NAR file name.
+            return segment(file).map(Dynamic::Nar);
+        }
+        if let Some(hash) = rest.strip_suffix(".narinfo") {
+            return segment(hash).map(Dynamic::NarInfo);
+        }
+        if let Some(hash) = rest.strip_suffix(".ls") {
+            return segment(hash).map(Dynamic::Listing);
+        }
+        if let Some(drv) = rest.strip_prefix("log/") {
+            return segment(drv).map(Dynamic::Log);
+        }
+        let after = rest.strip_prefix("serve/")?;
+        match after.split_once('/') {
+            None => segment(after).map(|hash| Dynamic::Serve(hash, false)),
+            Some((hash, _tail)) => segment(hash).map(|hash| Dynamic::Serve(hash, true)),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Dynamic::NarInfo(_) => NARINFO,
+            Dynamic::Listing(_) => LISTING,
+            Dynamic::Nar(_) => NAR,
+            Dynamic::Log(_) => LOG,
+            Dynamic::Serve(_, false) => SERVE,
+            Dynamic::Serve(_, true) => SERVE_TAIL,
+        }
+    }
+}
+
+/// Fully percent-decoded, as `web::Path<String>` gave it; a parameter
+/// that does not decode to UTF-8 names nothing here.
+fn decoded(param: &str) -> Result<String, ServerError> {
+    percent_encoding::percent_decode_str(param)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ServerError::NotFound(format!("{param:?} is not UTF-8")))
+}
+
+/// The app's default service: every path the fixed endpoints do not name.
+/// Answers 405 to a method other than GET and HEAD on an endpoint, 404
+/// for a path no endpoint has.
+pub async fn dispatch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let Some(route) = Dynamic::parse(req.match_info().as_str()) else {
+        return not_found(req).await;
+    };
+    req.extensions_mut().insert(RouteLabel(route.label()));
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(method_not_allowed().await);
+    }
+    let view = ViewRef::of(&req)?;
+    match route {
+        Dynamic::NarInfo(hash) => narinfo::get(&req, &state, &decoded(hash)?, &view).await,
+        Dynamic::Listing(hash) => listing::get(&state, &decoded(hash)?, &view).await,
+        Dynamic::Nar(file) => nar::get(&req, &state, &decoded(file)?, &view).await,
+        Dynamic::Log(drv) => log::get(&req, &state, &decoded(drv)?, &view).await,
+        Dynamic::Serve(hash, _) => serve::get(&req, &state, hash, &view).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dynamic::{self, *};
+
+    #[test]
+    fn matches_what_the_router_patterns_matched() {
+        let cases: &[(&str, Option<Dynamic>)] = &[
+            ("/abc.narinfo", Some(NarInfo("abc"))),
+            ("/a.narinfo.narinfo", Some(NarInfo("a.narinfo"))),
+            ("/abc%2Fd.narinfo", Some(NarInfo("abc%2Fd"))),
+            ("/.narinfo", None),
+            ("/a/b.narinfo", None),
+            ("/abc.narinfo/", None),
+            ("/abc.ls", Some(Listing("abc"))),
+            ("/nar/x.nar", Some(Nar("x.nar"))),
+            ("/nar/x.narinfo", Some(Nar("x.narinfo"))),
+            ("/nar/", None),
+            ("/nar/a/b", None),
+            ("/nar", None),
+            ("/log/x.drv", Some(Log("x.drv"))),
+            ("/log/", None),
+            ("/serve/h", Some(Serve("h", false))),
+            ("/serve/h/", Some(Serve("h", true))),
+            ("/serve/h/a/b/../c", Some(Serve("h", true))),
+            ("/serve/", None),
+            ("/serve//x", None),
+            ("/", None),
+            ("", None),
+            ("/other", None),
+            ("abc.narinfo", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(&Dynamic::parse(path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_decoded_fully() {
+        assert_eq!(super::decoded("a%2Fb%25").unwrap(), "a/b%");
+        assert!(super::decoded("%ff").is_err());
+    }
+}
