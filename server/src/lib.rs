@@ -90,6 +90,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod framing;
+pub mod in_flight;
 pub mod listen;
 pub mod lookup;
 pub mod metrics;

@@ -5,7 +5,9 @@
 //! cache dir, the signatures are also kept across restarts
 //! ([`crate::signature_log`], one file per key set, read back once the
 //! signer has named its keys). Signing ahead ([`SignerClient::warm`]) asks
-//! for many fingerprints in one round trip (`sign-batch`).
+//! for many fingerprints in one round trip (`sign-batch`). A signature
+//! already being asked for is waited for, not asked again
+//! ([`crate::in_flight`]).
 //!
 //! Key rotation reaches the server without a restart: every
 //! `--signer-key-check-secs` the next request asks the signer for its public
@@ -35,6 +37,7 @@ use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
 
+use crate::in_flight::InFlight;
 use crate::signature_log::{EntryKey, SignatureLog};
 use crate::signer_breaker::{Admission, Breaker, SignerState};
 
@@ -99,6 +102,8 @@ pub struct SignerClient {
     timeout: Duration,
     idle: Mutex<Vec<UnixStream>>,
     signatures: Mutex<SignatureCache>,
+    /// Cache entries being asked for now.
+    in_flight: InFlight,
     /// Where signatures are kept across restarts (`cache-dir`), if anywhere.
     log_dir: Option<PathBuf>,
     /// Entries the signature cache holds (and the log reads back).
@@ -158,6 +163,7 @@ impl SignerClient {
                 log: None,
                 log_keys: None,
             }),
+            in_flight: InFlight::default(),
             log_dir,
             capacity: cache_entries,
             public_keys: Mutex::new(None),
@@ -183,15 +189,27 @@ impl SignerClient {
             // request below reports the outage if it must ask.
             let _ = self.refresh_public_keys().await;
         }
-        if let Some(sigs) = lock(&self.signatures)
-            .entries
-            .get(&cache_key(&fingerprint, keys))
+        let key = cache_key(&fingerprint, keys);
+        if let Some(sigs) = self.cached(&key) {
+            return Ok((sigs, true));
+        }
+        // On its way (signed ahead, or asked by another request): its
+        // answer is as good as a cache hit; a refusal or failure there
+        // leaves the entry empty, and this request asks for itself.
+        if self.in_flight.wait_for(&key, self.timeout).await
+            && let Some(sigs) = self.cached(&key)
         {
-            self.metrics.cache.with_label_values(&["hit"]).inc();
-            return Ok((sigs.clone(), true));
+            return Ok((sigs, true));
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
         Ok((self.sign_uncached(fingerprint, keys).await?, false))
+    }
+
+    /// The cached signatures of `key`, counted as a hit.
+    fn cached(&self, key: &EntryKey) -> Option<Vec<String>> {
+        let sigs = lock(&self.signatures).entries.get(key).cloned()?;
+        self.metrics.cache.with_label_values(&["hit"]).inc();
+        Some(sigs)
     }
 
     /// A permit to [`SignerClient::warm`], if fewer than [`MAX_WARMERS`]
@@ -238,6 +256,7 @@ impl SignerClient {
         keys: Option<&[String]>,
     ) -> Result<(), SignerError> {
         let entry_keys: Vec<EntryKey> = fingerprints.iter().map(|fp| cache_key(fp, keys)).collect();
+        let _claim = self.in_flight.claim(&entry_keys);
         let request = Request::SignBatch {
             fingerprints,
             keys: keys.map(<[String]>::to_vec),
@@ -266,6 +285,7 @@ impl SignerClient {
         keys: Option<&[String]>,
     ) -> Result<Vec<String>, SignerError> {
         let key = cache_key(&fingerprint, keys);
+        let _claim = self.in_flight.claim(&[key]);
         let request = Request::Sign {
             fingerprint,
             keys: keys.map(<[String]>::to_vec),
