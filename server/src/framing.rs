@@ -12,16 +12,20 @@
 //! behind it on that connection get the same 400 (the connection is
 //! marked in its `on_connect` data, [`Poisoned`]). `larder-sync receive`
 //! does the same.
+//!
+//! And every answer to a HEAD is headers alone, even with requests
+//! pipelined behind it ([`head_without_body`]).
 
 use std::cell::Cell;
 use std::future::{Future, ready};
 use std::pin::Pin;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, BodyStream, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, TRANSFER_ENCODING};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use actix_web::http::{ConnectionType, Method, Version};
 use actix_web::{Error, HttpResponse};
+use futures_util::stream::Empty;
 
 /// Per connection (its `on_connect` data): a request on it had ambiguous
 /// framing, so every later request on it is refused.
@@ -60,3 +64,45 @@ where
     let call = srv.call(req);
     Box::pin(async move { call.await.map(ServiceResponse::map_into_left_body) })
 }
+
+/// Middleware (`App::wrap_fn`, outermost): every HTTP/1 answer to a HEAD
+/// goes out as headers alone, whatever state actix-http's codec is in.
+///
+/// actix-http 3.11 leaves out a HEAD answer's body by a flag it sets for
+/// the last request it decoded, not the one it answers: with a request
+/// pipelined behind the HEAD, the answer was written with its body (a
+/// narinfo's) or with a `Content-Length` and no body (a NAR's, which
+/// larder never reads for HEAD), and the connection lost its framing.
+/// Here the body is replaced by an empty stream, unchunked, with the
+/// length it had as an explicit `Content-Length`: a stream adds nothing
+/// to the wire in either state of the flag, and the client still learns
+/// the length (RFC 9110 §9.3.2). HTTP/2 frames each answer by itself and
+/// is left alone; so are answers without a body (204, 304).
+pub fn head_without_body<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<HeadBody<B>>, Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    let head = req.method() == Method::HEAD && req.version() < Version::HTTP_2;
+    let call = srv.call(req);
+    async move {
+        let res = call.await?;
+        let size = res.response().body().size();
+        if !head || size == BodySize::None {
+            return Ok(res.map_into_left_body());
+        }
+        Ok(res.map_body(|head, _| {
+            head.no_chunking(true);
+            if let BodySize::Sized(len) = size {
+                head.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            EitherBody::right(BodyStream::new(futures_util::stream::empty()))
+        }))
+    }
+}
+
+/// [`head_without_body`]'s answers: as they were, or headers alone.
+type HeadBody<B> = EitherBody<B, BodyStream<Empty<Result<bytes::Bytes, std::convert::Infallible>>>>;

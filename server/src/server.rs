@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             .wrap_fn(framing::refuse_ambiguous)
             .wrap_fn(close_while_draining)
             .wrap_fn(request_metrics::observe_request)
+            .wrap_fn(framing::head_without_body)
             .configure(routes::configure)
     })
     .workers(config.workers)

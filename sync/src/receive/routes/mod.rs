@@ -21,9 +21,11 @@ mod narinfo;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use actix_web::http::Method;
-use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use actix_web::body::{BodySize, BodyStream, BoxBody, MessageBody};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use actix_web::http::{Method, Version};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
 
 use super::auth::Pusher;
 use super::error::{ReceiveError, ReceiveResult};
@@ -37,6 +39,38 @@ pub struct Poisoned(Arc<AtomicBool>);
 
 /// The one handler actix calls (as its default service).
 pub async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<ReceiveState>,
+) -> HttpResponse {
+    let head = req.method() == Method::HEAD && req.version() < Version::HTTP_2;
+    let resp = answer(req, body, state).await;
+    if head { headers_alone(resp) } else { resp }
+}
+
+/// An HTTP/1 answer to a HEAD as headers alone, whatever state actix-http's
+/// codec is in: it leaves out a HEAD's body by a flag set for the last
+/// request decoded, so with a request pipelined behind the HEAD a narinfo's
+/// answer went out with its body. An empty unchunked stream writes nothing
+/// in either state; the length the body had is kept as `Content-Length`
+/// (RFC 9110 §9.3.2). larder-server does the same (`head_without_body`).
+fn headers_alone(resp: HttpResponse) -> HttpResponse {
+    let size = resp.body().size();
+    if size == BodySize::None {
+        return resp;
+    }
+    let empty = futures_util::stream::empty::<Result<Bytes, std::convert::Infallible>>();
+    let mut resp = resp.set_body(BoxBody::new(BodyStream::new(empty)));
+    resp.head_mut().no_chunking(true);
+    if let BodySize::Sized(len) = size {
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp
+}
+
+/// Everything but the HEAD framing of [`dispatch`].
+async fn answer(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<ReceiveState>,
