@@ -13,6 +13,13 @@
 //! segment (`[^/]+`) except `/serve`'s tail, and a parameter reaches its
 //! endpoint percent-decoded the way `web::Path<String>` decoded it (fully),
 //! `/serve`'s hash as the router left it.
+//!
+//! In the metrics, a request answered here is counted under the route
+//! that answered it ([`RouteLabel`]), also when its raw path spells that
+//! route with escapes (`/%6Ear/…`, which actix-router's `match_pattern()`,
+//! reading the raw path, counted as `unmatched`); one that a middleware
+//! answers first is named from its raw path ([`route_of`]), as
+//! `match_pattern()` named it.
 
 use actix_web::http::Method;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -81,6 +88,12 @@ impl<'a> Dynamic<'a> {
             Dynamic::Serve(_, true) => SERVE_TAIL,
         }
     }
+}
+
+/// The metrics label of `path`'s endpoint, if it names one
+/// ([`RouteNamer`](crate::request_metrics::RouteNamer)).
+pub fn route_of(path: &str) -> Option<&'static str> {
+    Dynamic::parse(path).map(|route| route.label())
 }
 
 /// Fully percent-decoded, as `web::Path<String>` gave it; a parameter
