@@ -19,6 +19,14 @@ use crate::view::View;
 #[derive(Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 
+/// The route a path names among the endpoints the router does not match
+/// (`routes/dynamic.rs`), from the app's data: it names the requests that
+/// a middleware answers before any endpoint runs (a framing 400, a view's
+/// 401 or 404), by the raw path, as actix-router's `match_pattern()`
+/// named them when those endpoints were its patterns.
+#[derive(Clone, Copy)]
+pub struct RouteNamer(pub fn(&str) -> Option<&'static str>);
+
 /// Middleware (`App::wrap_fn`): count each request by matched route and
 /// status, and time it to its response headers.
 pub fn observe_request<S, B>(
@@ -42,8 +50,10 @@ where
             let route = match labelled {
                 Some(RouteLabel(route)) => route,
                 None => {
-                    pattern = res.request().match_pattern();
-                    pattern.as_deref().unwrap_or("unmatched")
+                    let req = res.request();
+                    pattern = req.match_pattern();
+                    let named = || req.app_data::<RouteNamer>().and_then(|n| (n.0)(req.path()));
+                    pattern.as_deref().or_else(named).unwrap_or("unmatched")
                 }
             };
             let status = res.status().as_u16().to_string();

@@ -3,14 +3,15 @@
 //! `Transfer-Encoding` and `Content-Length` (actix framed it by the first,
 //! and answered the bytes a proxy sent as its body as a second request),
 //! and `Range` headers with absurd numbers or several lines, on every NAR
-//! form (identity, `.nar.zst` from `--cache-dir`).
+//! form (identity, `.nar.zst` from `--cache-dir`). And names that end in
+//! an endpoint's suffix (`.ls`, `.narinfo`) under `/serve` and `/log`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use larder_tests::server::LarderServer;
-use larder_tests::{TestStore, narinfo_url};
+use larder_tests::{TestStore, hash_part, narinfo_url, shell_derivation};
 
 /// Everything the server answers to `request` on a fresh connection,
 /// until it closes (or 30 s pass).
@@ -131,5 +132,76 @@ fn absurd_and_repeated_ranges_on_every_nar_form() {
         let head = String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
         assert!(out.len() > size, "{url}: {} bytes", out.len());
+    }
+}
+
+/// The endpoints' patterns are tried in the router's order, each leaving
+/// the path to the next when it does not match: a file or a log whose
+/// name ends in `.ls` or `.narinfo` is still a `/serve` file or a log
+/// (the hand-written matcher first answered them 404, and 404 instead of
+/// 405 to other methods). A request a middleware refuses before any
+/// endpoint runs is counted under its endpoint's route, as before.
+#[test]
+fn names_ending_in_an_endpoint_suffix_under_serve_and_log() {
+    let store = TestStore::new();
+    let script = "mkdir -p $out/sub; echo listing > $out/a.ls; echo info > $out/sub/b.narinfo";
+    let out = store
+        .build_expr(&shell_derivation("named.ls", script))
+        .remove(0);
+    let base = out.rsplit('/').next().unwrap();
+    let logs = store.root().join("nix/var/log/nix/drvs").join(&base[..2]);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join(&base[2..]), "a log\n").unwrap();
+    let server = LarderServer::start(&store, &[]);
+    let h = hash_part(&out);
+    for (url, body) in [
+        (format!("/serve/{h}/a.ls"), "listing\n"),
+        (format!("/serve/{h}/sub/b.narinfo"), "info\n"),
+        (format!("/log/{base}"), "a log\n"),
+    ] {
+        let reply = server.get(&url, &[]);
+        assert_eq!((reply.status, reply.text().as_str()), (200, body), "{url}");
+    }
+    for target in [format!("/log/{base}"), format!("/serve/{h}/a.ls")] {
+        let reply = raw(
+            &server,
+            &format!("DELETE {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(reply.starts_with("HTTP/1.1 405"), "{target}: {reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("allow: get, head"),
+            "{target}: {reply}"
+        );
+    }
+    let reply = raw(
+        &server,
+        &format!(
+            "GET /{h}.narinfo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+        ),
+    );
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    for (series, count) in [
+        (
+            r#"larder_requests_total{route="/serve/{hash}/{tail:.*}",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"larder_requests_total{route="/serve/{hash}/{tail:.*}",status="405"}"#,
+            1.0,
+        ),
+        (
+            r#"larder_requests_total{route="/log/{drv}",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"larder_requests_total{route="/log/{drv}",status="405"}"#,
+            1.0,
+        ),
+        (
+            r#"larder_requests_total{route="/{hash}.narinfo",status="400"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(server.metric(series), count, "{series}");
     }
 }

@@ -13,6 +13,13 @@
 //! segment (`[^/]+`) except `/serve`'s tail, and a parameter reaches its
 //! endpoint percent-decoded the way `web::Path<String>` decoded it (fully),
 //! `/serve`'s hash as the router left it.
+//!
+//! In the metrics, a request answered here is counted under the route
+//! that answered it ([`RouteLabel`]), also when its raw path spells that
+//! route with escapes (`/%6Ear/…`, which actix-router's `match_pattern()`,
+//! reading the raw path, counted as `unmatched`); one that a middleware
+//! answers first is named from its raw path ([`route_of`]), as
+//! `match_pattern()` named it.
 
 use actix_web::http::Method;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -46,21 +53,23 @@ enum Dynamic<'a> {
 
 impl<'a> Dynamic<'a> {
     /// Match `path` (see the module's page); `None`: no endpoint has it.
+    /// The patterns in the router's order, and one that does not match
+    /// leaves the path to the next, as the router did: `/nar/x.narinfo`
+    /// is a NAR file name, `/log/x.ls` a log, `/serve/h/a.narinfo` a file.
     fn parse(path: &'a str) -> Option<Dynamic<'a>> {
         let rest = path.strip_prefix('/')?;
         let segment = |s: &'a str| (!s.is_empty() && !s.contains('/')).then_some(s);
-        if let Some(file) = rest.strip_prefix("nar/") {
-            // Before the suffixes: `/nar/x.narinfo` is a NAR file name.
-            return segment(file).map(Dynamic::Nar);
+        if let Some(hash) = rest.strip_suffix(".narinfo").and_then(segment) {
+            return Some(Dynamic::NarInfo(hash));
         }
-        if let Some(hash) = rest.strip_suffix(".narinfo") {
-            return segment(hash).map(Dynamic::NarInfo);
+        if let Some(hash) = rest.strip_suffix(".ls").and_then(segment) {
+            return Some(Dynamic::Listing(hash));
         }
-        if let Some(hash) = rest.strip_suffix(".ls") {
-            return segment(hash).map(Dynamic::Listing);
+        if let Some(file) = rest.strip_prefix("nar/").and_then(segment) {
+            return Some(Dynamic::Nar(file));
         }
-        if let Some(drv) = rest.strip_prefix("log/") {
-            return segment(drv).map(Dynamic::Log);
+        if let Some(drv) = rest.strip_prefix("log/").and_then(segment) {
+            return Some(Dynamic::Log(drv));
         }
         let after = rest.strip_prefix("serve/")?;
         match after.split_once('/') {
@@ -79,6 +88,12 @@ impl<'a> Dynamic<'a> {
             Dynamic::Serve(_, true) => SERVE_TAIL,
         }
     }
+}
+
+/// The metrics label of `path`'s endpoint, if it names one
+/// ([`RouteNamer`](crate::request_metrics::RouteNamer)).
+pub fn route_of(path: &str) -> Option<&'static str> {
+    Dynamic::parse(path).map(|route| route.label())
 }
 
 /// Fully percent-decoded, as `web::Path<String>` gave it; a parameter
@@ -135,11 +150,21 @@ mod tests {
             ("/nar", None),
             ("/log/x.drv", Some(Log("x.drv"))),
             ("/log/", None),
+            ("/log/x.narinfo", Some(Log("x.narinfo"))),
+            ("/log/x.ls", Some(Log("x.ls"))),
+            ("/log/a/b.ls", None),
+            ("/nar/x.ls", Some(Nar("x.ls"))),
+            ("/nar/a/b.narinfo", None),
             ("/serve/h", Some(Serve("h", false))),
             ("/serve/h/", Some(Serve("h", true))),
             ("/serve/h/a/b/../c", Some(Serve("h", true))),
             ("/serve/", None),
             ("/serve//x", None),
+            ("/serve/h.narinfo", Some(Serve("h.narinfo", false))),
+            ("/serve/h.ls", Some(Serve("h.ls", false))),
+            ("/serve/h/a.ls", Some(Serve("h", true))),
+            ("/serve/h/sub/b.narinfo", Some(Serve("h", true))),
+            ("/serve//x.ls", None),
             ("/", None),
             ("", None),
             ("/other", None),

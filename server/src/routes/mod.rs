@@ -27,6 +27,7 @@ use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, web};
 
 use crate::error::ServerError;
 use crate::metrics::RouteSeries;
+use crate::request_metrics::RouteNamer;
 
 /// The methods every endpoint answers, as the `Allow` header lists them.
 pub const ALLOWED_METHODS: &str = "GET, HEAD";
@@ -97,7 +98,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/version", read().to(status::version)))
         .service(endpoint("/metrics", read().to(metrics::get)))
         // The endpoints with a parameter, matched without a regex.
-        .default_service(web::to(dynamic::dispatch));
+        .default_service(web::to(dynamic::dispatch))
+        .app_data(RouteNamer(dynamic::route_of));
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
