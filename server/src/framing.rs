@@ -23,7 +23,7 @@ use std::pin::Pin;
 use actix_web::body::{BodySize, BodyStream, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
-use actix_web::http::{ConnectionType, Method, Version};
+use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{Error, HttpResponse};
 use futures_util::stream::Empty;
 
@@ -77,7 +77,10 @@ where
 /// length it had as an explicit `Content-Length`: a stream adds nothing
 /// to the wire in either state of the flag, and the client still learns
 /// the length (RFC 9110 §9.3.2). HTTP/2 frames each answer by itself and
-/// is left alone; so are answers without a body (204, 304).
+/// is left alone; so are answers that never have a body (1xx, 204, 304):
+/// a route's empty body there is `Sized(0)`, and a `Content-Length: 0`
+/// on a 304 would tell a cache that revalidates its stored NAR that the
+/// NAR is empty (RFC 9110 §8.6 allows only the 200's length).
 pub fn head_without_body<S, B>(
     req: ServiceRequest,
     srv: &S,
@@ -91,7 +94,7 @@ where
     async move {
         let res = call.await?;
         let size = res.response().body().size();
-        if !head || size == BodySize::None {
+        if !head || size == BodySize::None || !may_have_body(res.status()) {
             return Ok(res.map_into_left_body());
         }
         Ok(res.map_body(|head, _| {
@@ -102,6 +105,14 @@ where
             EitherBody::right(BodyStream::new(futures_util::stream::empty()))
         }))
     }
+}
+
+/// Whether an answer with `status` may carry a body at all (RFC 9110
+/// §6.4.1: never 1xx, 204 or 304).
+fn may_have_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
 }
 
 /// [`head_without_body`]'s answers: as they were, or headers alone.

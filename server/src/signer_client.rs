@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use larder_store::Sha256Hash;
 use larder_store::signer_proto::{
-    MAX_BATCH, MAX_FRAME, Refusal, Reply, Request, encode_frame, read_frame_blocking, to_json,
+    FrameError, MAX_BATCH, MAX_FRAME, Refusal, Reply, Request, encode_frame, read_frame_blocking,
+    to_json,
 };
 use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
@@ -483,14 +484,22 @@ impl SignerClient {
     }
 
     /// One request/reply. A pooled connection may have been closed by a
-    /// restarted signer: then retry once on a fresh connection.
+    /// restarted signer: then retry once on a fresh connection. Not after
+    /// a timeout: the signer is alive but not answering (stopped, stuck),
+    /// a fresh connection would wait the whole `--signer-timeout` again,
+    /// and every narinfo behind it (waiting in [`crate::in_flight`] or for
+    /// the breaker) with it.
     fn call_blocking(&self, request: &Request) -> Result<Reply, SignerError> {
         let frame = encode_frame(request).map_err(|e| self.unavailable(e.to_string()))?;
         let pooled = lock(&self.idle).pop();
         if let Some(mut stream) = pooled {
-            if let Ok(reply) = exchange(&mut stream, &frame) {
-                self.put_back(stream);
-                return Ok(reply);
+            match exchange(&mut stream, &frame) {
+                Ok(reply) => {
+                    self.put_back(stream);
+                    return Ok(reply);
+                }
+                Err(e) if e.timed_out => return Err(self.unavailable(e.detail)),
+                Err(_) => {}
             }
         }
         let mut stream = UnixStream::connect(&self.socket)
@@ -499,7 +508,7 @@ impl SignerClient {
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
             .map_err(|e| self.unavailable(e.to_string()))?;
-        let reply = exchange(&mut stream, &frame).map_err(|e| self.unavailable(e))?;
+        let reply = exchange(&mut stream, &frame).map_err(|e| self.unavailable(e.detail))?;
         self.put_back(stream);
         Ok(reply)
     }
@@ -556,9 +565,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Write one frame, read one frame.
-fn exchange(stream: &mut UnixStream, frame: &[u8]) -> Result<Reply, String> {
-    stream.write_all(frame).map_err(|e| format!("write: {e}"))?;
-    read_frame_blocking(stream).map_err(|e| e.to_string())
+/// Why one [`exchange`] failed.
+struct ExchangeError {
+    detail: String,
+    /// The socket's read or write timeout ran out: the peer is there but
+    /// did not answer in time.
+    timed_out: bool,
+}
+
+fn exchange(stream: &mut UnixStream, frame: &[u8]) -> Result<Reply, ExchangeError> {
+    // A timed-out read or write of a socket is `WouldBlock` (EAGAIN) on
+    // Linux, `TimedOut` elsewhere.
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    stream.write_all(frame).map_err(|e| ExchangeError {
+        detail: format!("write: {e}"),
+        timed_out: timed_out(&e),
+    })?;
+    read_frame_blocking(stream).map_err(|e| ExchangeError {
+        timed_out: matches!(&e, FrameError::Io(io) if timed_out(io)),
+        detail: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -592,5 +623,54 @@ mod tests {
         let long = vec!["x".repeat(100_000); 20];
         assert_eq!(batch_len(&long, &[key(1)]), 5);
         assert_eq!(batch_len(&["y".repeat(MAX_FRAME as usize)], &[]), 1);
+    }
+
+    /// A signer that answers its first request, then reads every request
+    /// and answers none (as a stopped or stuck one): the request on the
+    /// pooled connection times out, and no second connection is opened to
+    /// wait the timeout again. Counts connections, not time.
+    #[tokio::test]
+    async fn a_timed_out_pooled_connection_is_not_retried() {
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::AtomicUsize;
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("signer.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (accepted, answered) = (accepted.clone(), answered.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let mut stream = stream.unwrap();
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let answered = answered.clone();
+                    std::thread::spawn(move || {
+                        while read_frame_blocking::<Request, _>(&mut stream).is_ok() {
+                            if !answered.swap(true, Ordering::SeqCst) {
+                                let reply = Reply::PublicKeys(vec!["k:x".into()]);
+                                stream.write_all(&encode_frame(&reply).unwrap()).unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        let client = Arc::new(SignerClient::new(
+            socket,
+            Duration::from_millis(300),
+            Duration::from_secs(3600),
+            NonZeroUsize::new(10).unwrap(),
+            None,
+            SignerClientMetrics::new(&Registry::new()).unwrap(),
+        ));
+        assert_eq!(client.public_keys().await.unwrap(), ["k:x"]);
+        let err = client
+            .sign("1;/nix/store/x".into(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SignerError::Unavailable { .. }), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "{err}");
     }
 }

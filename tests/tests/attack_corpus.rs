@@ -1448,3 +1448,119 @@ fn a_pipelined_head_is_answered_without_a_body() {
         );
     }
 }
+
+/// The header lines of the first answer in `answer`, lowercased, without
+/// `Date` (it may tick between two requests).
+fn header_lines(answer: &[u8]) -> Vec<String> {
+    let end = find(answer, b"\r\n\r\n").expect("a whole header block");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&answer[..end])
+        .to_ascii_lowercase()
+        .split("\r\n")
+        .filter(|l| !l.starts_with("date:"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A HEAD answered 304 (`If-None-Match` matching a NAR's tag) carries the
+/// same headers as the GET's 304, and no `Content-Length: 0`: HEAD answers
+/// are rewritten to headers alone (`framing::head_without_body`), and a
+/// 304's empty body used to become an explicit length of 0, which tells a
+/// cache revalidating its stored NAR that the NAR is empty (RFC 9110 §8.6
+/// allows a 304 only the 200's length).
+#[test]
+fn a_head_answered_not_modified_keeps_the_get_headers() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    fs::write(&file, vec![7u8; 50_000]).unwrap();
+    let path = store.add([&file]).remove(0);
+    let server = LarderServer::start(&store, &["--compression", "zstd"]);
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let narinfo = format!("/{}.narinfo", hash_part(&path));
+    let zst = format!("/{}", field(&server, &narinfo, "URL", &[]));
+    let hash = field(&server, &narinfo, "NarHash", &[]);
+    let hash = hash.trim_start_matches("sha256:");
+    let identity = format!("/nar/{hash}.nar?hash={}", hash_part(&path));
+    let cases = [
+        (identity.clone(), format!("\"{hash}\""), ""),
+        (
+            identity,
+            format!("W/\"{hash}-zstd\""),
+            "Accept-Encoding: zstd\r\n",
+        ),
+        (zst, format!("W/\"{hash}-zstd\""), ""),
+    ];
+    for (target, tag, extra) in cases {
+        let ask = |method: &str| {
+            let request = format!(
+                "{method} {target} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\n{extra}Connection: close\r\n\r\n"
+            );
+            send(&addr, request.as_bytes(), false)
+        };
+        let (get, head) = (ask("GET"), ask("HEAD"));
+        assert_eq!(statuses(&get), vec![304], "{target}");
+        assert_eq!(statuses(&head), vec![304], "{target}");
+        assert_eq!(
+            header_lines(&head),
+            header_lines(&get),
+            "{target} {extra}: HEAD and GET differ"
+        );
+        let lines = header_lines(&head);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("content-length: 0")),
+            "{target}: {lines:?}"
+        );
+    }
+}
+
+/// Found by the hostile pass and NOT fixed (see `docs/reliability.md`): a
+/// GET with a HEAD pipelined behind it. actix-http 3.11's codec leaves out
+/// a body when the last request it *decoded* is a HEAD, so a GET whose
+/// answer is not ready when the HEAD behind it is decoded (a narinfo or a
+/// NAR, read on a blocking thread) goes out with its `Content-Length` and
+/// no body: the client reads the next answer as that body. Both
+/// larder-server and receive; HEAD-only and GET-only pipelines are fine,
+/// and so are clients that do not pipeline (Nix, curl). larder cannot
+/// reach the codec's flag from a middleware: the fix belongs in
+/// actix-http (carry "HEAD" with each queued request).
+#[test]
+#[ignore = "open: a GET answered while a HEAD behind it is decoded loses its body (docs/reliability.md)"]
+fn a_get_with_a_head_pipelined_behind_it_keeps_its_body() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    fs::write(&file, vec![7u8; 50_000]).unwrap();
+    let path = store.add([&file]).remove(0);
+    let server = LarderServer::start(&store, &[]);
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let narinfo = format!("/{}.narinfo", hash_part(&path));
+    let nar = format!("/{}", field(&server, &narinfo, "URL", &[]));
+    for target in [narinfo, nar] {
+        let get = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let request = format!(
+            "{get}{get}HEAD /nix-cache-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let answer = send(&addr, request.as_bytes(), false);
+        let alone = send(
+            &addr,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            false,
+        );
+        let body = &alone[find(&alone, b"\r\n\r\n").unwrap() + 4..];
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(statuses(&answer), vec![200, 200, 200], "{target}: {text}");
+        // Both GETs carry the whole body, each right after its headers.
+        let mut rest = &answer[..];
+        for i in 0..2 {
+            let start = find(rest, b"\r\n\r\n").unwrap() + 4;
+            assert!(
+                rest[start..].starts_with(body),
+                "{target}: GET {i} lost its body: {text}"
+            );
+            rest = &rest[start + body.len()..];
+        }
+        assert!(rest.starts_with(b"HTTP/1.1 200"), "{target}: {text}");
+    }
+}

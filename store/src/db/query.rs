@@ -18,13 +18,19 @@ use crate::path::{StorePath, StorePathHash};
 /// its references in one snapshot (SQLite holds one read transaction for
 /// a statement's whole run), so a concurrent garbage collection cannot
 /// split them, without a `BEGIN`/`COMMIT` round per lookup.
+///
+/// Both go through the same join, as Nix's `queryReferences` does: a
+/// `Refs` row naming no `ValidPaths` row (a DB edited with foreign keys
+/// off) is left out, as Nix leaves it out, instead of offsetting a path
+/// with a space in the count (which then passed as two references).
 macro_rules! select_info {
     ($tail:literal) => {
         concat!(
             "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca, ",
             "(SELECT group_concat(r.path, ' ') FROM Refs JOIN ValidPaths r ",
             "ON Refs.reference = r.id WHERE Refs.referrer = v.id), ",
-            "(SELECT count(*) FROM Refs WHERE Refs.referrer = v.id) ",
+            "(SELECT count(*) FROM Refs JOIN ValidPaths r ",
+            "ON Refs.reference = r.id WHERE Refs.referrer = v.id) ",
             "FROM ValidPaths v ",
             $tail
         )
@@ -145,8 +151,13 @@ impl RawRow {
             Some(joined) => joined.split(' ').collect(),
             None => Vec::new(),
         };
+        // More pieces than rows: a path with a space; fewer: a NULL path
+        // (`group_concat` skips it).
         if i64::try_from(refs.len()) != Ok(self.reference_count) {
-            return Err(corrupt(id, "a reference's path has a space".into()));
+            return Err(corrupt(
+                id,
+                "a reference's path has a space or is NULL".into(),
+            ));
         }
         refs.sort_unstable();
         let references = refs

@@ -168,6 +168,13 @@ fn bad_rows_are_typed_errors_naming_the_row() {
                 + "INSERT INTO Refs VALUES (4, 5);",
             "reference \"\"",
         ),
+        // A `Refs` row naming no path must not make up for the space.
+        (
+            row(4, A, "1, NULL, NULL, NULL, NULL")
+                + &row(5, &format!("{B} {C}"), "1, NULL, NULL, NULL, NULL")
+                + "INSERT INTO Refs VALUES (4, 5), (4, 99);",
+            "space",
+        ),
     ];
     for (sql, expected) in cases {
         let (id, what, message) = corrupt_row(&sql, A);
@@ -252,4 +259,17 @@ async fn async_queries_share_the_pool() {
             .await
             .unwrap()
     );
+}
+
+#[test]
+fn a_reference_to_no_row_is_left_out_as_nix_leaves_it_out() {
+    // Nix's `queryReferences` joins `Refs` with `ValidPaths`: a `Refs` row
+    // naming no path (foreign keys were off) is not a reference.
+    let sql = row(1, A, "1, NULL, NULL, NULL, NULL")
+        + &row(2, B, "1, NULL, NULL, NULL, NULL")
+        + "INSERT INTO Refs VALUES (2, 1), (2, 77);";
+    let db = Fixture::new(&sql).db();
+    let b = db.path_info_blocking(&hash_of(B)).unwrap().unwrap();
+    let names: Vec<String> = b.references.iter().map(ToString::to_string).collect();
+    assert_eq!(names, [&A[11..]]);
 }

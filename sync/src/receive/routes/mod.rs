@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::body::{BodySize, BodyStream, BoxBody, MessageBody};
 use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
-use actix_web::http::{Method, Version};
+use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 
@@ -56,7 +56,13 @@ pub async fn dispatch(
 /// (RFC 9110 §9.3.2). larder-server does the same (`head_without_body`).
 fn headers_alone(resp: HttpResponse) -> HttpResponse {
     let size = resp.body().size();
-    if size == BodySize::None {
+    // 1xx, 204 and 304 never carry a body: a `Content-Length: 0` there
+    // would misstate the 200's length (RFC 9110 §8.6).
+    let status = resp.status();
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if size == BodySize::None || bodiless {
         return resp;
     }
     let empty = futures_util::stream::empty::<Result<Bytes, std::convert::Infallible>>();
