@@ -24,20 +24,13 @@
 use actix_web::http::Method;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
-use super::{listing, log, method_not_allowed, nar, narinfo, not_found, serve};
+use super::names::{LISTING, LOG, NAR, NARINFO, SERVE, SERVE_TAIL};
+use super::refusal::{method_not_allowed, not_found};
+use super::{listing, log, nar, narinfo, serve};
 use crate::error::ServerError;
 use crate::placement::ViewRef;
 use crate::request_metrics::RouteLabel;
 use crate::state::AppState;
-
-/// The routes' names in metrics (the patterns they had in actix-router,
-/// so dashboards and alerts keep working).
-pub const NARINFO: &str = "/{hash}.narinfo";
-pub const LISTING: &str = "/{hash}.ls";
-pub const NAR: &str = "/nar/{file}";
-pub const LOG: &str = "/log/{drv}";
-pub const SERVE: &str = "/serve/{hash}";
-pub const SERVE_TAIL: &str = "/serve/{hash}/{tail:.*}";
 
 /// A matched endpoint and its parameter, still percent-encoded as the
 /// router sees it.

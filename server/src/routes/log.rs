@@ -18,7 +18,7 @@ use crate::error::ServerError;
 use crate::placement::ViewRef;
 use crate::state::AppState;
 
-use super::dynamic::LOG as ROUTE;
+use super::names::LOG as ROUTE;
 
 enum LogFile {
     Plain(File, u64),

@@ -14,23 +14,23 @@ mod landing;
 mod listing;
 mod log;
 mod metrics;
+mod names;
 mod nar;
 mod narinfo;
 mod negotiate;
 mod nix_conf;
+mod refusal;
 mod serve;
 mod setup;
 mod status;
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, web};
+use actix_web::{Resource, Route, guard, web};
 
-use crate::error::ServerError;
 use crate::metrics::RouteSeries;
 use crate::request_metrics::RouteNamer;
 
-/// The methods every endpoint answers, as the `Allow` header lists them.
-pub const ALLOWED_METHODS: &str = "GET, HEAD";
+pub use refusal::ALLOWED_METHODS;
+use refusal::method_not_allowed;
 
 /// Every endpoint answers GET and HEAD alike (actix leaves out HEAD bodies).
 fn read() -> Route {
@@ -71,22 +71,22 @@ pub const SERIES: &[RouteSeries] = &[
     series("/health", COMMON, &[], false),
     series("/version", COMMON, &[], false),
     series("/metrics", COMMON, &[], false),
-    series(dynamic::NARINFO, &[200, 404, 405, 500, 503], &[], false),
-    series(dynamic::LISTING, COMMON, &[], false),
+    series(names::NARINFO, &[200, 404, 405, 500, 503], &[], false),
+    series(names::LISTING, COMMON, &[], false),
     series(
-        dynamic::NAR,
+        names::NAR,
         &[200, 206, 400, 404, 405, 416, 500],
         &["identity", "zstd"],
         true,
     ),
     series(
-        dynamic::LOG,
+        names::LOG,
         &[200, 404, 405, 500],
         &["identity", "bzip2"],
         true,
     ),
-    series(dynamic::SERVE, &[200, 400, 404, 405, 500], &[], false),
-    series(dynamic::SERVE_TAIL, &[200, 400, 404, 405, 500], &[], true),
+    series(names::SERVE, &[200, 400, 404, 405, 500], &[], false),
+    series(names::SERVE_TAIL, &[200, 400, 404, 405, 500], &[], true),
     series("unmatched", &[404], &[], false),
 ];
 
@@ -100,19 +100,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // The endpoints with a parameter, matched without a regex.
         .default_service(web::to(dynamic::dispatch))
         .app_data(RouteNamer(dynamic::route_of));
-}
-
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
-    Err(ServerError::NotFound(format!(
-        "no route for {}",
-        req.path()
-    )))
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, ALLOWED_METHODS))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("text/plain; charset=utf-8")
-        .body("Method Not Allowed\n")
 }

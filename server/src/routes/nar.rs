@@ -58,7 +58,7 @@ use crate::placement::ViewRef;
 use crate::state::AppState;
 use crate::view::View;
 
-use super::dynamic::NAR as ROUTE;
+use super::names::NAR as ROUTE;
 const NAR_TYPE: &str = "application/x-nix-nar";
 /// Below this NAR size the on-the-fly compressor is single-threaded
 /// (`nar/compress.rs`); a fill before serving makes the same choice.

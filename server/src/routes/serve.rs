@@ -31,7 +31,7 @@ use crate::lookup;
 use crate::placement::ViewRef;
 use crate::state::AppState;
 
-use super::dynamic::SERVE_TAIL as ROUTE;
+use super::names::SERVE_TAIL as ROUTE;
 /// As many symlinks as Linux follows in one lookup.
 const MAX_SYMLINKS: usize = 40;
 /// What a `/serve` answer may do in a browser: nothing but be shown.
