@@ -38,7 +38,7 @@ use lru::LruCache;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use thiserror::Error;
 
-use crate::in_flight::InFlight;
+use crate::in_flight::{Claim, InFlight};
 use crate::signature_log::{EntryKey, SignatureLog};
 use crate::signer_breaker::{Admission, Breaker, SignerState};
 
@@ -195,15 +195,27 @@ impl SignerClient {
             return Ok((sigs, true));
         }
         // On its way (signed ahead, or asked by another request): its
-        // answer is as good as a cache hit; a refusal or failure there
-        // leaves the entry empty, and this request asks for itself.
-        if self.in_flight.wait_for(&key, self.timeout).await
-            && let Some(sigs) = self.cached(&key)
-        {
-            return Ok((sigs, true));
-        }
+        // answer is as good as a cache hit, and its failure is this
+        // request's too (a hung signer costs one timeout, not two); a
+        // refusal there leaves the entry empty, and this request asks
+        // for itself, to get its own answer.
+        let claim = match self.in_flight.claim_or_holder(&key) {
+            Ok(claim) => claim,
+            Err(holder) => {
+                let failed = InFlight::wait(holder, self.timeout).await;
+                if let Some(sigs) = self.cached(&key) {
+                    return Ok((sigs, true));
+                }
+                if failed {
+                    return Err(self.unavailable(
+                        "the request for the same signature found the signer unavailable".into(),
+                    ));
+                }
+                self.in_flight.claim(&[])
+            }
+        };
         self.metrics.cache.with_label_values(&["miss"]).inc();
-        Ok((self.sign_uncached(fingerprint, keys).await?, false))
+        Ok((self.sign_uncached(fingerprint, keys, &claim).await?, false))
     }
 
     /// The cached signatures of `key`, counted as a hit.
@@ -257,13 +269,13 @@ impl SignerClient {
         keys: Option<&[String]>,
     ) -> Result<(), SignerError> {
         let entry_keys: Vec<EntryKey> = fingerprints.iter().map(|fp| cache_key(fp, keys)).collect();
-        let _claim = self.in_flight.claim(&entry_keys);
+        let claim = self.in_flight.claim(&entry_keys);
         let request = Request::SignBatch {
             fingerprints,
             keys: keys.map(<[String]>::to_vec),
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        let replies = match self.call(request).await? {
+        let replies = match self.call(request).await.inspect_err(|e| mark(&claim, e))? {
             Reply::Batch(replies) if replies.len() == entry_keys.len() => replies,
             other => return Err(self.unexpected(&other)),
         };
@@ -280,19 +292,20 @@ impl SignerClient {
         Ok(())
     }
 
+    /// One `sign` round trip, for a request holding `claim` on its entry.
     async fn sign_uncached(
         self: &Arc<Self>,
         fingerprint: String,
         keys: Option<&[String]>,
+        claim: &Claim<'_>,
     ) -> Result<Vec<String>, SignerError> {
         let key = cache_key(&fingerprint, keys);
-        let _claim = self.in_flight.claim(&[key]);
         let request = Request::Sign {
             fingerprint,
             keys: keys.map(<[String]>::to_vec),
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        match self.call(request).await? {
+        match self.call(request).await.inspect_err(|e| mark(claim, e))? {
             Reply::Signatures(sigs) => {
                 let mut cache = lock(&self.signatures);
                 if self.generation.load(Ordering::SeqCst) == generation {
@@ -551,6 +564,14 @@ fn batch_len(fingerprints: &[String], keys: &[String]) -> usize {
 /// newline, and the fingerprint (a fingerprint has no newline, so the two
 /// cannot run together). 32 bytes instead of a fingerprint of up to
 /// kilobytes, and what the signature log keeps.
+/// Tell the requests waiting on `claim` that the signer was unavailable
+/// (a refusal is not that: they ask for themselves).
+fn mark(claim: &Claim<'_>, error: &SignerError) {
+    if matches!(error, SignerError::Unavailable { .. }) {
+        claim.unavailable();
+    }
+}
+
 fn cache_key(fingerprint: &str, keys: Option<&[String]>) -> EntryKey {
     let text = match keys {
         None => fingerprint.to_owned(),
