@@ -25,7 +25,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo is missing; install a Rust toolchain (rustup, or apt-get install cargo)" >&2
+  echo "setup: cargo is missing; install a Rust toolchain of 1.85 or newer (rustup; Debian 12's cargo package is 1.63, too old)" >&2
+  exit 1
+fi
+# The workspace is edition 2024: older toolchains fail with a parse error.
+rust_version=$(cargo --version | awk '{print $2}')
+if [ "$(printf '%s\n' 1.85.0 "$rust_version" | sort -V | head -n 1)" != 1.85.0 ]; then
+  echo "setup: cargo $rust_version is too old; larder needs Rust 1.85 or newer (edition 2024): install it with rustup" >&2
   exit 1
 fi
 
