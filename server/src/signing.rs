@@ -161,18 +161,12 @@ async fn sign_ahead_from(
 ) -> Result<i64, larder_store::db::DbError> {
     let store_dir = state.location.store_dir().to_owned();
     loop {
-        let rows = state.db.paths_after(after, AHEAD_BATCH).await?;
-        let Some((last, _)) = rows.last() else {
+        let infos = state.db.path_infos_after(after, AHEAD_BATCH).await?;
+        let Some(last) = infos.last().map(|info| info.id) else {
             return Ok(after);
         };
-        let last = *last;
-        let paths = rows.into_iter().map(|(_, path)| path).collect();
-        let fingerprints: Vec<String> = state
-            .db
-            .path_infos_by_path(paths)
-            .await?
-            .into_iter()
-            .flatten()
+        let fingerprints: Vec<String> = infos
+            .iter()
             .map(|info| info.fingerprint(&store_dir))
             .collect();
         for keys in key_sets {

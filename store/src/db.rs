@@ -321,6 +321,46 @@ impl StoreDb {
             .await
     }
 
+    /// Up to `limit` valid paths registered after row `row_id`, by
+    /// ascending row id, with their path infos: [`StoreDb::paths_after`]
+    /// and [`StoreDb::path_infos_by_path`] in one statement (one read
+    /// snapshot for the page, a fraction of the cost of a lookup per path).
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`] (a corrupt row fails the page),
+    /// or [`DbError::Pool`].
+    pub async fn path_infos_after(
+        &self,
+        row_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PathInfo>, DbError> {
+        self.spawn(move |db| {
+            db.with_conn(|conn, loc| query::path_infos_after(conn, loc, row_id, limit))
+        })
+        .await
+    }
+
+    /// Get ready for the first requests before they come: open the
+    /// connections [`StoreDb::path_info_now`] takes (`now_connections`, at
+    /// most `max_idle_connections`; one per thread that serves requests)
+    /// and one for the DB's threads, each with the schema read and the
+    /// lookup prepared. Otherwise the first lookups after a start open
+    /// them, each taking the hop to a DB thread meanwhile. Blocks.
+    ///
+    /// # Errors
+    /// As [`StoreDb::path_info_blocking`]: the DB cannot be opened or read.
+    pub fn warm_up_blocking(&self, now_connections: usize) -> Result<(), DbError> {
+        let inner = &*self.inner;
+        self.with_conn(|conn, _| query::prepare_lookup(conn))?;
+        let wanted = now_connections.min(inner.options.max_idle_connections);
+        while lock(&inner.idle_now).len() < wanted {
+            let conn = open::open_connection(&inner.db_path, Duration::ZERO)?;
+            query::prepare_lookup(&conn).map_err(|e| inner.error(e))?;
+            lock(&inner.idle_now).push(conn);
+        }
+        Ok(())
+    }
+
     /// The highest row id in use (0 for an empty store): a watcher's start
     /// point when it should only see paths registered from now on. Blocks.
     ///

@@ -171,3 +171,31 @@ fn watcher_listing_covers_every_path_once_in_id_order() {
     assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
     assert_eq!(db.max_row_id_blocking().unwrap(), last);
 }
+
+/// Sign-ahead's pages (`path_infos_after`): every path once, in id order,
+/// each the same path info a lookup by path gives (references included).
+#[tokio::test]
+async fn pages_of_path_infos_match_lookups_by_path() {
+    let store = TestStore::new();
+    let scratch = tempfile::tempdir().unwrap();
+    populate(&store, scratch.path());
+    let db = StoreDb::open(&store.location()).unwrap();
+    let (mut last, mut seen) = (0, 0);
+    loop {
+        let page = db.path_infos_after(last, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(newest) = page.last() else { break };
+        assert!(page.iter().all(|info| info.id > last));
+        assert!(page.windows(2).all(|w| w[0].id < w[1].id));
+        last = newest.id;
+        for info in &page {
+            let by_path = db.path_info_by_path_blocking(&info.path).unwrap();
+            assert_eq!(by_path.as_ref(), Some(info));
+        }
+        seen += page.len();
+    }
+    let all = db.paths_after_blocking(0, usize::MAX).unwrap();
+    assert_eq!(seen, all.len());
+    assert!(seen > 3, "the test store has several paths");
+    assert!(db.path_infos_after(last, 5).await.unwrap().is_empty());
+}

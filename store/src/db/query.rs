@@ -41,6 +41,7 @@ macro_rules! select_info {
 /// below `<store_dir>/<hash32>` is the only one that can have that hash part.
 const BY_HASH_PART: &str = select_info!("WHERE path >= ?1 ORDER BY path LIMIT 1");
 const BY_PATH: &str = select_info!("WHERE path = ?1");
+const INFOS_AFTER: &str = select_info!("WHERE id > ?1 ORDER BY id LIMIT ?2");
 const AFTER: &str = "SELECT id, path FROM ValidPaths WHERE id > ?1 ORDER BY id LIMIT ?2";
 const ID_OF: &str = "SELECT id FROM ValidPaths WHERE path = ?1";
 const PATH_AND_DERIVER: &str = "SELECT path, deriver FROM ValidPaths WHERE id = ?1";
@@ -226,6 +227,35 @@ pub(super) fn path_info_by_path(
     path: &StorePath,
 ) -> Result<Option<PathInfo>> {
     info_where(conn, loc, BY_PATH, &loc.display_path(path), |_| true)
+}
+
+/// Up to `limit` rows after row `row_id`, by ascending id, each a whole
+/// [`PathInfo`]: one statement, so one read snapshot and one lock for the
+/// page, instead of one lookup per path.
+pub(super) fn path_infos_after(
+    conn: &Connection,
+    loc: &StoreLocation,
+    row_id: i64,
+    limit: usize,
+) -> Result<Vec<PathInfo>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(INFOS_AFTER)?;
+    let mut rows = stmt.query(params![row_id, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        if let Some(raw) = read_row(row, |_| true)? {
+            out.push(raw.parse(loc)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Have `conn` ready for [`path_info`]: the schema read and the lookup
+/// prepared (in the connection's statement cache), as the first lookup
+/// would otherwise do.
+pub(super) fn prepare_lookup(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(BY_HASH_PART)?;
+    Ok(())
 }
 
 pub(super) fn paths_after(
