@@ -185,6 +185,13 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
     }
     check(config)?;
     let (location, db) = open_store(config)?;
+    // Before the socket is bound: the first clients find the DB's
+    // connections open, not each of the first lookups opening one.
+    db.warm_up_blocking(config.workers)
+        .map_err(|source| StartupError::Store {
+            root: config.store_root.display().to_string(),
+            source,
+        })?;
     let metrics = Arc::new(Metrics::new()?);
     let nar_cache = match &config.cache_dir {
         Some(dir) => {
