@@ -293,15 +293,26 @@ fn a_full_cache_dir_costs_only_the_kept_copy() {
     for p in &paths {
         assert!(narinfo(&server, p).contains("Sig: larder-test-1:"), "{p}");
     }
-    let new = store
-        .build_expr(&shell_derivation("full-disk", "echo full > $out"))
-        .remove(0);
-    eventually("a new path is signed ahead on a full disk", || {
-        server
-            .get(&format!("/{}.narinfo", hash_part(&new)), &[])
-            .text()
-            .contains("Sig: larder-test-1:")
-    });
+    // More new signatures than fit in the room left in the log's last
+    // page (~240 bytes a line, 4 KiB pages): some append needs a block,
+    // however many lines the log held when the disk filled up.
+    let new = (0..24)
+        .map(|i| {
+            let drv = shell_derivation(&format!("full-disk-{i}"), &format!("echo {i} > $out"));
+            format!("({drv})")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let new = store.build_expr(&format!("[ {new} ]"));
+    assert_eq!(new.len(), 24);
+    for path in &new {
+        eventually("new paths are signed on a full disk", || {
+            server
+                .get(&format!("/{}.narinfo", hash_part(path)), &[])
+                .text()
+                .contains("Sig: larder-test-1:")
+        });
+    }
     eventually("the failing appends are reported", || {
         server.log().contains("cannot append to the signature log")
     });
