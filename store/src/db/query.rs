@@ -12,25 +12,25 @@ use crate::location::StoreLocation;
 use crate::path::{StorePath, StorePathHash};
 
 /// Columns of `ValidPaths` that make a [`PathInfo`], in [`read_row`]
-/// order, and last its references: their paths joined by spaces, in no
-/// particular order, and their count (a path with a space, which Nix
-/// never writes, would otherwise split into two). One statement reads the row and
-/// its references in one snapshot (SQLite holds one read transaction for
-/// a statement's whole run), so a concurrent garbage collection cannot
-/// split them, without a `BEGIN`/`COMMIT` round per lookup.
+/// order, and last its references as one string: their count, a space,
+/// and their paths joined by spaces, in no particular order (the count
+/// catches a path with a space, which Nix never writes but which would
+/// otherwise split into two). One statement reads the row and its
+/// references in one snapshot (SQLite holds one read transaction for a
+/// statement's whole run), so a concurrent garbage collection cannot split
+/// them, without a `BEGIN`/`COMMIT` round per lookup.
 ///
-/// Both go through the same join, as Nix's `queryReferences` does: a
-/// `Refs` row naming no `ValidPaths` row (a DB edited with foreign keys
-/// off) is left out, as Nix leaves it out, instead of offsetting a path
-/// with a space in the count (which then passed as two references).
+/// Count and paths come from one pass over the same join (a second
+/// subquery for the count cost ~10 % of a lookup with references), as
+/// Nix's `queryReferences` joins: a `Refs` row naming no `ValidPaths` row
+/// (a DB edited with foreign keys off) is left out, as Nix leaves it out,
+/// instead of offsetting a path with a space in the count.
 macro_rules! select_info {
     ($tail:literal) => {
         concat!(
             "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca, ",
-            "(SELECT group_concat(r.path, ' ') FROM Refs JOIN ValidPaths r ",
-            "ON Refs.reference = r.id WHERE Refs.referrer = v.id), ",
-            "(SELECT count(*) FROM Refs JOIN ValidPaths r ",
-            "ON Refs.reference = r.id WHERE Refs.referrer = v.id) ",
+            "(SELECT count(*) || ' ' || ifnull(group_concat(r.path, ' '), '') ",
+            "FROM Refs JOIN ValidPaths r ON Refs.reference = r.id WHERE Refs.referrer = v.id) ",
             "FROM ValidPaths v ",
             $tail
         )
@@ -77,10 +77,9 @@ struct RawRow {
     ultimate: Option<i64>,
     sigs: Option<String>,
     ca: Option<String>,
-    /// Space-separated reference paths, unsorted; NULL when there are none.
-    references: Option<String>,
-    /// How many references there are.
-    reference_count: i64,
+    /// How many references there are, a space, and their paths joined by
+    /// spaces, unsorted (`"0 "` for none).
+    references: String,
 }
 
 /// A column whose value has the wrong SQL type (or bad UTF-8) is a corrupt
@@ -117,7 +116,6 @@ fn read_row(row: &Row<'_>, accept: impl FnOnce(&str) -> bool) -> Result<Option<R
         sigs: column(row, 7, id)?,
         ca: column(row, 8, id)?,
         references: column(row, 9, id)?,
-        reference_count: column(row, 10, id)?,
     }))
 }
 
@@ -148,13 +146,21 @@ impl RawRow {
         // Byte order of the full paths, as `ORDER BY path` would give:
         // the store directory is shared, so this is Nix's basename order.
         // An empty piece (an empty path in the DB) fails like any bad path.
-        let mut refs: Vec<&str> = match &self.references {
-            Some(joined) => joined.split(' ').collect(),
-            None => Vec::new(),
+        let (count, joined) = self
+            .references
+            .split_once(' ')
+            .ok_or_else(|| corrupt(id, "references not counted".into()))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| corrupt(id, format!("reference count {count:?}")))?;
+        // One empty path is a reference (refused below as a bad path).
+        let mut refs: Vec<&str> = match count {
+            0 => Vec::new(),
+            _ => joined.split(' ').collect(),
         };
         // More pieces than rows: a path with a space; fewer: a NULL path
         // (`group_concat` skips it).
-        if i64::try_from(refs.len()) != Ok(self.reference_count) {
+        if count != refs.len() {
             return Err(corrupt(
                 id,
                 "a reference's path has a space or is NULL".into(),
