@@ -1,6 +1,8 @@
 //! The benchmark closure: children of a few system directories (real files:
 //! big libraries, small files, deep trees, symlinks) added with
-//! `nix-store --add` to a chroot store under `bench/work/store`, once.
+//! `nix-store --add` to a chroot store under `bench/work/store`, once,
+//! then given references the way a real closure has them (see
+//! [`add_references`]): a narinfo's cost depends on them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,89 @@ pub fn store_paths(work: &Path, location: &StoreLocation) -> Result<Vec<String>,
         .collect();
     paths.sort();
     paths.dedup();
+    let marker = work.join("references.complete");
+    if !marker.exists() {
+        add_references(location.root(), &paths)?;
+        // Exports made before hold narinfos without them.
+        for export in ["export-none", "export-zstd"] {
+            let _ = fs::remove_file(work.join(export).join(".complete"));
+        }
+        fs::write(marker, "")?;
+    }
     Ok(paths)
+}
+
+/// The references path `i` of `paths` gets: up to 8 earlier paths (a DAG,
+/// as Nix requires; 4 on average, about what a nixpkgs path has), and
+/// itself for every third path (a library whose RPATH names its own
+/// directory).
+fn references_of(paths: &[String], i: usize) -> Vec<&str> {
+    let mut refs: Vec<&str> = (0..(i * 7) % 9)
+        .filter(|_| i > 0)
+        .map(|j| paths[(i * 31 + j * 17) % i].as_str())
+        .collect();
+    if i % 3 == 0 {
+        refs.push(&paths[i]);
+    }
+    refs.sort_unstable();
+    refs.dedup();
+    refs
+}
+
+/// `nix-store --add` registers no references, so give the paths
+/// [`references_of`] with Nix itself: `nix-store --load-db` of their
+/// path infos (`nix path-info --json`) with the references added. Only
+/// the DB's `Refs` change; the files, NAR hashes and sizes stay as added.
+fn add_references(root: &Path, paths: &[String]) -> Result<(), Error> {
+    println!("registering references between the {} paths", paths.len());
+    let out = Command::new("nix")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .arg("path-info")
+        .arg("--store")
+        .arg(root)
+        .arg("--json")
+        .args(paths)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("nix path-info failed: {}", out.status).into());
+    }
+    let infos: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let mut registration = String::new();
+    for (i, path) in paths.iter().enumerate() {
+        let info = infos
+            .iter()
+            .find(|v| v["path"].as_str() == Some(path))
+            .ok_or_else(|| format!("nix path-info did not list {path}"))?;
+        let (Some(hash), Some(size)) = (info["narHash"].as_str(), info["narSize"].as_u64()) else {
+            return Err(format!("no narHash/narSize for {path}").into());
+        };
+        let refs = references_of(paths, i);
+        // The `--dump-db` format: path, hash, size, deriver, count, refs.
+        registration.push_str(&format!("{path}\n{hash}\n{size}\n\n{}\n", refs.len()));
+        for r in refs {
+            registration.push_str(r);
+            registration.push('\n');
+        }
+    }
+    let mut child = Command::new("nix-store")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .arg("--store")
+        .arg(root)
+        .arg("--load-db")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    std::io::Write::write_all(
+        child.stdin.as_mut().ok_or("no stdin for nix-store")?,
+        registration.as_bytes(),
+    )?;
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("nix-store --load-db failed: {status}").into());
+    }
+    Ok(())
 }
 
 /// The real locations of [`store_paths`].
