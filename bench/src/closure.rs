@@ -81,7 +81,7 @@ fn references_of(paths: &[String], i: usize) -> Vec<&str> {
         .filter(|_| i > 0)
         .map(|j| paths[(i * 31 + j * 17) % i].as_str())
         .collect();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         refs.push(&paths[i]);
     }
     refs.sort_unstable();
