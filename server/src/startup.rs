@@ -186,12 +186,12 @@ pub fn app_state(config: &Config) -> Result<AppState, StartupError> {
     check(config)?;
     let (location, db) = open_store(config)?;
     // Before the socket is bound: the first clients find the DB's
-    // connections open, not each of the first lookups opening one.
-    db.warm_up_blocking(config.workers)
-        .map_err(|source| StartupError::Store {
-            root: config.store_root.display().to_string(),
-            source,
-        })?;
+    // connections open, not each of the first lookups opening one. Best
+    // effort: `check` above proved the DB readable, and a lock Nix holds
+    // right now (the fast connections never wait) must not stop a start.
+    if let Err(e) = db.warm_up_blocking(config.workers) {
+        tracing::warn!(error = %e, "store DB: connections not opened ahead; the first lookups open them");
+    }
     let metrics = Arc::new(Metrics::new()?);
     let nar_cache = match &config.cache_dir {
         Some(dir) => {

@@ -2,7 +2,7 @@
 //!
 //! - A long write transaction as Nix makes them (`BEGIN EXCLUSIVE` in WAL
 //!   mode, held past the busy timeout) does not block readers at all:
-//!   narinfos keep coming, promptly.
+//!   narinfos keep coming, promptly; a server started meanwhile serves.
 //! - A store whose Nix runs with `use-sqlite-wal = false` (its DB in
 //!   rollback-journal mode, `truncate`) is blocked by a write: each
 //!   lookup waits out the busy timeout (5 s) and then gets a clear 503
@@ -98,6 +98,28 @@ fn a_write_transaction_does_not_block_readers_of_a_wal_db() {
         start.elapsed()
     );
     lock.release();
+}
+
+/// The server opens its DB connections before it binds (the first clients
+/// then find them ready): a write transaction Nix holds at that moment
+/// neither stops the start nor leaves the server without them.
+#[test]
+fn a_server_started_during_a_write_transaction_serves() {
+    let store = TestStore::new();
+    let path = store
+        .build_expr(&shell_derivation("started-locked", "echo x > $out"))
+        .remove(0);
+    let db = store.root().join("nix/var/nix/db/db.sqlite");
+    let lock = DbLock::take(&db);
+    let server = LarderServer::start(&store, &["--path-info-ttl-ms", "0"]);
+    assert_eq!(server.get(&narinfo_url(&path), &[]).status, 200);
+    lock.release();
+    assert_eq!(server.get(&narinfo_url(&path), &[]).status, 200);
+    assert!(
+        !server.log().contains("not opened ahead"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
