@@ -52,8 +52,25 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
+/// Each byte's value as a digit of [`ALPHABET`], or [`NOT_A_DIGIT`]: one
+/// load per character instead of a search of the alphabet (the search was
+/// 3.5 % of a narinfo's CPU, decoding its references' hash parts).
+const DIGITS: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_A_DIGIT: u8 = u8::MAX;
+
 fn digit(c: u8) -> Option<u8> {
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    match DIGITS[usize::from(c)] {
+        NOT_A_DIGIT => None,
+        d => Some(d),
+    }
 }
 
 /// True when `c` is one of the [`ALPHABET`]'s digits.
@@ -116,6 +133,14 @@ mod tests {
         assert_eq!(decode("e0"), Err(Nix32Error::BadChar('e')));
         assert_eq!(decode("0"), Err(Nix32Error::BadLength(1)));
         assert_eq!(decode("zz"), Err(Nix32Error::NonZeroPadding));
+    }
+
+    #[test]
+    fn every_byte_is_a_digit_exactly_when_the_alphabet_has_it() {
+        for c in 0..=u8::MAX {
+            let expected = ALPHABET.iter().position(|&a| a == c).map(|p| p as u8);
+            assert_eq!(digit(c), expected, "{c}");
+        }
     }
 
     proptest! {
