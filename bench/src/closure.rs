@@ -95,19 +95,8 @@ fn references_of(paths: &[String], i: usize) -> Vec<&str> {
 /// the DB's `Refs` change; the files, NAR hashes and sizes stay as added.
 fn add_references(root: &Path, paths: &[String]) -> Result<(), Error> {
     println!("registering references between the {} paths", paths.len());
-    let out = Command::new("nix")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .arg("path-info")
-        .arg("--store")
-        .arg(root)
-        .arg("--json")
-        .args(paths)
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("nix path-info failed: {}", out.status).into());
-    }
-    let infos: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let out = nix_stdout("nix", root, &["path-info", "--json"], paths)?;
+    let infos: Vec<serde_json::Value> = serde_json::from_str(&out)?;
     let mut registration = String::new();
     for (i, path) in paths.iter().enumerate() {
         let info = infos
@@ -156,16 +145,27 @@ pub fn real_paths(work: &Path, location: &StoreLocation) -> Result<Vec<PathBuf>,
 /// `nix-store --store ROOT --add SOURCES…`: the store paths it printed.
 pub fn nix_store_add(root: &Path, sources: &[PathBuf]) -> Result<String, Error> {
     fs::create_dir_all(root)?;
-    let out = Command::new("nix-store")
+    nix_stdout("nix-store", root, &["--add"], sources)
+}
+
+/// `PROGRAM --store ROOT ARGS… ITEMS…` with the bench's Nix settings: its
+/// standard output, or an error naming the command.
+fn nix_stdout(
+    program: &str,
+    root: &Path,
+    args: &[&str],
+    items: &[impl AsRef<std::ffi::OsStr>],
+) -> Result<String, Error> {
+    let out = Command::new(program)
         .env("NIX_CONFIG", NIX_CONFIG)
         .arg("--store")
         .arg(root)
-        .arg("--add")
-        .args(sources)
+        .args(args)
+        .args(items)
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        return Err(format!("nix-store --add failed: {}", out.status).into());
+        return Err(format!("{program} {} failed: {}", args.join(" "), out.status).into());
     }
     Ok(String::from_utf8(out.stdout)?)
 }
