@@ -329,3 +329,46 @@ fn a_full_cache_dir_costs_only_the_kept_copy() {
     let server = start_server(&store, &signer, cache.path());
     assert!(narinfo(&server, &top).contains("Sig: larder-test-1:"));
 }
+
+/// A corrupt row in the store DB (here a `narSize` of NULL, which Nix
+/// itself would read as 0) costs only that row's signature: sign-ahead
+/// logs it and goes on. It read the store a page of rows at a time, and
+/// the corrupt row failed its page at every poll, so no path registered
+/// later was ever signed ahead.
+#[test]
+fn a_corrupt_row_does_not_stop_signing_ahead() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let paths = closure(&store, &top);
+    let bad = paths.iter().find(|p| **p != top).unwrap().clone();
+    let sql = format!("UPDATE ValidPaths SET narSize = NULL WHERE path = '{bad}';");
+    run_stdout(
+        Command::new("sqlite3")
+            .arg(store.location().db_path())
+            .arg(&sql),
+    );
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = start_server(&store, &signer, cache.path());
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    eventually("the good paths are signed ahead", || {
+        server.metric(prefetch) >= (paths.len() - 1) as f64
+    });
+    eventually("the corrupt row is logged", || {
+        server.log().contains("corrupt row skipped")
+    });
+    let before = server.metric(prefetch);
+    let new = store
+        .build_expr(&shell_derivation("after-the-bad-row", "echo late > $out"))
+        .remove(0);
+    eventually("the path registered later is signed ahead", || {
+        server.metric(prefetch) > before
+    });
+    let misses = r#"larder_signature_cache_total{result="miss"}"#;
+    let misses_before = server.metric(misses);
+    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
+    assert_eq!(server.metric(misses), misses_before, "signed ahead");
+    // The bad row is a clear error of its own, not a signature.
+    let reply = server.get(&format!("/{}.narinfo", hash_part(&bad)), &[]);
+    assert!(reply.status >= 500, "{} {}", reply.status, reply.text());
+}
