@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use larder_store::db::{PathInfo, StoreDb};
 use larder_store::StoreLocation;
+use larder_store::db::{PathInfo, StoreDb};
 use larder_tests::{TestStore, nix_command, run, run_stdout};
 use serde_json::Value;
 
