@@ -91,8 +91,12 @@ fn references_of(paths: &[String], i: usize) -> Vec<&str> {
 
 /// `nix-store --add` registers no references, so give the paths
 /// [`references_of`] with Nix itself: `nix-store --load-db` of their
-/// path infos (`nix path-info --json`) with the references added. Only
-/// the DB's `Refs` change; the files, NAR hashes and sizes stay as added.
+/// path infos (`nix path-info --json`) with the references added. The
+/// files, NAR hashes and sizes stay as added, but Nix's `--load-db`
+/// rewrites each row it is given: every path also loses the `ca` of
+/// `nix-store --add` (checked with Nix 2.8; a fixed-output claim would be
+/// false with references anyway) and its `ultimate` flag, so its narinfo
+/// has no `CA:` line, as an input-addressed path's has none.
 fn add_references(root: &Path, paths: &[String]) -> Result<(), Error> {
     println!("registering references between the {} paths", paths.len());
     let out = nix_stdout("nix", root, &["path-info", "--json"], paths)?;

@@ -143,35 +143,44 @@ pub async fn sign_ahead(state: actix_web::web::Data<AppState>) {
             if client.key_generation() != generation {
                 (after, generation) = (start, client.key_generation());
             }
-            match sign_ahead_from(&state, &client, &key_sets, after).await {
-                Ok(last) => after = last,
-                Err(e) => tracing::warn!(error = %e, "signing ahead: cannot read the store DB"),
+            if let Err(e) = sign_ahead_from(&state, &client, &key_sets, &mut after).await {
+                tracing::warn!(error = %e, "signing ahead: cannot read the store DB");
             }
         }
         tokio::time::sleep(poll).await;
     }
 }
 
-/// Sign every path registered after row `after`; the last row done.
+/// Sign every path registered after row `*after`, moving it to each page's
+/// last row as the page is done. A corrupt row is logged and skipped (it
+/// would fail the same way at every poll, and no path after it would ever
+/// be signed ahead); a DB that cannot be read ends the round, to resume
+/// from `*after` at the next poll.
 async fn sign_ahead_from(
     state: &AppState,
     client: &Arc<SignerClient>,
     key_sets: &[Option<Vec<String>>],
-    mut after: i64,
-) -> Result<i64, larder_store::db::DbError> {
+    after: &mut i64,
+) -> Result<(), larder_store::db::DbError> {
     let store_dir = state.location.store_dir().to_owned();
     loop {
-        let infos = state.db.path_infos_after(after, AHEAD_BATCH).await?;
-        let Some(last) = infos.last().map(|info| info.id) else {
-            return Ok(after);
+        let page = state.db.path_infos_after(*after, AHEAD_BATCH).await?;
+        let Some(&(last, _)) = page.last() else {
+            return Ok(());
         };
-        let fingerprints: Vec<String> = infos
+        let fingerprints: Vec<String> = page
             .iter()
-            .map(|info| info.fingerprint(&store_dir))
+            .filter_map(|(row, info)| match info {
+                Ok(info) => Some(info.fingerprint(&store_dir)),
+                Err(e) => {
+                    tracing::warn!(row, error = %e, "signing ahead: corrupt row skipped");
+                    None
+                }
+            })
             .collect();
         for keys in key_sets {
             client.warm(fingerprints.clone(), keys.as_deref()).await;
         }
-        after = last;
+        *after = last;
     }
 }

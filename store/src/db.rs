@@ -322,20 +322,27 @@ impl StoreDb {
     }
 
     /// Up to `limit` valid paths registered after row `row_id`, by
-    /// ascending row id, with their path infos: [`StoreDb::paths_after`]
-    /// and [`StoreDb::path_infos_by_path`] in one statement (one read
-    /// snapshot for the page, a fraction of the cost of a lookup per path).
+    /// ascending row id, each its row id and its path info:
+    /// [`StoreDb::paths_after`] and [`StoreDb::path_infos_by_path`] in one
+    /// statement (one read snapshot for the page, a fraction of the cost of
+    /// a lookup per path). A corrupt row is its own [`DbError::Corrupt`] in
+    /// the page, so a reader paging through the store gets past it.
     ///
     /// # Errors
-    /// As [`StoreDb::path_info_blocking`] (a corrupt row fails the page),
-    /// or [`DbError::Pool`].
+    /// The DB cannot be opened or read ([`DbError::Sqlite`]), or
+    /// [`DbError::Pool`].
     pub async fn path_infos_after(
         &self,
         row_id: i64,
         limit: usize,
-    ) -> Result<Vec<PathInfo>, DbError> {
+    ) -> Result<Vec<(i64, Result<PathInfo, DbError>)>, DbError> {
         self.spawn(move |db| {
-            db.with_conn(|conn, loc| query::path_infos_after(conn, loc, row_id, limit))
+            let page =
+                db.with_conn(|conn, loc| query::path_infos_after(conn, loc, row_id, limit))?;
+            Ok(page
+                .into_iter()
+                .map(|(id, info)| (id, info.map_err(|e| db.inner.error(e))))
+                .collect())
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use larder_store::StoreLocation;
-use larder_store::db::StoreDb;
+use larder_store::db::{PathInfo, StoreDb};
 use larder_tests::{TestStore, nix_command, run, run_stdout};
 use serde_json::Value;
 
@@ -184,10 +184,20 @@ async fn pages_of_path_infos_match_lookups_by_path() {
     loop {
         let page = db.path_infos_after(last, 2).await.unwrap();
         assert!(page.len() <= 2);
-        let Some(newest) = page.last() else { break };
+        let Some(&(newest, _)) = page.last() else {
+            break;
+        };
+        let page: Vec<PathInfo> = page
+            .into_iter()
+            .map(|(id, info)| {
+                let info = info.unwrap();
+                assert_eq!(info.id, id);
+                info
+            })
+            .collect();
         assert!(page.iter().all(|info| info.id > last));
         assert!(page.windows(2).all(|w| w[0].id < w[1].id));
-        last = newest.id;
+        last = newest;
         for info in &page {
             let by_path = db.path_info_by_path_blocking(&info.path).unwrap();
             assert_eq!(by_path.as_ref(), Some(info));

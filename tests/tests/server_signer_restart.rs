@@ -38,6 +38,19 @@ fn start_server(store: &TestStore, signer: &TestSigner, cache: &std::path::Path)
 
 /// Sign requests the signer answered so far (`sign` and `sign-batch`).
 fn signer_requests(signer: &TestSigner) -> f64 {
+    ["sign", "sign-batch"]
+        .iter()
+        .map(|op| {
+            signer_metric(
+                signer,
+                &format!("larder_signer_requests_total{{op=\"{op}\"}}"),
+            )
+        })
+        .sum()
+}
+
+/// A value of the signer's own metrics.
+fn signer_metric(signer: &TestSigner, series: &str) -> f64 {
     let out = run_stdout(
         Command::new(binary("larder-signer"))
             .args(["request", "--metrics", "--socket"])
@@ -45,15 +58,9 @@ fn signer_requests(signer: &TestSigner) -> f64 {
     );
     let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
     let text = reply["metrics"].as_str().unwrap().to_owned();
-    ["sign", "sign-batch"]
-        .iter()
-        .map(|op| {
-            let series = format!("larder_signer_requests_total{{op=\"{op}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
-        })
-        .sum()
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
 }
 
 fn closure(store: &TestStore, top: &str) -> Vec<String> {
@@ -328,4 +335,94 @@ fn a_full_cache_dir_costs_only_the_kept_copy() {
     drop(server);
     let server = start_server(&store, &signer, cache.path());
     assert!(narinfo(&server, &top).contains("Sig: larder-test-1:"));
+}
+
+/// A corrupt row in the store DB (here a `narSize` of NULL, which Nix
+/// itself would read as 0) costs only that row's signature: sign-ahead
+/// logs it and goes on. It read the store a page of rows at a time, and
+/// the corrupt row failed its page at every poll, so no path registered
+/// later was ever signed ahead.
+#[test]
+fn a_corrupt_row_does_not_stop_signing_ahead() {
+    let store = TestStore::new();
+    let top = three_path_closure(&store);
+    let paths = closure(&store, &top);
+    let bad = paths.iter().find(|p| **p != top).unwrap().clone();
+    let sql = format!("UPDATE ValidPaths SET narSize = NULL WHERE path = '{bad}';");
+    run_stdout(
+        Command::new("sqlite3")
+            .arg(store.location().db_path())
+            .arg(&sql),
+    );
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = start_server(&store, &signer, cache.path());
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    eventually("the good paths are signed ahead", || {
+        server.metric(prefetch) >= (paths.len() - 1) as f64
+    });
+    eventually("the corrupt row is logged", || {
+        server.log().contains("corrupt row skipped")
+    });
+    let before = server.metric(prefetch);
+    let new = store
+        .build_expr(&shell_derivation("after-the-bad-row", "echo late > $out"))
+        .remove(0);
+    eventually("the path registered later is signed ahead", || {
+        server.metric(prefetch) > before
+    });
+    let misses = r#"larder_signature_cache_total{result="miss"}"#;
+    let misses_before = server.metric(misses);
+    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
+    assert_eq!(server.metric(misses), misses_before, "signed ahead");
+    // The bad row is a clear error of its own, not a signature.
+    let reply = server.get(&format!("/{}.narinfo", hash_part(&bad)), &[]);
+    assert!(reply.status >= 500, "{} {}", reply.status, reply.text());
+}
+
+/// Hundreds of paths at once, at start and while running: signed ahead in
+/// batches of at most 64 (one round trip each), every path exactly once.
+#[test]
+fn hundreds_of_new_paths_are_signed_once_in_batches() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    let make = |from: usize, n: usize| -> Vec<String> {
+        let names: Vec<std::path::PathBuf> = (from..from + n)
+            .map(|i| {
+                let f = files.path().join(format!("f{i}"));
+                std::fs::write(&f, format!("file {i}\n")).unwrap();
+                f
+            })
+            .collect();
+        store.add(&names)
+    };
+    let n = 300;
+    assert_eq!(make(0, n).len(), n);
+    let signer = TestSigner::start(&store, &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = start_server(&store, &signer, cache.path());
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    let signatures = r#"larder_signer_signatures_total{key="larder-test-1"}"#;
+    eventually("the store is signed ahead", || {
+        server.metric(prefetch) >= n as f64
+    });
+    assert_eq!(signer_metric(&signer, signatures), n as f64);
+    let batches = n.div_ceil(64) as f64;
+    assert!(
+        signer_requests(&signer) <= batches,
+        "{}",
+        signer_requests(&signer)
+    );
+
+    // As many again while it runs: the next polls sign them, still in
+    // batches (how many depends on how the registrations fall across
+    // polls, one partial batch per poll), and each once.
+    let before = signer_requests(&signer);
+    assert_eq!(make(n, n).len(), n);
+    eventually("the new paths are signed ahead", || {
+        server.metric(prefetch) >= (2 * n) as f64
+    });
+    assert_eq!(signer_metric(&signer, signatures), (2 * n) as f64);
+    let asked = signer_requests(&signer) - before;
+    assert!(asked < (n / 4) as f64, "{asked} round trips for {n} paths");
 }

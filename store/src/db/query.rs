@@ -24,12 +24,15 @@ use crate::path::{StorePath, StorePathHash};
 /// subquery for the count cost ~10 % of a lookup with references), as
 /// Nix's `queryReferences` joins: a `Refs` row naming no `ValidPaths` row
 /// (a DB edited with foreign keys off) is left out, as Nix leaves it out,
-/// instead of offsetting a path with a space in the count.
+/// instead of offsetting a path with a space in the count. A NULL path
+/// (a DB whose schema lost `not null`) joins as an empty piece, refused as
+/// a bad path: `group_concat` would skip it, and one skipped row makes up
+/// for a path with a space, which then passed as two references.
 macro_rules! select_info {
     ($tail:literal) => {
         concat!(
             "SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca, ",
-            "(SELECT count(*) || ' ' || ifnull(group_concat(r.path, ' '), '') ",
+            "(SELECT count(*) || ' ' || ifnull(group_concat(ifnull(r.path, ''), ' '), '') ",
             "FROM Refs JOIN ValidPaths r ON Refs.reference = r.id WHERE Refs.referrer = v.id) ",
             "FROM ValidPaths v ",
             $tail
@@ -158,13 +161,10 @@ impl RawRow {
             0 => Vec::new(),
             _ => joined.split(' ').collect(),
         };
-        // More pieces than rows: a path with a space; fewer: a NULL path
-        // (`group_concat` skips it).
+        // More pieces than rows: a path with a space (a NULL path is an
+        // empty piece, so it cannot make up for one).
         if count != refs.len() {
-            return Err(corrupt(
-                id,
-                "a reference's path has a space or is NULL".into(),
-            ));
+            return Err(corrupt(id, "a reference's path has a space".into()));
         }
         refs.sort_unstable();
         let references = refs
@@ -236,22 +236,30 @@ pub(super) fn path_info_by_path(
 }
 
 /// Up to `limit` rows after row `row_id`, by ascending id, each a whole
-/// [`PathInfo`]: one statement, so one read snapshot and one lock for the
-/// page, instead of one lookup per path.
+/// [`PathInfo`] or, for a corrupt row, its error: one statement, so one
+/// read snapshot and one lock for the page, instead of one lookup per
+/// path. A corrupt row costs only itself, so a reader paging through the
+/// store gets past it; a failing DB fails the page.
 pub(super) fn path_infos_after(
     conn: &Connection,
     loc: &StoreLocation,
     row_id: i64,
     limit: usize,
-) -> Result<Vec<PathInfo>> {
+) -> Result<Vec<(i64, Result<PathInfo>)>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(INFOS_AFTER)?;
     let mut rows = stmt.query(params![row_id, limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        if let Some(raw) = read_row(row, |_| true)? {
-            out.push(raw.parse(loc)?);
-        }
+        // The primary key is `integer not null`: SQLite guarantees its type.
+        let id: i64 = row.get(0)?;
+        let info = match read_row(row, |_| true) {
+            Ok(Some(raw)) => raw.parse(loc),
+            Ok(None) => continue,
+            Err(e @ QueryError::Corrupt { .. }) => Err(e),
+            Err(e) => return Err(e),
+        };
+        out.push((id, info));
     }
     Ok(out)
 }

@@ -17,16 +17,22 @@ struct Fixture {
 
 impl Fixture {
     fn new(rows_sql: &str) -> Self {
+        Self::with_path_column("text unique not null", rows_sql)
+    }
+
+    /// With `path` declared as `path_decl`: `text unique` lets a test write
+    /// the NULL path that Nix's schema refuses.
+    fn with_path_column(path_decl: &str, rows_sql: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let loc = StoreLocation::new(dir.path());
         std::fs::create_dir_all(loc.db_path().parent().unwrap()).unwrap();
         std::fs::write(loc.schema_path(), "10").unwrap();
         let conn = Connection::open(loc.db_path()).unwrap();
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
              CREATE TABLE ValidPaths (
                id integer primary key autoincrement not null,
-               path text unique not null,
+               path {path_decl},
                hash text not null,
                registrationTime integer not null,
                deriver text,
@@ -38,7 +44,7 @@ impl Fixture {
                referrer integer not null,
                reference integer not null,
                primary key (referrer, reference));",
-        )
+        ))
         .unwrap();
         conn.execute_batch(rows_sql).unwrap();
         Fixture { dir }
@@ -168,6 +174,13 @@ fn bad_rows_are_typed_errors_naming_the_row() {
                 + "INSERT INTO Refs VALUES (4, 5);",
             "reference \"\"",
         ),
+        // A count-like prefix in a reference path does not shift the count.
+        (
+            row(4, A, "1, NULL, NULL, NULL, NULL")
+                + &row(5, &format!("1 {B}"), "1, NULL, NULL, NULL, NULL")
+                + "INSERT INTO Refs VALUES (4, 5);",
+            "space",
+        ),
         // A `Refs` row naming no path must not make up for the space.
         (
             row(4, A, "1, NULL, NULL, NULL, NULL")
@@ -272,4 +285,79 @@ fn a_reference_to_no_row_is_left_out_as_nix_leaves_it_out() {
     let b = db.path_info_blocking(&hash_of(B)).unwrap().unwrap();
     let names: Vec<String> = b.references.iter().map(ToString::to_string).collect();
     assert_eq!(names, [&A[11..]]);
+}
+
+/// A NULL reference path (a DB whose schema lost `not null`) is refused,
+/// and does not make up for a path with a space: `group_concat` skips a
+/// NULL, so count and pieces matched and `B C` passed as two references.
+#[test]
+fn a_null_reference_path_is_refused_and_hides_no_space() {
+    let insert_null = "INSERT INTO ValidPaths (id, path, hash, registrationTime, narSize) \
+         VALUES (6, NULL, 'sha256:x', 1, 1);";
+    let cases = [
+        format!("{insert_null} INSERT INTO Refs VALUES (4, 6);"),
+        row(5, &format!("{B} {C}"), "1, NULL, NULL, NULL, NULL")
+            + insert_null
+            + "INSERT INTO Refs VALUES (4, 5), (4, 6);",
+    ];
+    for extra in cases {
+        let sql = row(4, A, "1, NULL, NULL, NULL, NULL") + &extra;
+        let fixture = Fixture::with_path_column("text unique", &sql);
+        let err = fixture.db().path_info_blocking(&hash_of(A)).unwrap_err();
+        assert!(
+            matches!(err, DbError::Corrupt { row: 4, .. }),
+            "{extra}: {err}"
+        );
+    }
+}
+
+/// Thousands of references come back whole, each once, sorted.
+#[test]
+fn thousands_of_references() {
+    const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let path_of = |i: usize| {
+        let hash: String = (0..32)
+            .map(|d| ALPHABET[(i >> (5 * (d % 3))) % 32] as char)
+            .collect();
+        format!("/nix/store/{hash}-r{i}")
+    };
+    let n = 5000;
+    let mut sql = row(1, A, "1, NULL, NULL, NULL, NULL");
+    for i in 0..n {
+        sql += &row(i as i64 + 2, &path_of(i), "1, NULL, NULL, NULL, NULL");
+        sql += &format!("INSERT INTO Refs VALUES (1, {});", i + 2);
+    }
+    sql += "INSERT INTO Refs VALUES (1, 1);";
+    let db = Fixture::new(&sql).db();
+    let a = db.path_info_blocking(&hash_of(A)).unwrap().unwrap();
+    assert_eq!(a.references.len(), n + 1);
+    let mut expected: Vec<String> = (0..n).map(|i| path_of(i)[11..].to_owned()).collect();
+    expected.push(A[11..].to_owned());
+    expected.sort();
+    let got: Vec<String> = a.references.iter().map(ToString::to_string).collect();
+    assert_eq!(got, expected);
+}
+
+/// Sign-ahead's pages: a corrupt row is an error of its own, named by its
+/// row id, and the rows around it still come back, so a reader paging
+/// through the store gets past it instead of failing the page forever.
+#[tokio::test]
+async fn a_corrupt_row_costs_only_itself_in_a_page() {
+    let sql = [
+        row(3, A, "1, NULL, NULL, NULL, NULL"),
+        row(5, B, "NULL, NULL, NULL, NULL, NULL"),
+        row(7, C, "1, NULL, NULL, NULL, NULL"),
+    ]
+    .concat();
+    let db = Fixture::new(&sql).db();
+    let page = db.path_infos_after(0, 10).await.unwrap();
+    let ids: Vec<i64> = page.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [3, 5, 7]);
+    assert_eq!(page[0].1.as_ref().unwrap().id, 3);
+    assert!(
+        matches!(&page[1].1, Err(DbError::Corrupt { row: 5, .. })),
+        "{:?}",
+        page[1].1
+    );
+    assert_eq!(page[2].1.as_ref().unwrap().id, 7);
 }
