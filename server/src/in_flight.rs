@@ -82,6 +82,12 @@ impl InFlight {
 }
 
 impl Claim<'_> {
+    /// Whether this claim holds `key` (another request held it first
+    /// otherwise).
+    pub fn holds(&self, key: &EntryKey) -> bool {
+        self.keys.contains(key)
+    }
+
     /// The signer was unavailable to this request: waiters say so too.
     pub fn unavailable(&self) {
         self.close.send_replace(true);
@@ -121,6 +127,7 @@ mod tests {
         // `a` stays with the first claim; `b` is the second's.
         let second = in_flight.claim(&[a, b]);
         assert_eq!(second.keys, [b]);
+        assert!(second.holds(&b) && !second.holds(&a) && first.holds(&a));
         let Err(holder) = in_flight.claim_or_holder(&a) else {
             panic!("a is held")
         };

@@ -285,6 +285,15 @@ impl SignerClient {
     ) -> Result<(), SignerError> {
         let entry_keys: Vec<EntryKey> = fingerprints.iter().map(|fp| cache_key(fp, keys)).collect();
         let claim = self.in_flight.claim(&entry_keys);
+        // What a request is asking for right now comes from its answer.
+        let (fingerprints, entry_keys): (Vec<String>, Vec<EntryKey>) = fingerprints
+            .into_iter()
+            .zip(entry_keys)
+            .filter(|(_, key)| claim.holds(key))
+            .unzip();
+        if fingerprints.is_empty() {
+            return Ok(());
+        }
         let request = Request::SignBatch {
             fingerprints,
             keys: keys.map(<[String]>::to_vec),
