@@ -33,6 +33,11 @@ use crate::nar::nar_cache::{CacheFill, NarCache};
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
 /// Room for the compressed bytes of one NAR chunk at level 1, about.
 const OUT_CHUNK: usize = 128 * 1024;
+/// The most compressed bytes handed to the HTTP layer at once: actix copies
+/// each piece into the connection's write buffer, which keeps the capacity
+/// of the largest piece for the connection's life (128 KiB pieces: 64
+/// streams held 5 MiB more).
+const SEND_PIECE: usize = 32 * 1024;
 /// Compressions running multi-threaded now, process-wide (cores are).
 static MULTITHREADED: AtomicU32 = AtomicU32::new(0);
 
@@ -97,6 +102,7 @@ where
     ZstdStream {
         input,
         state: State::Start,
+        pending: Bytes::new(),
         size,
         settings,
         metrics,
@@ -108,6 +114,8 @@ where
 pub struct ZstdStream<S> {
     input: S,
     state: State,
+    /// Compressed bytes not yet handed on, in pieces of [`SEND_PIECE`].
+    pending: Bytes,
     size: u64,
     settings: ZstdSettings,
     metrics: Arc<Metrics>,
@@ -229,6 +237,10 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
         let this = &mut *self;
         loop {
+            if !this.pending.is_empty() {
+                let piece = this.pending.split_to(SEND_PIECE.min(this.pending.len()));
+                return Poll::Ready(Some(Ok(piece)));
+            }
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Done => return Poll::Ready(None),
                 state @ (State::Start | State::Idle(_)) => {
@@ -268,9 +280,7 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     };
                     this.state = State::Idle(compressor);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
+                    this.pending = out;
                 }
                 State::Finishing(mut job) => {
                     let done = match Pin::new(&mut job).poll(cx) {
@@ -285,9 +295,7 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     };
                     this.finished(sink);
-                    if !last.is_empty() {
-                        return Poll::Ready(Some(Ok(last)));
-                    }
+                    this.pending = last;
                 }
             }
         }
