@@ -13,15 +13,15 @@
 //! multi-threaded, 8 MB single-threaded).
 
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use larder_store::blocking_pool::PoolTask;
+use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
 use crate::body::BodyItem;
 use crate::config::Config;
@@ -31,8 +31,12 @@ use crate::nar::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
-/// Room for the compressed bytes of one NAR chunk at level 1, about.
-const OUT_CHUNK: usize = 128 * 1024;
+/// zstd's largest block: input is fed in pieces of this size.
+const BLOCK: usize = 128 * 1024;
+/// zstd compresses a block straight into the caller's output when this
+/// much room is free there (`ZSTD_compressBound` of a block); otherwise
+/// into its own buffer, and copies.
+const BLOCK_ROOM: usize = BLOCK + BLOCK / 256;
 /// The most compressed bytes handed to the HTTP layer at once: actix copies
 /// each piece into the connection's write buffer, which keeps the capacity
 /// of the largest piece for the connection's life (128 KiB pieces: 64
@@ -122,7 +126,7 @@ pub struct ZstdStream<S> {
     cache: Option<(Arc<NarCache>, String)>,
 }
 
-type Encoder = zstd::stream::write::Encoder<'static, Sink>;
+type Encoder = zstd::stream::raw::Encoder<'static>;
 type Job<T> = PoolTask<Result<T, ServerError>>;
 
 enum State {
@@ -137,6 +141,7 @@ enum State {
 /// The encoder and the claim on multi-threaded compression it holds.
 struct Compressor {
     encoder: Encoder,
+    sink: Sink,
     _threads: Multithreaded,
 }
 
@@ -146,37 +151,59 @@ impl Compressor {
         settings: ZstdSettings,
         fill: Option<CacheFill>,
     ) -> Result<Compressor, ServerError> {
-        let sink = Sink {
-            buf: BytesMut::with_capacity(OUT_CHUNK),
-            written: 0,
-            fill,
-        };
         let threads = Multithreaded::claim(size, settings.threads);
-        let mut encoder = Encoder::new(sink, settings.level).map_err(ServerError::Compression)?;
+        let mut encoder = Encoder::new(settings.level).map_err(ServerError::Compression)?;
         if threads.0 > 1 {
             encoder
-                .multithread(threads.0)
+                .set_parameter(zstd::zstd_safe::CParameter::NbWorkers(threads.0))
                 .map_err(ServerError::Compression)?;
         }
         Ok(Compressor {
             encoder,
+            sink: Sink { written: 0, fill },
             _threads: threads,
         })
     }
 
     /// Feeds `chunk`; the compressed bytes ready so far.
+    ///
+    /// The input goes in block by block into an output buffer with room
+    /// for a whole compressed block, so that zstd compresses each block
+    /// straight into it: zstd's own output buffer is never touched (never
+    /// resident), and the bytes are handed on without a copy.
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, ServerError> {
-        self.encoder
-            .write_all(chunk)
-            .map_err(ServerError::Compression)?;
-        Ok(self.encoder.get_mut().take())
+        let mut out = Vec::with_capacity(chunk.len() / 2 + BLOCK_ROOM);
+        for block in chunk.chunks(BLOCK) {
+            let mut input = InBuffer::around(block);
+            while input.pos() < block.len() {
+                out.reserve(BLOCK_ROOM);
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(&mut out, pos);
+                self.encoder
+                    .run(&mut input, &mut output)
+                    .map_err(ServerError::Compression)?;
+            }
+        }
+        Ok(self.sink.take(out))
     }
 
     /// Ends the frame; the sink and the last compressed bytes.
-    fn finish(self) -> Result<(Sink, Bytes), ServerError> {
-        let mut sink = self.encoder.finish().map_err(ServerError::Compression)?;
-        let last = sink.take();
-        Ok((sink, last))
+    fn finish(mut self) -> Result<(Sink, Bytes), ServerError> {
+        let mut out = Vec::with_capacity(BLOCK_ROOM);
+        loop {
+            out.reserve(BLOCK_ROOM);
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            let left = self
+                .encoder
+                .finish(&mut output, true)
+                .map_err(ServerError::Compression)?;
+            if left == 0 {
+                break;
+            }
+        }
+        let last = self.sink.take(out);
+        Ok((self.sink, last))
     }
 }
 
@@ -302,35 +329,24 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
     }
 }
 
-/// Where the encoder writes: compressed bytes wait here for the next poll,
-/// and go to the cache file as they are made.
+/// Where compressed bytes go besides the client: the count, and the cache
+/// file they are written to as they are made.
 struct Sink {
-    buf: BytesMut,
     written: u64,
     fill: Option<CacheFill>,
 }
 
 impl Sink {
-    /// The compressed bytes made since the last call.
-    fn take(&mut self) -> Bytes {
-        let chunk = self.buf.split().freeze();
-        self.written += chunk.len() as u64;
+    /// `out`, counted and written to the cache file, as one piece of the
+    /// stream; its spare capacity is given back.
+    fn take(&mut self, mut out: Vec<u8>) -> Bytes {
+        out.shrink_to_fit();
+        self.written += out.len() as u64;
         if let Some(fill) = &mut self.fill
-            && !chunk.is_empty()
+            && !out.is_empty()
         {
-            fill.write(&chunk);
+            fill.write(&out);
         }
-        chunk
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        Bytes::from(out)
     }
 }
