@@ -5,7 +5,7 @@
 //! 256 KiB buffers, small files' headers and contents coalesced. Chunks are
 //! read on demand: each read is one job on the process's file-read pool
 //! ([`read_pool`]), started when the consumer takes the chunk before it (one
-//! chunk of read-ahead). A consumer that stops polling, such as a client that
+//! chunk of read-ahead, unless [`NarStream::without_read_ahead`]). A consumer that stops polling, such as a client that
 //! stops reading, holds one chunk and no thread; the memory held is a chunk
 //! or two whatever the file sizes. A file whose size is not the one the walk
 //! saw is an error, never a silently corrupt NAR.

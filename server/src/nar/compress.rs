@@ -3,8 +3,9 @@
 //! The compressed stream pulls a NAR chunk when it is polled and hands it,
 //! with the zstd encoder, to a job on the file-read pool; the job comes
 //! back with whatever compressed bytes are ready. Nothing runs while the
-//! client is not reading, and a stalled download holds its encoder and a
-//! chunk or two, never a thread. Large NARs use zstd's own worker threads
+//! client is not reading, and a stalled download holds its encoder and the
+//! compressed bytes not yet sent, never a thread or an input chunk (the NAR
+//! is read without read-ahead, each chunk when it is to be compressed). Large NARs use zstd's own worker threads
 //! so that one download is not capped at one core; small ones stay
 //! single-threaded, where the workers cost more than they save. Only a few
 //! compressions run multi-threaded at once: with many downloads the cores
