@@ -351,3 +351,56 @@ impl Sink {
         Bytes::from(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// Compressible but not trivial bytes: a counter's decimal digits.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 16);
+        let mut n = 0u64;
+        while out.len() < len {
+            out.extend_from_slice(format!("{n} ").as_bytes());
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1) % 1_000_003;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Chunks of uneven sizes (not whole zstd blocks), single- and
+    /// multi-threaded: the stream decodes to its input, and no piece is
+    /// larger than SEND_PIECE.
+    async fn round_trip(len: usize, threads: u32) {
+        let input = sample(len);
+        let chunks: Vec<BodyItem> = input
+            .chunks(200_001)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let settings = ZstdSettings { level: 1, threads };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let mut stream = zstd_stream(
+            futures_util::stream::iter(chunks),
+            len as u64,
+            settings,
+            metrics,
+            None,
+        );
+        let mut compressed = Vec::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.unwrap();
+            assert!(!piece.is_empty() && piece.len() <= SEND_PIECE);
+            compressed.extend_from_slice(&piece);
+        }
+        assert!(zstd::decode_all(&compressed[..]).unwrap() == input);
+    }
+
+    #[tokio::test]
+    async fn uneven_chunks_compress_to_their_bytes() {
+        round_trip(3_000_000, 1).await;
+        round_trip(9_000_000, 2).await;
+        round_trip(1, 1).await;
+    }
+}
