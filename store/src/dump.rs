@@ -5,7 +5,7 @@
 //! 256 KiB buffers, small files' headers and contents coalesced. Chunks are
 //! read on demand: each read is one job on the process's file-read pool
 //! ([`read_pool`]), started when the consumer takes the chunk before it (one
-//! chunk of read-ahead). A consumer that stops polling, such as a client that
+//! chunk of read-ahead, unless [`NarStream::without_read_ahead`]). A consumer that stops polling, such as a client that
 //! stops reading, holds one chunk and no thread; the memory held is a chunk
 //! or two whatever the file sizes. A file whose size is not the one the walk
 //! saw is an error, never a silently corrupt NAR.
@@ -85,6 +85,7 @@ impl NarPlan {
             state: ReadState::Idle(Box::new(reader)),
             total: end - start,
             remaining: end - start,
+            read_ahead: true,
         })
     }
 
@@ -161,6 +162,8 @@ pub struct NarStream {
     /// Bytes still to come: a reader that stops early is an error, never a
     /// clean short stream.
     remaining: u64,
+    /// Whether the next chunk is read as soon as one is taken.
+    read_ahead: bool,
 }
 
 type ReadJob = PoolTask<(Box<ChunkReader>, Result<Option<Bytes>, DumpError>)>;
@@ -182,6 +185,14 @@ fn read_next(mut reader: Box<ChunkReader>) -> ReadJob {
 }
 
 impl NarStream {
+    /// The same stream, reading each chunk only when it is polled for, not
+    /// ahead: for a consumer that keeps its own state between chunks (zstd)
+    /// and should hold no input chunk while its client is slow.
+    pub fn without_read_ahead(mut self) -> NarStream {
+        self.read_ahead = false;
+        self
+    }
+
     /// How many bytes the stream has still to yield.
     pub fn remaining(&self) -> u64 {
         self.remaining
@@ -232,7 +243,11 @@ impl Stream for NarStream {
                     if this.remaining > 0 {
                         // Read ahead one chunk: the job ends when it is
                         // read, so a consumer that stops holds no thread.
-                        this.state = ReadState::Reading(read_next(reader));
+                        this.state = if this.read_ahead {
+                            ReadState::Reading(read_next(reader))
+                        } else {
+                            ReadState::Idle(reader)
+                        };
                     }
                     Some(Ok(chunk))
                 }

@@ -3,8 +3,9 @@
 //! The compressed stream pulls a NAR chunk when it is polled and hands it,
 //! with the zstd encoder, to a job on the file-read pool; the job comes
 //! back with whatever compressed bytes are ready. Nothing runs while the
-//! client is not reading, and a stalled download holds its encoder and a
-//! chunk or two, never a thread. Large NARs use zstd's own worker threads
+//! client is not reading, and a stalled download holds its encoder and the
+//! compressed bytes not yet sent, never a thread or an input chunk (the NAR
+//! is read without read-ahead, each chunk when it is to be compressed). Large NARs use zstd's own worker threads
 //! so that one download is not capped at one core; small ones stay
 //! single-threaded, where the workers cost more than they save. Only a few
 //! compressions run multi-threaded at once: with many downloads the cores
@@ -13,15 +14,15 @@
 //! multi-threaded, 8 MB single-threaded).
 
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use larder_store::blocking_pool::PoolTask;
+use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
 use crate::body::BodyItem;
 use crate::config::Config;
@@ -31,8 +32,17 @@ use crate::nar::nar_cache::{CacheFill, NarCache};
 
 /// Below this NAR size zstd runs single-threaded.
 const MULTITHREAD_FROM: u64 = 4 * 1024 * 1024;
-/// Room for the compressed bytes of one NAR chunk at level 1, about.
-const OUT_CHUNK: usize = 128 * 1024;
+/// zstd's largest block: input is fed in pieces of this size.
+const BLOCK: usize = 128 * 1024;
+/// zstd compresses a block straight into the caller's output when this
+/// much room is free there (`ZSTD_compressBound` of a block); otherwise
+/// into its own buffer, and copies.
+const BLOCK_ROOM: usize = BLOCK + BLOCK / 256;
+/// The most compressed bytes handed to the HTTP layer at once: actix copies
+/// each piece into the connection's write buffer, which keeps the capacity
+/// of the largest piece for the connection's life (128 KiB pieces: 64
+/// streams held 5 MiB more).
+const SEND_PIECE: usize = 32 * 1024;
 /// Compressions running multi-threaded now, process-wide (cores are).
 static MULTITHREADED: AtomicU32 = AtomicU32::new(0);
 
@@ -97,6 +107,7 @@ where
     ZstdStream {
         input,
         state: State::Start,
+        pending: Bytes::new(),
         size,
         settings,
         metrics,
@@ -108,13 +119,15 @@ where
 pub struct ZstdStream<S> {
     input: S,
     state: State,
+    /// Compressed bytes not yet handed on, in pieces of [`SEND_PIECE`].
+    pending: Bytes,
     size: u64,
     settings: ZstdSettings,
     metrics: Arc<Metrics>,
     cache: Option<(Arc<NarCache>, String)>,
 }
 
-type Encoder = zstd::stream::write::Encoder<'static, Sink>;
+type Encoder = zstd::stream::raw::Encoder<'static>;
 type Job<T> = PoolTask<Result<T, ServerError>>;
 
 enum State {
@@ -129,6 +142,7 @@ enum State {
 /// The encoder and the claim on multi-threaded compression it holds.
 struct Compressor {
     encoder: Encoder,
+    sink: Sink,
     _threads: Multithreaded,
 }
 
@@ -138,37 +152,59 @@ impl Compressor {
         settings: ZstdSettings,
         fill: Option<CacheFill>,
     ) -> Result<Compressor, ServerError> {
-        let sink = Sink {
-            buf: BytesMut::with_capacity(OUT_CHUNK),
-            written: 0,
-            fill,
-        };
         let threads = Multithreaded::claim(size, settings.threads);
-        let mut encoder = Encoder::new(sink, settings.level).map_err(ServerError::Compression)?;
+        let mut encoder = Encoder::new(settings.level).map_err(ServerError::Compression)?;
         if threads.0 > 1 {
             encoder
-                .multithread(threads.0)
+                .set_parameter(zstd::zstd_safe::CParameter::NbWorkers(threads.0))
                 .map_err(ServerError::Compression)?;
         }
         Ok(Compressor {
             encoder,
+            sink: Sink { written: 0, fill },
             _threads: threads,
         })
     }
 
     /// Feeds `chunk`; the compressed bytes ready so far.
+    ///
+    /// The input goes in block by block into an output buffer with room
+    /// for a whole compressed block, so that zstd compresses each block
+    /// straight into it: zstd's own output buffer is never touched (never
+    /// resident), and the bytes are handed on without a copy.
     fn feed(&mut self, chunk: &[u8]) -> Result<Bytes, ServerError> {
-        self.encoder
-            .write_all(chunk)
-            .map_err(ServerError::Compression)?;
-        Ok(self.encoder.get_mut().take())
+        let mut out = Vec::with_capacity(chunk.len() / 2 + BLOCK_ROOM);
+        for block in chunk.chunks(BLOCK) {
+            let mut input = InBuffer::around(block);
+            while input.pos() < block.len() {
+                out.reserve(BLOCK_ROOM);
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(&mut out, pos);
+                self.encoder
+                    .run(&mut input, &mut output)
+                    .map_err(ServerError::Compression)?;
+            }
+        }
+        Ok(self.sink.take(out))
     }
 
     /// Ends the frame; the sink and the last compressed bytes.
-    fn finish(self) -> Result<(Sink, Bytes), ServerError> {
-        let mut sink = self.encoder.finish().map_err(ServerError::Compression)?;
-        let last = sink.take();
-        Ok((sink, last))
+    fn finish(mut self) -> Result<(Sink, Bytes), ServerError> {
+        let mut out = Vec::with_capacity(BLOCK_ROOM);
+        loop {
+            out.reserve(BLOCK_ROOM);
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            let left = self
+                .encoder
+                .finish(&mut output, true)
+                .map_err(ServerError::Compression)?;
+            if left == 0 {
+                break;
+            }
+        }
+        let last = self.sink.take(out);
+        Ok((self.sink, last))
     }
 }
 
@@ -229,6 +265,10 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyItem>> {
         let this = &mut *self;
         loop {
+            if !this.pending.is_empty() {
+                let piece = this.pending.split_to(SEND_PIECE.min(this.pending.len()));
+                return Poll::Ready(Some(Ok(piece)));
+            }
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Done => return Poll::Ready(None),
                 state @ (State::Start | State::Idle(_)) => {
@@ -268,9 +308,7 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     };
                     this.state = State::Idle(compressor);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
+                    this.pending = out;
                 }
                 State::Finishing(mut job) => {
                     let done = match Pin::new(&mut job).poll(cx) {
@@ -285,44 +323,84 @@ impl<S: Stream<Item = BodyItem> + Unpin> Stream for ZstdStream<S> {
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     };
                     this.finished(sink);
-                    if !last.is_empty() {
-                        return Poll::Ready(Some(Ok(last)));
-                    }
+                    this.pending = last;
                 }
             }
         }
     }
 }
 
-/// Where the encoder writes: compressed bytes wait here for the next poll,
-/// and go to the cache file as they are made.
+/// Where compressed bytes go besides the client: the count, and the cache
+/// file they are written to as they are made.
 struct Sink {
-    buf: BytesMut,
     written: u64,
     fill: Option<CacheFill>,
 }
 
 impl Sink {
-    /// The compressed bytes made since the last call.
-    fn take(&mut self) -> Bytes {
-        let chunk = self.buf.split().freeze();
-        self.written += chunk.len() as u64;
+    /// `out`, counted and written to the cache file, as one piece of the
+    /// stream; its spare capacity is given back.
+    fn take(&mut self, mut out: Vec<u8>) -> Bytes {
+        out.shrink_to_fit();
+        self.written += out.len() as u64;
         if let Some(fill) = &mut self.fill
-            && !chunk.is_empty()
+            && !out.is_empty()
         {
-            fill.write(&chunk);
+            fill.write(&out);
         }
-        chunk
+        Bytes::from(out)
     }
 }
 
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// Compressible but not trivial bytes: a counter's decimal digits.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 16);
+        let mut n = 0u64;
+        while out.len() < len {
+            out.extend_from_slice(format!("{n} ").as_bytes());
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1) % 1_000_003;
+        }
+        out.truncate(len);
+        out
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Chunks of uneven sizes (not whole zstd blocks), single- and
+    /// multi-threaded: the stream decodes to its input, and no piece is
+    /// larger than SEND_PIECE.
+    async fn round_trip(len: usize, threads: u32) {
+        let input = sample(len);
+        let chunks: Vec<BodyItem> = input
+            .chunks(200_001)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let settings = ZstdSettings { level: 1, threads };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let mut stream = zstd_stream(
+            futures_util::stream::iter(chunks),
+            len as u64,
+            settings,
+            metrics,
+            None,
+        );
+        let mut compressed = Vec::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.unwrap();
+            assert!(!piece.is_empty() && piece.len() <= SEND_PIECE);
+            compressed.extend_from_slice(&piece);
+        }
+        assert!(zstd::decode_all(&compressed[..]).unwrap() == input);
+    }
+
+    #[tokio::test]
+    async fn uneven_chunks_compress_to_their_bytes() {
+        round_trip(3_000_000, 1).await;
+        round_trip(9_000_000, 2).await;
+        round_trip(1, 1).await;
     }
 }

@@ -418,7 +418,12 @@ impl Response<'_> {
             let metrics = self.state.metrics.clone();
             let fill = self.state.nar_cache.clone().map(|c| (c, key.to_owned()));
             let settings = ZstdSettings::from_config(&self.state.config);
-            let compressed = zstd_stream(self.nar(0, size)?, size, settings, metrics.clone(), fill);
+            // No read-ahead: the encoder holds the NAR's recent bytes
+            // anyway, and a stream waiting for its client then holds no
+            // input chunk (64 streams: 16 MiB).
+            let nar = self.plan.stream(0)?.without_read_ahead();
+            let nar = nar.map(from_dump as fn(_) -> _);
+            let compressed = zstd_stream(nar, size, settings, metrics.clone(), fill);
             Ok(MeteredStream::new(compressed, metrics, ROUTE, "zstd", None))
         })?;
         Ok(respond(builder, body))
