@@ -36,6 +36,26 @@ fn start_server(store: &TestStore, signer: &TestSigner, cache: &std::path::Path)
     )
 }
 
+/// The server's signature-cache misses: signatures it had to ask for.
+const MISSES: &str = r#"larder_signature_cache_total{result="miss"}"#;
+
+/// Build a new path named `name` and wait until the running `server` has
+/// signed it ahead; its narinfo then comes signed without a cache miss.
+fn signed_ahead_on_arrival(store: &TestStore, server: &LarderServer, name: &str) -> String {
+    let prefetch = r#"larder_signature_cache_total{result="prefetch"}"#;
+    let before = server.metric(prefetch);
+    let new = store
+        .build_expr(&shell_derivation(name, "echo late > $out"))
+        .remove(0);
+    eventually("the new path is signed ahead", || {
+        server.metric(prefetch) > before
+    });
+    let misses_before = server.metric(MISSES);
+    assert!(narinfo(server, &new).contains("Sig: larder-test-1:"));
+    assert_eq!(server.metric(MISSES), misses_before, "signed ahead");
+    new
+}
+
 /// Sign requests the signer answered so far (`sign` and `sign-batch`).
 fn signer_requests(signer: &TestSigner) -> f64 {
     ["sign", "sign-batch"]
@@ -103,17 +123,7 @@ fn a_restarted_server_serves_kept_signatures_without_asking_the_signer() {
     let signed: Vec<String> = paths.iter().map(|p| narinfo(&server, p)).collect();
     assert!(signed.iter().all(|n| n.contains("Sig: larder-test-1:")));
     // A path registered now is signed before anyone asks.
-    let before = server.metric(prefetch);
-    let new = store
-        .build_expr(&shell_derivation("late-arrival", "echo late > $out"))
-        .remove(0);
-    eventually("the new path is signed ahead", || {
-        server.metric(prefetch) > before
-    });
-    let misses = r#"larder_signature_cache_total{result="miss"}"#;
-    let misses_before = server.metric(misses);
-    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
-    assert_eq!(server.metric(misses), misses_before, "signed ahead");
+    let new = signed_ahead_on_arrival(&store, &server, "late-arrival");
     eventually("every signature is in the cache dir", || {
         kept_lines(cache.path()) > paths.len()
     });
@@ -129,7 +139,7 @@ fn a_restarted_server_serves_kept_signatures_without_asking_the_signer() {
         assert_eq!(&narinfo(&server, path), before);
     }
     assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
-    assert_eq!(server.metric(misses), 0.0);
+    assert_eq!(server.metric(MISSES), 0.0);
     assert_eq!(signer_requests(&signer), asked, "nothing signed again");
     drop(server);
 
@@ -364,17 +374,7 @@ fn a_corrupt_row_does_not_stop_signing_ahead() {
     eventually("the corrupt row is logged", || {
         server.log().contains("corrupt row skipped")
     });
-    let before = server.metric(prefetch);
-    let new = store
-        .build_expr(&shell_derivation("after-the-bad-row", "echo late > $out"))
-        .remove(0);
-    eventually("the path registered later is signed ahead", || {
-        server.metric(prefetch) > before
-    });
-    let misses = r#"larder_signature_cache_total{result="miss"}"#;
-    let misses_before = server.metric(misses);
-    assert!(narinfo(&server, &new).contains("Sig: larder-test-1:"));
-    assert_eq!(server.metric(misses), misses_before, "signed ahead");
+    signed_ahead_on_arrival(&store, &server, "after-the-bad-row");
     // The bad row is a clear error of its own, not a signature.
     let reply = server.get(&format!("/{}.narinfo", hash_part(&bad)), &[]);
     assert!(reply.status >= 500, "{} {}", reply.status, reply.text());
