@@ -49,17 +49,25 @@ echo "== starting larder-server on $bind (store /nix/store, logs in $workdir/ser
 server=$!
 trap 'cleanup $server $signer' EXIT
 for _ in $(seq 100); do
-  curl -fsS "http://$bind/health" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }
+  curl -fsS "http://$bind/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
+# Answered by this server, not another one already on $bind.
+sleep 0.2
+kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }
 
 hash=$(basename "$sample" | cut -c1-32)
 echo "== GET /nix-cache-info"; curl -fsS "http://$bind/nix-cache-info"
-echo "== GET /$hash.narinfo"; curl -fsS "http://$bind/$hash.narinfo"
+echo "== GET /$hash.narinfo"; narinfo=$(curl -fsS "http://$bind/$hash.narinfo"); echo "$narinfo"
+grep -q "^Sig: ${public%%:*}:" <<<"$narinfo" || {
+  echo "error: the narinfo on $bind carries no signature by ${public%%:*} (is another server on $bind?)" >&2
+  cat "$workdir/server.log" >&2; exit 1; }
 
+# A fresh client cache: Nix otherwise reuses a narinfo it saved for this
+# URL (for up to 30 days), and would check that one instead of the live one.
 echo "== nix copy --from http://$bind into a fresh store $workdir/client, signatures required"
-nix copy --from "http://$bind" --to "$workdir/client" \
+XDG_CACHE_HOME="$workdir/client-cache" nix copy --from "http://$bind" --to "$workdir/client" \
   --option require-sigs true --option trusted-public-keys "$public" "$sample"
 cmp <(nix-store --dump "$sample") <(nix store dump-path --store "$workdir/client" "$sample")
 echo "OK: $sample arrived signed and intact (NAR identical to nix-store --dump)"
