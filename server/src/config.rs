@@ -156,6 +156,9 @@ pub struct Settings {
     /// Directory of the compressed-NAR cache (zstd NARs kept for the next download) and of larder-signer's signatures kept across restarts; none if unset.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Behind nginx only: answer a download that the compressed-NAR cache holds with an empty body and `X-Accel-Redirect: <PREFIX>file/<name>` (a `.nar.zst` URL) or `<PREFIX>encoded/<name>` (`Content-Encoding: zstd`), so nginx sends the cache file itself (sendfile); e.g. `/_larder_cache/`. Needs `cache-dir`; see contrib/nginx/larder.conf.
+    #[arg(long)]
+    pub accel_redirect: Option<String>,
     /// Size limit of the compressed-NAR cache in MiB; least recently used files go first.
     #[arg(long, default_value_t = 10_240, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub cache_size_mib: u64,
@@ -221,6 +224,9 @@ pub struct Config {
     pub read_threads: usize,
     pub db_threads: usize,
     pub cache_dir: Option<PathBuf>,
+    /// URI prefix (`/…/`) of nginx's internal locations for cache files,
+    /// if downloads of cached compressed NARs are handed to nginx.
+    pub accel_redirect: Option<String>,
     pub cache_size_mib: u64,
     pub path_info_ttl_ms: u64,
     /// `max-age` of narinfo and nix-cache-info for shared caches; 0 = `no-store`.
@@ -307,6 +313,33 @@ impl Settings {
                 ));
             }
         };
+        let accel_redirect = match self.accel_redirect {
+            None => None,
+            Some(prefix) if self.cache_dir.is_none() => {
+                return Err(invalid(
+                    "accel-redirect",
+                    prefix,
+                    "set cache-dir too: only files of the compressed-NAR cache are handed to nginx",
+                ));
+            }
+            Some(prefix)
+                if prefix.starts_with('/')
+                    && prefix.ends_with('/')
+                    && prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
+                    && !prefix.contains("..") =>
+            {
+                Some(prefix)
+            }
+            Some(prefix) => {
+                return Err(invalid(
+                    "accel-redirect",
+                    prefix,
+                    "use the URI prefix of nginx's internal locations, starting and ending with /, e.g. /_larder_cache/",
+                ));
+            }
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -380,6 +413,7 @@ impl Settings {
             read_threads: self.read_threads,
             db_threads: self.db_threads,
             cache_dir: self.cache_dir,
+            accel_redirect,
             cache_size_mib: self.cache_size_mib,
             path_info_ttl_ms: self.path_info_ttl_ms,
             narinfo_max_age_secs: self.narinfo_max_age_secs,
@@ -483,6 +517,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("signature-cache-entries"), "{err}");
+    }
+
+    #[test]
+    fn accel_redirect_needs_the_cache_and_a_plain_prefix() {
+        let err = settings(&["--accel-redirect", "/_larder_cache/"], None).unwrap_err();
+        assert!(
+            err.contains("accel-redirect") && err.contains("cache-dir"),
+            "{err}"
+        );
+        for bad in [
+            "_larder/",
+            "/_larder",
+            "/a b/",
+            "/../",
+            "/x\r\nSet-Cookie:/",
+            "/é/",
+        ] {
+            let err =
+                settings(&["--cache-dir", "/tmp/c", "--accel-redirect", bad], None).unwrap_err();
+            assert!(err.contains("accel-redirect"), "{bad}: {err}");
+        }
+        let c = settings(
+            &[
+                "--cache-dir",
+                "/tmp/c",
+                "--accel-redirect",
+                "/_larder_cache/",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.accel_redirect.as_deref(), Some("/_larder_cache/"));
+        assert_eq!(settings(&[], None).unwrap().accel_redirect, None);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub cache_evictions: IntCounter,
     pub cache_bytes: IntGauge,
+    /// Cache hits handed to nginx (`accel-redirect`), and requests that
+    /// came back from nginx's fallback because the file was gone.
+    pub offload: IntCounterVec,
     /// Requests by view and status (`view/select.rs` places them).
     pub view_requests: IntCounterVec,
     /// Paths in each rooted view's closure.
@@ -123,6 +126,16 @@ impl Metrics {
             "larder_nar_cache_misses_total",
             "Compressed NARs not in the cache",
         )?;
+        let offload = IntCounterVec::new(
+            Opts::new(
+                "larder_nar_offload_total",
+                "Cached compressed NARs handed to nginx (result=redirected), and requests nginx sent back because the file was gone (result=fallback)",
+            ),
+            &["result"],
+        )?;
+        for result in ["redirected", "fallback"] {
+            offload.with_label_values(&[result]);
+        }
         let cache_evictions = IntCounter::new(
             "larder_nar_cache_evictions_total",
             "Files evicted from the NAR cache",
@@ -157,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(cache_misses.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(offload.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -185,6 +199,7 @@ impl Metrics {
             cache_misses,
             cache_evictions,
             cache_bytes,
+            offload,
             view_requests,
             view_paths,
             view_recompute,

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::{Running, free_port, wait_until};
+use crate::receive::NO_NARINFO_CACHE;
+use crate::{TestStore, nix_command};
 
 /// The recipe's upstream addresses, as written in `contrib/`.
 pub const RECIPE_SERVER: &str = "127.0.0.1:5000";
@@ -51,6 +53,25 @@ impl TestProxy {
             &site,
             &format!("server {RECIPE_RECEIVE};"),
             &format!("server {receive};"),
+        );
+        start_nginx(&site, dir, port)
+    }
+
+    /// nginx with `contrib/nginx/larder.conf` as [`TestProxy::nginx`]
+    /// (no receiver), its internal locations for larder-server's
+    /// `accel-redirect` aliased to `cache_dir`.
+    pub fn nginx_offload(server: &str, cache_dir: &Path) -> TestProxy {
+        let (dir, port) = proxy_dir("nginx");
+        let site = loopback_site(&contrib("nginx/larder.conf"), port);
+        let site = substitute(
+            &site,
+            &format!("server {RECIPE_SERVER};"),
+            &format!("server {server};"),
+        );
+        let site = substitute(
+            &site,
+            "alias /var/cache/larder-server/;",
+            &format!("alias {}/;", cache_dir.display()),
         );
         start_nginx(&site, dir, port)
     }
@@ -191,6 +212,60 @@ impl TestProxy {
             .map(|l| l.lines().count())
             .unwrap_or(0)
     }
+}
+
+/// `nix-store --dump` of `path` in `store`: the oracle for NAR bytes.
+pub fn dump_of(store: &TestStore, path: &str) -> Vec<u8> {
+    run_stdout_bytes(
+        nix_command("nix-store")
+            .arg("--dump")
+            .arg(store.real_path(path)),
+    )
+}
+
+fn run_stdout_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// GET `url` with `curl` (through a proxy): status, headers (lower-case
+/// names), body. curl sends no `Accept-Encoding` unless `headers` has one.
+pub fn curl(url: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-D"]).arg(&head);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let body = run_stdout_bytes(cmd.arg(url));
+    let head = fs::read_to_string(head).unwrap().to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, body)
+}
+
+/// The substitution of `top` through `proxy` into a fresh store by the
+/// real `nix copy --from`, with require-sigs and only `key` trusted.
+pub fn substitute_through(proxy: &TestProxy, top: &str, key: &str) -> std::process::Output {
+    let fresh = tempfile::tempdir().unwrap();
+    nix_command("nix")
+        .args(["copy", "--from", &proxy.url(), "--to"])
+        .arg(fresh.path())
+        .args(["--option", "require-sigs", "true"])
+        .args(["--option", "trusted-public-keys", key])
+        .args(NO_NARINFO_CACHE)
+        .arg(top)
+        .output()
+        .unwrap()
 }
 
 /// A temp dir for a proxy's files, and a free loopback port for it.

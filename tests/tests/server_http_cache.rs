@@ -7,14 +7,11 @@
 //! proxy while larder-server is stopped, and a client that does not ask
 //! for zstd never receives it from the proxy.
 
-use std::process::Command;
-
 use larder_tests::fixtures::three_path_closure;
-use larder_tests::proxy::TestProxy;
-use larder_tests::receive::NO_NARINFO_CACHE;
+use larder_tests::proxy::{TestProxy, curl, dump_of, substitute_through as substitute};
 use larder_tests::server::{LarderServer, Reply};
 use larder_tests::signer::TestSigner;
-use larder_tests::{TestStore, hash_part, narinfo_url, nix_command, run_stdout};
+use larder_tests::{TestStore, hash_part, narinfo_url, run_stdout};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -175,61 +172,8 @@ fn narinfo_max_age_is_configurable() {
 }
 
 /// `nix-store --dump` of a path of a chroot store (its real location).
-fn dump_of(store: &TestStore, path: &str) -> Vec<u8> {
-    run_stdout_bytes(
-        nix_command("nix-store")
-            .arg("--dump")
-            .arg(store.real_path(path)),
-    )
-}
-
-fn run_stdout_bytes(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
     zstd::stream::decode_all(bytes).expect("a zstd body")
-}
-
-/// `curl` through the proxy: status, headers (lower-case names), body.
-/// curl sends no `Accept-Encoding` unless `headers` has one.
-fn curl(url: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let head = dir.path().join("head");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "-", "-D"]).arg(&head);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    let body = run_stdout_bytes(cmd.arg(url));
-    let head = std::fs::read_to_string(head).unwrap().to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, body)
-}
-
-/// The substitution of `top` through `proxy` into a fresh store, with
-/// require-sigs and only the signer's key trusted.
-fn substitute(proxy: &TestProxy, top: &str, key: &str) -> std::process::Output {
-    let fresh = tempfile::tempdir().unwrap();
-    nix_command("nix")
-        .args(["copy", "--from", &proxy.url(), "--to"])
-        .arg(fresh.path())
-        .args(["--option", "require-sigs", "true"])
-        .args(["--option", "trusted-public-keys", key])
-        .args(NO_NARINFO_CACHE)
-        .arg(top)
-        .output()
-        .unwrap()
 }
 
 /// The scenario of the module doc through the proxy `make` starts in front

@@ -59,6 +59,12 @@ pub struct CacheFill {
     size: u64,
 }
 
+/// The name of `key`'s file in the cache directory (nginx's internal
+/// locations name it too, see `accel-redirect`).
+pub fn file_name(key: &str) -> String {
+    format!("{key}.nar.zst")
+}
+
 impl NarCache {
     pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> Result<NarCache, CacheError> {
         let io = |source| CacheError::Io {
@@ -126,7 +132,7 @@ impl NarCache {
     }
 
     fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.nar.zst"))
+        self.dir.join(file_name(key))
     }
 
     fn tick(&self) -> i64 {

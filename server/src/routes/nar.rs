@@ -53,6 +53,7 @@ use crate::body::{BodyItem, MeteredStream, chunked_body, reader_body, respond, s
 use crate::error::ServerError;
 use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
+use crate::nar::nar_cache::file_name;
 use crate::nar::range::{self, ByteRange};
 use crate::placement::ViewRef;
 use crate::state::AppState;
@@ -113,6 +114,7 @@ pub async fn get(
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(state, view, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
+    let offload = offload_to(state, req, head);
     let nar_hash = info.nar_hash.to_nix32();
     let cache_control = match url.nar_hash {
         Some(_) => immutable(view),
@@ -128,7 +130,8 @@ pub async fn get(
         if zstd_tag.none_match(req) {
             return Ok(not_modified(&zstd_tag, &cache_control, false));
         }
-        let mut response = zst_file(state, &info, &cache_key, head, range_header).await?;
+        let offload = offload.filter(|_| range_header.is_none());
+        let mut response = zst_file(state, &info, &cache_key, head, range_header, offload).await?;
         validators(&mut response, &zstd_tag, &cache_control);
         return Ok(response);
     }
@@ -145,8 +148,11 @@ pub async fn get(
     builder
         .insert_header((header::ETAG, tag.header_value()))
         .insert_header((header::CACHE_CONTROL, cache_control));
-    if zstd && let Some(body) = cached(state, &cache_key, head).await? {
-        return Ok(respond(builder, body));
+    if zstd && let Some((file, len)) = cache_lookup(state, &cache_key).await? {
+        if let Some(prefix) = offload {
+            return Ok(redirected(state, builder, prefix, "encoded", &cache_key));
+        }
+        return Ok(respond(builder, file_body(state, file, len, None, head)?));
     }
     let plan = checked_plan(state, &info).await?;
     let response = Response {
@@ -175,8 +181,9 @@ async fn zst_file(
     key: &str,
     head: bool,
     range_header: Option<&[u8]>,
+    offload: Option<&str>,
 ) -> Result<HttpResponse, ServerError> {
-    if let Some(response) = cached_zst(state, key, head, range_header).await? {
+    if let Some(response) = cached_zst(state, key, head, range_header, offload).await? {
         return Ok(response);
     }
     if let (Some(cache), Some(h)) = (&state.nar_cache, range_header)
@@ -184,7 +191,7 @@ async fn zst_file(
     {
         match fill_first(state, cache.clone(), info, key).await {
             Ok(()) => {
-                if let Some(response) = cached_zst(state, key, head, range_header).await? {
+                if let Some(response) = cached_zst(state, key, head, range_header, None).await? {
                     return Ok(response);
                 }
             }
@@ -209,12 +216,14 @@ async fn zst_file(
 }
 
 /// The cached `.nar.zst` as a static file: `Accept-Ranges: bytes`, and the
-/// requested range (206) or the whole file.
+/// requested range (206) or the whole file; handed to nginx when `offload`
+/// names its location.
 async fn cached_zst(
     state: &AppState,
     key: &str,
     head: bool,
     range_header: Option<&[u8]>,
+    offload: Option<&str>,
 ) -> Result<Option<HttpResponse>, ServerError> {
     let Some((file, len)) = cache_lookup(state, key).await? else {
         return Ok(None);
@@ -227,6 +236,9 @@ async fn cached_zst(
     builder
         .content_type("application/zstd")
         .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(prefix) = offload {
+        return Ok(Some(redirected(state, builder, prefix, "file", key)));
+    }
     if let Some(range) = range {
         builder
             .status(StatusCode::PARTIAL_CONTENT)
@@ -344,12 +356,51 @@ async fn cache_lookup(
         .map_err(|e| ServerError::Internal(e.to_string()))
 }
 
-/// The whole compressed NAR from the cache as a body, if it is there.
-async fn cached(state: &AppState, key: &str, head: bool) -> Result<Option<BoxBody>, ServerError> {
-    match cache_lookup(state, key).await? {
-        Some((file, len)) => file_body(state, file, len, None, head).map(Some),
-        None => Ok(None),
+/// The request header nginx's fallback location sets (see
+/// contrib/nginx/larder.conf) when a file it was redirected to is gone.
+const OFFLOAD_HEADER: &str = "x-larder-offload";
+
+/// nginx's internal location prefix when this download of a cached file
+/// may be handed to nginx (`accel-redirect`), else `None`. Only GETs are
+/// (a HEAD costs nothing here), and never a request nginx's fallback sent
+/// back (`X-Larder-Offload: off`: the file was evicted between the
+/// redirect and nginx's open), so that one is served from here.
+fn offload_to<'a>(state: &'a AppState, req: &HttpRequest, head: bool) -> Option<&'a str> {
+    let prefix = state.config.accel_redirect.as_deref()?;
+    if req
+        .headers()
+        .get(OFFLOAD_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"off"))
+    {
+        state.metrics.offload.with_label_values(&["fallback"]).inc();
+        return None;
     }
+    (!head).then_some(prefix)
+}
+
+/// An empty answer that tells nginx to send the cache file of `key` from
+/// its internal location `<prefix><kind>/` (`file`: as a `.nar.zst`;
+/// `encoded`: with `Content-Encoding: zstd`). nginx keeps this response's
+/// `Content-Type`, `Accept-Ranges` and `Cache-Control`; the recipe adds
+/// the rest.
+fn redirected(
+    state: &AppState,
+    mut builder: HttpResponseBuilder,
+    prefix: &str,
+    kind: &str,
+    key: &str,
+) -> HttpResponse {
+    state
+        .metrics
+        .offload
+        .with_label_values(&["redirected"])
+        .inc();
+    builder
+        .insert_header((
+            "x-accel-redirect",
+            format!("{prefix}{kind}/{}", file_name(key)),
+        ))
+        .finish()
 }
 
 /// `file` (of `len` bytes) or its `range` as a metered body.
