@@ -1,7 +1,8 @@
 //! 10 000 concurrent keep-alive connections held by one larder-server:
 //! the server's RSS, open file descriptors and threads before, while the
 //! connections are open (each has been answered once and stays idle),
-//! and after they close; three rounds (`LARDER_ROUNDS`), so that a leak
+//! after 1 in 10 of them downloaded a 1 MiB NAR and went idle again (what
+//! a connection keeps after a large body), and after they close; three rounds (`LARDER_ROUNDS`), so that a leak
 //! shows as growth from round to round. Loopback only; bounded in count and time (each
 //! request has a 10 s timeout).
 //!
@@ -38,7 +39,7 @@ fn main() -> Result<(), Error> {
     check_nofile(2 * CONNECTIONS as u64)?;
     let work = std::env::temp_dir().join(format!("larder-connections-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let root = make_store(&work)?;
+    let (root, nar) = make_store(&work)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut server = start_server(&binary, &root, addr, &extra, &work)?;
@@ -71,11 +72,18 @@ fn main() -> Result<(), Error> {
         // Still answered on every connection after the others opened.
         let mut again_failed = 0;
         for c in open.iter_mut().step_by(100) {
-            if get(c).is_err() {
+            if get(c, "/nix-cache-info").is_err() {
                 again_failed += 1;
             }
         }
         row(round, "second request on 1 in 100", pid, again_failed)?;
+        let mut nar_failed = 0;
+        for c in open.iter_mut().step_by(10) {
+            if get(c, &nar).is_err() {
+                nar_failed += 1;
+            }
+        }
+        row(round, "a 1 MiB NAR on 1 in 10, idle again", pid, nar_failed)?;
         drop(open);
         std::thread::sleep(SETTLE);
         row(round, "after close", pid, 0)?;
@@ -86,35 +94,40 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// A chroot store (one small path: the connections ask for
-/// `/nix-cache-info`, the store only has to exist).
-fn make_store(work: &Path) -> Result<PathBuf, Error> {
+/// A chroot store holding one path of 1 MiB; returns the store's root and
+/// that path's NAR URL.
+fn make_store(work: &Path) -> Result<(PathBuf, String), Error> {
     let root = work.join("store");
-    let status = Command::new("nix-store")
+    let file = work.join("one-mebibyte");
+    std::fs::write(&file, vec![b'x'; 1 << 20])?;
+    let out = Command::new("nix-store")
         .arg("--store")
         .arg(&root)
-        .arg("--init")
+        .arg("--add")
+        .arg(&file)
         .env("NIX_CONFIG", larder_bench::closure::NIX_CONFIG)
-        .status()?;
-    if !status.success() {
-        return Err("nix-store --init failed".into());
+        .output()?;
+    if !out.status.success() {
+        return Err("nix-store --add failed".into());
     }
-    Ok(root)
+    let path = String::from_utf8(out.stdout)?;
+    let base = path.trim().rsplit('/').next().unwrap_or_default();
+    // nix-serve's URL form names the store path's hash part alone.
+    Ok((root, format!("/nar/{}.nar", &base[..32.min(base.len())])))
 }
 
 fn connect_and_get(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
     let stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     let mut reader = BufReader::new(stream);
-    get(&mut reader)?;
+    get(&mut reader, "/nix-cache-info")?;
     Ok(reader)
 }
 
-/// `GET /nix-cache-info` on a keep-alive connection; reads the whole answer.
-fn get(reader: &mut BufReader<TcpStream>) -> std::io::Result<()> {
-    reader
-        .get_mut()
-        .write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+/// `GET target` on a keep-alive connection; reads the whole answer.
+fn get(reader: &mut BufReader<TcpStream>, target: &str) -> std::io::Result<()> {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    reader.get_mut().write_all(request.as_bytes())?;
     let mut len = 0;
     let mut line = String::new();
     let mut first = true;
