@@ -1,6 +1,8 @@
 //! `accel-redirect` with the real nginx and `contrib/nginx/larder.conf`:
-//! larder-server answers a download of a cached compressed NAR with an
-//! empty body naming the cache file, and nginx sends the file itself. What
+//! larder-server answers nginx's request (`X-Larder-Offload: on`) for a
+//! cached compressed NAR with an empty body naming the cache file, and
+//! nginx sends the file itself; a request without that header gets the
+//! body from larder. What
 //! the client gets must not change: the same bytes (`nix-store --dump`
 //! after decompression), the same `Content-Type`, `Content-Encoding`,
 //! `ETag` and `Cache-Control`, a real `nix copy` with require-sigs
@@ -168,14 +170,33 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         assert_eq!(header(&head, "cache-control"), Some(IMMUTABLE), "{head}");
         assert_eq!(header(&head, "content-encoding"), None, "{head}");
         assert_eq!(header(&head, "x-accel-redirect"), None, "{head}");
-        let redirect = s.server.get(&format!("/{url}"), &[]);
+        let redirect = s
+            .server
+            .get(&format!("/{url}"), &[("X-Larder-Offload", "on")]);
         let name_in = format!("{PREFIX}file/{name}");
         assert_eq!(redirect.header("X-Accel-Redirect"), Some(name_in.as_str()));
         assert!(redirect.body.is_empty());
-        let larder = s
-            .server
-            .get(&format!("/{url}"), &[("X-Larder-Offload", "off")]);
+        // A shared cache in front keeps that answer apart from the others.
+        let varies = |r: &larder_tests::server::Reply| {
+            r.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("vary") && v.eq_ignore_ascii_case("x-larder-offload")
+            })
+        };
+        assert!(varies(&redirect), "{:?}", redirect.headers);
+        // Without nginx's header (a client talking to larder directly, or
+        // through another proxy): the body from larder, never an empty one.
+        let before = s.server.metric(REDIRECTED);
+        let larder = s.server.get(&format!("/{url}"), &[]);
+        assert_eq!(larder.header("X-Accel-Redirect"), None);
+        assert!(varies(&larder), "{:?}", larder.headers);
         assert_eq!(larder.body, body, "nginx and larder send other bytes");
+        let encoded = s.server.get(
+            &format!("/nar/{nar_hash}.nar?hash={}", hash_part(path)),
+            &[("Accept-Encoding", "zstd")],
+        );
+        assert_eq!(encoded.header("X-Accel-Redirect"), None);
+        assert_eq!(zstd_decode(&encoded.body), dump);
+        assert_eq!(s.server.metric(REDIRECTED), before);
 
         // A `.nar` URL to a client that takes zstd: Content-Encoding.
         let identity = format!("/nar/{nar_hash}.nar?hash={}", hash_part(path));

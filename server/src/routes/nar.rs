@@ -110,6 +110,25 @@ pub async fn get(
     file: &str,
     view: &ViewRef,
 ) -> Result<HttpResponse, ServerError> {
+    let mut response = answer(req, state, file, view).await?;
+    if state.config.accel_redirect.is_some() {
+        // The answer depends on nginx's `X-Larder-Offload`: a shared cache
+        // between a client and larder must never hand the empty answer
+        // meant for nginx to a client (one that sent the header itself).
+        response.headers_mut().append(
+            header::VARY,
+            header::HeaderValue::from_static(OFFLOAD_HEADER),
+        );
+    }
+    Ok(response)
+}
+
+async fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    file: &str,
+    view: &ViewRef,
+) -> Result<HttpResponse, ServerError> {
     let url = parse_file(file)
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(state, view, &url, req.query_string()).await?;
@@ -356,26 +375,27 @@ async fn cache_lookup(
         .map_err(|e| ServerError::Internal(e.to_string()))
 }
 
-/// The request header nginx's fallback location sets (see
-/// contrib/nginx/larder.conf) when a file it was redirected to is gone.
+/// The request header by which nginx says what it can do with this
+/// request (see contrib/nginx/larder.conf): `on`, it sends a file named by
+/// `X-Accel-Redirect` (its proxy locations set it, replacing any value a
+/// client sent); `off`, its fallback location asks again because the
+/// file it was sent to is gone.
 const OFFLOAD_HEADER: &str = "x-larder-offload";
 
 /// nginx's internal location prefix when this download of a cached file
-/// may be handed to nginx (`accel-redirect`), else `None`. Only GETs are
-/// (a HEAD costs nothing here), and never a request nginx's fallback sent
-/// back (`X-Larder-Offload: off`: the file was evicted between the
-/// redirect and nginx's open), so that one is served from here.
+/// may be handed to nginx: `accel-redirect` is set and the request came
+/// from nginx saying `X-Larder-Offload: on`; never for a HEAD (it costs
+/// nothing here). A request without the header (a client talking to
+/// larder directly, another proxy) gets the body from larder, so a
+/// misplaced `accel-redirect` never sends anyone an empty NAR.
 fn offload_to<'a>(state: &'a AppState, req: &HttpRequest, head: bool) -> Option<&'a str> {
     let prefix = state.config.accel_redirect.as_deref()?;
-    if req
-        .headers()
-        .get(OFFLOAD_HEADER)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"off"))
-    {
+    let says = req.headers().get(OFFLOAD_HEADER)?.as_bytes();
+    if says.eq_ignore_ascii_case(b"off") {
         state.metrics.offload.with_label_values(&["fallback"]).inc();
         return None;
     }
-    (!head).then_some(prefix)
+    (says.eq_ignore_ascii_case(b"on") && !head).then_some(prefix)
 }
 
 /// An empty answer that tells nginx to send the cache file of `key` from
