@@ -142,6 +142,16 @@ pub fn targets(
             &format!("zstd, {n} conn: nginx (pre-compressed)"),
             limit,
         ));
+        // Behind an nginx front (CPU: front and larder together).
+        for how in ["proxied", "accel-redirect"] {
+            targets.push(versus_nginx(
+                results,
+                &format!("zstd warm (.nar.zst), {n} conn, behind nginx, {how}"),
+                &format!("zstd warm, .nar.zst, {n} conn: nginx → larder, {how}"),
+                &format!("zstd, {n} conn: nginx (pre-compressed)"),
+                limit,
+            ));
+        }
     }
     targets.push(versus_nginx(
         results,

@@ -63,6 +63,20 @@ impl Server {
         Ok(ticks_to_time(ticks))
     }
 
+    /// `f`'s pass, with the CPU time this server and `other` (e.g. a
+    /// proxy in front of it) used meanwhile.
+    pub fn measure_with(
+        &self,
+        other: &Server,
+        f: impl FnOnce() -> Result<Pass, Error>,
+    ) -> Result<Pass, Error> {
+        let before = self.cpu_time()? + other.cpu_time()?;
+        let mut pass = f()?;
+        let after = self.cpu_time()? + other.cpu_time()?;
+        pass.cpu = Some(after.saturating_sub(before));
+        Ok(pass)
+    }
+
     /// `f`'s pass, with the CPU time this server used meanwhile.
     pub fn measure(&self, f: impl FnOnce() -> Result<Pass, Error>) -> Result<Pass, Error> {
         let before = self.cpu_time()?;
@@ -207,8 +221,6 @@ pub fn signer(socket: &Path, key: &Path, store_root: &Path, dir: &Path) -> Resul
 /// nginx serving each of `roots` as static files on a port of its own:
 /// sendfile, keep-alive, no access log, as many workers as cores.
 pub fn nginx(roots: &[&Path], dir: &Path) -> Result<Server, Error> {
-    let prefix = dir.join("nginx");
-    fs::create_dir_all(prefix.join("tmp"))?;
     let addrs = roots
         .iter()
         .map(|_| free_addr())
@@ -218,6 +230,52 @@ pub fn nginx(roots: &[&Path], dir: &Path) -> Result<Server, Error> {
         .zip(&addrs)
         .map(|(root, addr)| format!("  server {{ listen {addr}; root {}; }}\n", root.display()))
         .collect();
+    start_nginx("nginx", &servers, addrs, dir)
+}
+
+/// nginx in front of larder-server at `larder`, proxying as
+/// `contrib/nginx/larder.conf` does (memory buffers of 64 KiB, keep-alive
+/// upstream), with
+/// that recipe's internal locations for `--accel-redirect /_larder_cache/`
+/// aliased to `cache_dir` (unused unless larder-server redirects).
+pub fn nginx_front(
+    name: &str,
+    larder: SocketAddr,
+    cache_dir: &Path,
+    dir: &Path,
+) -> Result<Server, Error> {
+    let addr = free_addr()?;
+    let cache = cache_dir.display();
+    let site = format!(
+        "  upstream larder {{ server {larder}; keepalive 32; }}\n\
+         server {{\n  listen {addr};\n  proxy_buffering on;\n  proxy_max_temp_file_size 0;\n\
+           proxy_buffer_size 64k;\n  proxy_buffers 8 64k;\n  proxy_busy_buffers_size 128k;\n\
+           proxy_http_version 1.1;\n\
+           proxy_set_header Connection \"\";\n  proxy_set_header Host $host;\n\
+           proxy_set_header X-Larder-Offload on;\n\
+           location / {{ proxy_pass http://larder; }}\n\
+           location /_larder_cache/file/ {{ internal; alias {cache}/; etag off; \
+             add_header ETag $upstream_http_etag; error_page 403 404 = @larder_no_offload; }}\n\
+           location /_larder_cache/encoded/ {{ internal; alias {cache}/; etag off; max_ranges 0; \
+             add_header ETag $upstream_http_etag; add_header Content-Encoding zstd; \
+             add_header Vary Accept-Encoding; error_page 403 404 = @larder_no_offload; }}\n\
+           location @larder_no_offload {{ proxy_pass http://larder$request_uri; \
+             proxy_set_header X-Larder-Offload off; proxy_set_header Connection \"\"; }}\n\
+         }}\n"
+    );
+    start_nginx(name, &site, vec![addr], dir)
+}
+
+/// nginx (master and one worker per core) with `servers` in its `http {}`,
+/// its files under `<dir>/<name>`, listening on `addrs`.
+fn start_nginx(
+    name: &str,
+    servers: &str,
+    addrs: Vec<SocketAddr>,
+    dir: &Path,
+) -> Result<Server, Error> {
+    let prefix = dir.join(name);
+    fs::create_dir_all(prefix.join("tmp"))?;
     let tmp = prefix.join("tmp");
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .iter()
@@ -241,7 +299,7 @@ pub fn nginx(roots: &[&Path], dir: &Path) -> Result<Server, Error> {
         .arg("-c")
         .arg(&conf)
         .args(["-e", "stderr"]);
-    Server::spawn("nginx", &mut cmd, prefix.join("stderr.log"), addrs, None)
+    Server::spawn(name, &mut cmd, prefix.join("stderr.log"), addrs, None)
 }
 
 /// utime + stime of a process in clock ticks; with `children`, the

@@ -12,7 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use larder_bench::Error;
 use larder_bench::load::{Pass, ZSTD, fetch_all, fetch_narinfos};
@@ -20,7 +20,7 @@ use larder_bench::memory::memory_under_load;
 use larder_bench::results::Results;
 use larder_bench::serve_report::{self, Closure, RunInfo};
 use larder_bench::servers::{
-    Server, cpu_ticks, larder, nginx, pin_binaries, server_has, ticks_to_time,
+    Server, cpu_ticks, larder, nginx, nginx_front, pin_binaries, server_has, ticks_to_time,
 };
 use larder_bench::{closure, fixtures, report, signing};
 use larder_store::StoreLocation;
@@ -226,7 +226,9 @@ impl Bench {
 
     /// `.nar.zst` through the compressed-NAR cache: the first pass of a
     /// fresh server is cold (and fills the cache), the next ones are warm,
-    /// against nginx serving the pre-compressed export.
+    /// against nginx serving the pre-compressed export. The same warm
+    /// passes behind an nginx front (as `contrib/nginx/larder.conf`):
+    /// proxied, and with `--accel-redirect` (nginx sends the cache files).
     fn cached_zstd(&self, results: &mut Results) -> Result<(), Error> {
         let ngz = self.nginx.addrs[1];
         for rep in 0..self.reps {
@@ -237,6 +239,13 @@ impl Bench {
             let urls = fetch_narinfos(la, &self.hashes)?.1;
             let pass = larder.measure(|| fetch_all(la, &urls, 1, &[]))?;
             results.record("zstd cold, .nar.zst, 1 conn: larder", pass);
+            let proxied = nginx_front("nginx-proxied", la, &cache, &self.run)?;
+            let offload_cache = self.run.join(format!("offload-cache-{rep}"));
+            let offloading = self.offloading(&offload_cache)?;
+            let mut fronts = vec![(&proxied, &larder, "proxied")];
+            if let Some((server, front)) = &offloading {
+                fronts.push((front, server, "accel-redirect"));
+            }
             for n in [1, 16] {
                 let pass = self
                     .nginx
@@ -244,13 +253,49 @@ impl Bench {
                 results.record(&format!("zstd, {n} conn: nginx (pre-compressed)"), pass);
                 let pass = larder.measure(|| fetch_all(la, &urls, n, &[]))?;
                 results.record(&format!("zstd warm, .nar.zst, {n} conn: larder"), pass);
+                for &(front, server, how) in &fronts {
+                    let fa = front.addr();
+                    let pass = server.measure_with(front, || fetch_all(fa, &urls, n, &[]))?;
+                    results.record(
+                        &format!("zstd warm, .nar.zst, {n} conn: nginx → larder, {how}"),
+                        pass,
+                    );
+                }
             }
             let pass = larder.measure(|| fetch_all(la, &self.larder_urls, 1, ZSTD))?;
             results.record("zstd warm, Content-Encoding, 1 conn: larder", pass);
-            drop(larder);
+            drop(fronts);
+            drop((proxied, larder, offloading));
             fs::remove_dir_all(&cache)?;
+            let _ = fs::remove_dir_all(&offload_cache);
         }
         Ok(())
+    }
+
+    /// larder-server with `--accel-redirect` and its own compressed-NAR
+    /// cache in `cache`, behind an nginx front that sends the cache files;
+    /// the cache filled by a first pass through the front; `None` for a
+    /// larder-server without `--accel-redirect`.
+    fn offloading(&self, cache: &Path) -> Result<Option<(Server, Server)>, Error> {
+        if !server_has("--accel-redirect")? {
+            return Ok(None);
+        }
+        let flags = [
+            "--compression",
+            "zstd",
+            "--cache-dir",
+            path_str(cache)?,
+            "--accel-redirect",
+            "/_larder_cache/",
+        ];
+        let server = larder(&self.store_root, &flags, &self.run)?;
+        let front = nginx_front("nginx-offload", server.addr(), cache, &self.run)?;
+        let urls = fetch_narinfos(front.addr(), &self.hashes)?.1;
+        fetch_all(front.addr(), &urls, 1, &[])?;
+        // The last file is published once its compression ends, which can
+        // be just after its last byte reached the client.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Some((server, front)))
     }
 }
 
