@@ -79,6 +79,12 @@ let
   };
   tls = cfg.tlsCertFile != null;
   exe = "${cfg.package}/bin/larder-server";
+  # The compressed-NAR cache: systemd's CacheDirectory=larder-server.
+  cacheDir = "/var/cache/larder-server";
+  # A proxy in front sends files of the cache (accel-redirect) ...
+  offload = cfg.settings.accel-redirect or null != null;
+  # ... which it can read with offloadUser.
+  readableCache = cfg.offloadUser != null;
   # %d is the credentials directory: the TLS key is readable by this
   # service alone.
   command = "${exe} --config ${configFile}"
@@ -120,6 +126,21 @@ in
       description = "PEM private key for `tlsCertFile`, as a string so it never enters the store.";
     };
 
+    offloadUser = mkOption {
+      type = types.nullOr (types.strMatching "[a-z_][a-z0-9_-]*");
+      default = null;
+      example = "nginx";
+      description = ''
+        The user of the proxy in front (nginx's `services.nginx.user`) that
+        sends cached compressed NARs itself (`settings.accel-redirect`,
+        README "nginx sends cached NARs"). It joins the group
+        `larder-server`, and the server runs as the static system user
+        `larder-server` instead of a DynamicUser, with its cache directory
+        mode 0750: a DynamicUser's cache directory sits under the private
+        `/var/cache/private` (0700), where no other user can reach it.
+      '';
+    };
+
     views = mkOption {
       type = types.listOf (types.submodule viewOptions);
       default = [ ];
@@ -151,7 +172,7 @@ in
         };
         cache-dir = mkOption {
           type = types.nullOr types.str;
-          default = "/var/cache/larder-server";
+          default = cacheDir;
           description = "Directory of the compressed-NAR cache and of the signer's signatures kept across restarts (systemd's CacheDirectory); `null`: neither.";
         };
         signer-socket = mkOption {
@@ -177,10 +198,28 @@ in
         assertion = !(cfg.settings ? tls-cert || cfg.settings ? tls-key);
         message = "services.larder.server.settings: no tls-cert/tls-key here (the file is world-readable); set tlsCertFile and tlsKeyFile.";
       }
+      {
+        assertion = offload -> cfg.settings.cache-dir == cacheDir;
+        message = "services.larder.server: accel-redirect needs settings.cache-dir = \"${cacheDir}\" (the service's CacheDirectory, which the proxy reads).";
+      }
+      {
+        assertion = offload -> cfg.offloadUser != null;
+        message = "services.larder.server: settings.accel-redirect needs offloadUser (nginx's user, e.g. \"nginx\"): the proxy cannot read a DynamicUser's private cache directory.";
+      }
     ];
 
     services.larder.server.settings.signer-socket = mkIf signer.enable (mkDefault signer.settings.socket);
     services.larder.server.settings.view = mkIf (cfg.views != [ ]) (map viewTable cfg.views);
+
+    # A static user whose group the proxy's user joins (offloadUser).
+    users.users = lib.optionalAttrs readableCache {
+      larder-server = {
+        isSystemUser = true;
+        group = "larder-server";
+      };
+      ${cfg.offloadUser}.extraGroups = [ "larder-server" ];
+    };
+    users.groups = lib.optionalAttrs readableCache { larder-server = { }; };
 
     networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && common.tcpPort cfg.listen != null) (common.tcpPort cfg.listen);
 
@@ -214,10 +253,13 @@ in
         Restart = "on-failure";
         RestartSec = 2;
         TimeoutStopSec = 40; # shutdown-timeout-secs (30) plus margin
-        DynamicUser = true;
-        # The only place it writes: the compressed-NAR cache and the kept signatures.
+        DynamicUser = !readableCache;
+        User = mkIf readableCache "larder-server";
+        Group = mkIf readableCache "larder-server";
+        # The only place it writes: the compressed-NAR cache and the kept
+        # signatures; readable by the proxy's group with offloadUser.
         CacheDirectory = "larder-server";
-        CacheDirectoryMode = "0700";
+        CacheDirectoryMode = if readableCache then "0750" else "0700";
         SupplementaryGroups = lib.optional signer.enable signer.settings.socket-group;
         # The store and its DB are read through ProtectSystem=strict's
         # read-only view. Its listening socket comes from the socket unit,

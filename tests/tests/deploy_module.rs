@@ -89,6 +89,11 @@ fn assertions_hold_and_a_bad_config_trips_the_right_one() {
             json!("/tmp/s.sock"),
             "must be under /run/larder/",
         ),
+        (
+            "server.settings.accel-redirect",
+            json!("/_larder_cache/"),
+            "settings.accel-redirect needs offloadUser",
+        ),
         ("signer.settings.key-file", json!("/k"), "no key-file here"),
         (
             "sync.watch.settings.queue",
@@ -123,6 +128,59 @@ fn assertions_hold_and_a_bad_config_trips_the_right_one() {
         assert_eq!(failed.len(), 1, "{path}: {failed:?}");
         assert!(failed[0].contains(message), "{path}: {failed:?}");
     }
+}
+
+/// `offloadUser` (nginx sends cached NARs): the server runs as a static
+/// user whose group nginx's user joins, its cache directory readable by
+/// that group; a cache elsewhere than the service's CacheDirectory trips
+/// the assertion, and without offloadUser nothing changes.
+#[test]
+fn offload_lets_the_proxy_read_the_cache() {
+    let offload = with(
+        with(contrib_config(), "server.offloadUser", json!("nginx")),
+        "server.settings.accel-redirect",
+        json!("/_larder_cache/"),
+    );
+    let module = ModuleEval::new(&offload);
+    assert_eq!(module.failed(), Vec::<String>::new());
+    let service = &module.value["systemd"]["services"]["larder-server"]["serviceConfig"];
+    assert_eq!(service["DynamicUser"], json!(false));
+    assert_eq!(service["User"], json!("larder-server"));
+    assert_eq!(service["Group"], json!("larder-server"));
+    assert_eq!(service["CacheDirectory"], json!("larder-server"));
+    assert_eq!(service["CacheDirectoryMode"], json!("0750"));
+    let users = &module.value["users"];
+    assert_eq!(users["users"]["larder-server"]["isSystemUser"], json!(true));
+    assert_eq!(
+        users["users"]["larder-server"]["group"],
+        json!("larder-server")
+    );
+    assert_eq!(
+        users["users"]["nginx"]["extraGroups"],
+        json!(["larder-server"])
+    );
+    assert!(users["groups"]["larder-server"].is_object(), "{users}");
+    let config = module.config_file("larder-server");
+    assert!(
+        config.contains("accel-redirect = \"/_larder_cache/\""),
+        "{config}"
+    );
+
+    let elsewhere = with(offload, "server.settings.cache-dir", json!("/srv/cache"));
+    let failed = larder_tests::deploy::nix_eval::module_attr(&elsewhere, "failed").unwrap();
+    let failed: Vec<String> = serde_json::from_value(failed).unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].contains("accel-redirect needs settings.cache-dir"),
+        "{failed:?}"
+    );
+
+    let plain = ModuleEval::new(&contrib_config());
+    let service = &plain.value["systemd"]["services"]["larder-server"]["serviceConfig"];
+    assert_eq!(service["DynamicUser"], json!(true));
+    assert!(service.get("User").is_none(), "{service}");
+    assert_eq!(service["CacheDirectoryMode"], json!("0700"));
+    assert!(plain.value["users"]["users"].get("larder-server").is_none());
 }
 
 /// Without its required value (the watcher's target), the module does not

@@ -44,6 +44,19 @@ impl ModuleEval {
             .to_owned()
     }
 
+    /// The text of the `--config` file on `unit`'s `ExecStart` (the
+    /// settings rendered as TOML).
+    pub fn config_file(&self, unit: &str) -> String {
+        let exec = self.exec(unit, "ExecStart");
+        let words = self.words(&exec);
+        let path = words
+            .iter()
+            .skip_while(|w| *w != "--config")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{unit}: no --config in {exec}"));
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// The fake package's store path (`/nix/store/…-larder`).
     pub fn package(&self) -> String {
         self.value["packagePath"]
