@@ -12,7 +12,7 @@
 //! here before any redirect (nginx, with `etag off`, then sends the file).
 
 use actix_web::HttpRequest;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 
 use crate::state::AppState;
 
@@ -91,6 +91,24 @@ impl<'a> Offload<'a> {
     }
 }
 
+/// Add [`HEADER`] to the answer's `Vary`, in the one `Vary` line it has
+/// (`Accept-Encoding, x-larder-offload`). nginx 1.22's `proxy_cache` keys
+/// on the last `Vary` line only: with two lines, a `.nar` zstd-encoded for
+/// one client was served from its cache to a client without
+/// `Accept-Encoding: zstd` (Nix 2.8: a hash mismatch).
+pub fn vary_on_it(headers: &mut HeaderMap) {
+    let value = match headers.get(header::VARY).map(|v| v.to_str()) {
+        None => HeaderValue::from_static(HEADER),
+        Some(Ok(vary)) => match HeaderValue::from_str(&format!("{vary}, {HEADER}")) {
+            Ok(value) => value,
+            Err(_) => return,
+        },
+        // Set by larder's routes, always ASCII.
+        Some(Err(_)) => return,
+    };
+    headers.insert(header::VARY, value);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +139,18 @@ mod tests {
             assert_eq!(decide(&headers, false), Offload::No, "{twice:?}");
         }
         assert_eq!(decide(&[(HEADER, b"OFF")], false), Offload::Fallback);
+    }
+
+    #[test]
+    fn one_vary_line_names_both() {
+        let mut headers = HeaderMap::new();
+        vary_on_it(&mut headers);
+        assert_eq!(headers.get(header::VARY).unwrap(), HEADER);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        vary_on_it(&mut headers);
+        let lines: Vec<_> = headers.get_all(header::VARY).collect();
+        assert_eq!(lines, ["Accept-Encoding, x-larder-offload"]);
     }
 
     #[test]

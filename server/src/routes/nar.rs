@@ -116,10 +116,7 @@ pub async fn get(
         // The answer depends on nginx's `X-Larder-Offload`: a shared cache
         // between a client and larder must never hand the empty answer
         // meant for nginx to a client (one that sent the header itself).
-        response.headers_mut().append(
-            header::VARY,
-            header::HeaderValue::from_static(offload::HEADER),
-        );
+        offload::vary_on_it(response.headers_mut());
     }
     Ok(response)
 }
