@@ -473,3 +473,37 @@ fn private_views_check_the_token_before_any_redirect() {
     );
     assert_eq!(s.server.metric(REDIRECTED), before + 2.0);
 }
+
+#[test]
+fn a_caching_nginx_in_front_keeps_encodings_and_the_empty_answer_apart() {
+    let s = plain();
+    let dump = dump_of(&s.store, &s.path);
+    let front = TestProxy::nginx_cache(s.server.url().trim_start_matches("http://"));
+    let url = format!("{}{}", front.url(), s.nar);
+    // A client taking zstd first, then the one Nix 2.8 is (no
+    // Accept-Encoding): with two Vary lines nginx 1.22 keyed on the last
+    // only and sent it the zstd body.
+    let (status, head, body) = curl(&url, &["Accept-Encoding: zstd"]);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(header(&head, "content-encoding"), Some("zstd"), "{head}");
+    assert_eq!(zstd_decode(&body), dump);
+    let vary: Vec<&str> = head.lines().filter(|l| l.starts_with("vary:")).collect();
+    assert_eq!(vary, ["vary: accept-encoding, x-larder-offload"], "{head}");
+    for _ in 0..2 {
+        let (status, head, body) = curl(&url, &[]);
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(header(&head, "content-encoding"), None, "{head}");
+        assert_eq!(body, dump, "{head}");
+    }
+    // A client sending nginx's header itself through the caching front
+    // gets no file, and leaves nothing in the cache for others.
+    let zst = format!("{}{}", front.url(), s.zst);
+    let (_, head, _) = curl(&zst, &["X-Larder-Offload: on"]);
+    assert_eq!(header(&head, "x-accel-redirect"), None, "{head}");
+    for headers in [&[][..], &["Accept-Encoding: zstd"]] {
+        let (status, head, body) = curl(&zst, headers);
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(zstd_decode(&body), dump, "{head}");
+    }
+    assert!(!s.server.log().contains("panicked"), "{}", s.server.log());
+}
