@@ -507,3 +507,36 @@ fn a_caching_nginx_in_front_keeps_encodings_and_the_empty_answer_apart() {
     }
     assert!(!s.server.log().contains("panicked"), "{}", s.server.log());
 }
+
+#[test]
+fn a_cache_nginx_cannot_read_falls_back_to_larder_with_the_right_bytes() {
+    let s = plain();
+    // nginx as nobody, the cache dir root's with mode 0700 (what the
+    // shipped unit's DynamicUser gives without offloadUser): nginx's open
+    // fails with EACCES, and its 403 goes to the fallback.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let proxy = TestProxy::nginx_offload_as(
+        s.server.url().trim_start_matches("http://"),
+        s.cache.path(),
+        Some((65534, 65534)),
+    );
+    let out = copy_from(&proxy.url(), &s.path, &s.signer.public_key, None);
+    assert!(
+        out.status.success(),
+        "{}\n--- nginx ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.log()
+    );
+    assert!(proxy.log().contains("Permission denied"), "{}", proxy.log());
+    let dump = dump_of(&s.store, &s.path);
+    for (url, headers) in [(&s.zst, &[][..]), (&s.nar, &["Accept-Encoding: zstd"][..])] {
+        let (status, head, body) = curl(&format!("{}{url}", proxy.url()), headers);
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(zstd_decode(&body), dump, "{url}");
+    }
+    // Every redirect came back and was counted once as a fallback.
+    let redirected = s.server.metric(REDIRECTED);
+    assert_eq!(redirected, 3.0);
+    assert_eq!(s.server.metric(FALLBACK), redirected);
+}
