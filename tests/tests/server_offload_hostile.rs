@@ -201,7 +201,7 @@ fn a_direct_client_gets_the_body_unless_it_sends_one_exact_on_itself() {
     assert_eq!(s.server.metric(FALLBACK), 1.0);
     for target in [
         &s.nar,
-        &s.zst.replace(&hash_part(&s.path), "0".repeat(32).as_str()),
+        &s.zst.replace(hash_part(&s.path), "0".repeat(32).as_str()),
     ] {
         raw_get(&s.server, target, b"X-Larder-Offload: off\r\n");
     }
