@@ -322,21 +322,12 @@ impl Settings {
                     "set cache-dir too: only files of the compressed-NAR cache are handed to nginx",
                 ));
             }
-            Some(prefix)
-                if prefix.starts_with('/')
-                    && prefix.ends_with('/')
-                    && prefix
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
-                    && !prefix.contains("..") =>
-            {
-                Some(prefix)
-            }
+            Some(prefix) if plain_uri_prefix(&prefix) => Some(prefix),
             Some(prefix) => {
                 return Err(invalid(
                     "accel-redirect",
                     prefix,
-                    "use the URI prefix of nginx's internal locations, starting and ending with /, e.g. /_larder_cache/",
+                    "use the URI prefix of nginx's internal locations: /, then segments of letters, digits, _ - . (not . or ..), each ending in /, at most 200 bytes, e.g. /_larder_cache/",
                 ));
             }
         };
@@ -432,6 +423,27 @@ fn invalid(setting: &'static str, value: impl std::fmt::Display, fix: &'static s
         value: value.to_string(),
         fix,
     }
+}
+
+/// Whether `prefix` is a URI prefix larder can put in `X-Accel-Redirect`
+/// as it is: `/seg/…/seg/` with at least one segment of `[A-Za-z0-9_.-]`,
+/// none empty (`//`), `.` or `..` (nginx would not match its location
+/// with it, or match another), at most 200 bytes (a response header; nginx
+/// reads them into a 64 KiB buffer in the recipe, 4 KiB by default). No
+/// `%`, space, CR, LF or non-ASCII byte can reach the header.
+fn plain_uri_prefix(prefix: &str) -> bool {
+    let Some(inner) = prefix.strip_prefix('/').and_then(|p| p.strip_suffix('/')) else {
+        return false;
+    };
+    prefix.len() <= 200
+        && inner.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        })
 }
 
 #[cfg(test)]
@@ -533,6 +545,21 @@ mod tests {
             "/../",
             "/x\r\nSet-Cookie:/",
             "/é/",
+            "/",
+            "//",
+            "/a//b/",
+            "//_larder_cache/",
+            "/./",
+            "/a/./",
+            "/a/../b/",
+            "/%2e%2e/",
+            "/_larder_cache/\t/",
+            "/_larder_cache\0/",
+            "",
+            " /_larder_cache/",
+            "/_larder_cache/ ",
+            "/_larder_cache/\n",
+            &format!("/{}/", "a".repeat(199)),
         ] {
             let err =
                 settings(&["--cache-dir", "/tmp/c", "--accel-redirect", bad], None).unwrap_err();
@@ -549,6 +576,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.accel_redirect.as_deref(), Some("/_larder_cache/"));
+        for good in ["/a/", "/_larder-cache.v2/file.d/", "/..a/", "/a../"] {
+            assert!(super::plain_uri_prefix(good), "{good}");
+        }
+        // The same check from a config file, with the file named.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "cache-dir = \"/tmp/c\"\naccel-redirect = \"/_larder_cache//\"\n",
+        )
+        .unwrap();
+        let err = settings(&[], Some(&file)).unwrap_err();
+        assert!(err.contains("accel-redirect"), "{err}");
         assert_eq!(settings(&[], None).unwrap().accel_redirect, None);
     }
 

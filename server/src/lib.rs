@@ -70,7 +70,9 @@
 //!    `Content-Length` are certain.
 //!    A zstd response first looks in the compressed-NAR cache
 //!    ([`nar::nar_cache`], when `cache-dir` is set): a hit is served as a
-//!    static file with its `Content-Length`, without walking the store path.
+//!    static file with its `Content-Length`, without walking the store path,
+//!    or, behind nginx with `accel-redirect`, named to nginx, which sends it
+//!    ([`nar::offload`] decides which requests nginx may answer).
 //! 6. **Stream.** Bodies come from blocking threads through bounded
 //!    channels ([`body`], and [`nar::compress`] for zstd), wrapped in
 //!    [`body::MeteredStream`] for byte counts and durations. A failure after

@@ -61,6 +61,12 @@ impl TestProxy {
     /// (no receiver), its internal locations for larder-server's
     /// `accel-redirect` aliased to `cache_dir`.
     pub fn nginx_offload(server: &str, cache_dir: &Path) -> TestProxy {
+        Self::nginx_offload_as(server, cache_dir, None)
+    }
+
+    /// [`TestProxy::nginx_offload`], nginx running as another user
+    /// (`Some((uid, gid))`), e.g. one that cannot read `cache_dir`.
+    pub fn nginx_offload_as(server: &str, cache_dir: &Path, user: Option<(u32, u32)>) -> TestProxy {
         let (dir, port) = proxy_dir("nginx");
         let site = loopback_site(&contrib("nginx/larder.conf"), port);
         let site = substitute(
@@ -73,7 +79,7 @@ impl TestProxy {
             "alias /var/cache/larder-server/;",
             &format!("alias {}/;", cache_dir.display()),
         );
-        start_nginx(&site, dir, port)
+        start_nginx_as(&site, dir, port, user)
     }
 
     /// nginx with the caching front `contrib/nginx/larder-cache.conf`, its
@@ -304,6 +310,21 @@ fn loopback_site(recipe: &Path, port: u16) -> String {
 /// nginx in the foreground, one process, with `site` included in its
 /// `http {}` and every temp path in `dir`.
 fn start_nginx(site: &str, dir: tempfile::TempDir, port: u16) -> TestProxy {
+    start_nginx_as(site, dir, port, None)
+}
+
+/// [`start_nginx`] as `user` (`Some((uid, gid))`): its dir is opened to
+/// everyone so that nginx can write its logs and temp files there.
+fn start_nginx_as(
+    site: &str,
+    dir: tempfile::TempDir,
+    port: u16,
+    user: Option<(u32, u32)>,
+) -> TestProxy {
+    if user.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    }
     fs::write(dir.path().join("larder.conf"), site).unwrap();
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .iter()
@@ -327,6 +348,10 @@ fn start_nginx(site: &str, dir: tempfile::TempDir, port: u16) -> TestProxy {
         .arg("-c")
         .arg(&conf)
         .args(["-e", log.to_str().unwrap()]);
+    if let Some((uid, gid)) = user {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(gid);
+    }
     TestProxy::spawn("nginx", &mut cmd, port, log, dir)
 }
 

@@ -151,7 +151,7 @@ impl NarCache {
                 tracing::warn!(error = %e, "NAR cache index lookup failed");
                 None
             });
-        let opened = found.and_then(|size| Some((File::open(self.path(key)).ok()?, size as u64)));
+        let opened = found.and_then(|size| self.open_whole(key, size as u64));
         match &opened {
             Some(_) => {
                 self.metrics.cache_hits.inc();
@@ -166,6 +166,26 @@ impl NarCache {
             None => self.metrics.cache_misses.inc(),
         }
         opened
+    }
+
+    /// `key`'s file, opened, if it has the `size` the index recorded. A
+    /// file of another size (cut short on disk, or replaced by hand) is a
+    /// miss, logged: served as it is it would end early, and nginx
+    /// (`accel-redirect`) would send it as a clean but short 200. The
+    /// miss compresses the NAR again, and that fill replaces the file.
+    fn open_whole(&self, key: &str, size: u64) -> Option<(File, u64)> {
+        let file = File::open(self.path(key)).ok()?;
+        let on_disk = file.metadata().ok()?.len();
+        if on_disk != size {
+            tracing::warn!(
+                file = %self.path(key).display(),
+                on_disk,
+                size,
+                "NAR cache file has the wrong size; compressing the NAR again"
+            );
+            return None;
+        }
+        Some((file, size))
     }
 
     /// Start writing the file for `key`; `None` (logged) if the cache dir
@@ -320,6 +340,20 @@ mod tests {
 
     fn tmp_files(dir: &Path) -> usize {
         std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[test]
+    fn a_file_of_the_wrong_size_is_a_miss_until_a_fill_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        put(&cache, "k", 1000);
+        let file = dir.path().join(file_name("k"));
+        for wrong in [400, 1001] {
+            std::fs::write(&file, vec![7; wrong]).unwrap();
+            assert!(cache.get("k").is_none(), "{wrong} bytes");
+        }
+        put(&cache, "k", 1000);
+        assert_eq!(cache.get("k").unwrap().1, 1000);
     }
 
     #[test]

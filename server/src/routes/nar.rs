@@ -54,6 +54,7 @@ use crate::error::ServerError;
 use crate::lookup;
 use crate::nar::compress::{ZstdSettings, zstd_stream};
 use crate::nar::nar_cache::file_name;
+use crate::nar::offload::{self, Offload};
 use crate::nar::range::{self, ByteRange};
 use crate::placement::ViewRef;
 use crate::state::AppState;
@@ -115,10 +116,7 @@ pub async fn get(
         // The answer depends on nginx's `X-Larder-Offload`: a shared cache
         // between a client and larder must never hand the empty answer
         // meant for nginx to a client (one that sent the header itself).
-        response.headers_mut().append(
-            header::VARY,
-            header::HeaderValue::from_static(OFFLOAD_HEADER),
-        );
+        offload::vary_on_it(response.headers_mut());
     }
     Ok(response)
 }
@@ -133,7 +131,7 @@ async fn answer(
         .ok_or_else(|| ServerError::NotFound(format!("not a NAR file name: {file:?}")))?;
     let info = checked_info(state, view, &url, req.query_string()).await?;
     let head = req.method() == actix_web::http::Method::HEAD;
-    let offload = offload_to(state, req, head);
+    let offload = Offload::decide(state, req, head);
     let nar_hash = info.nar_hash.to_nix32();
     let cache_control = match url.nar_hash {
         Some(_) => immutable(view),
@@ -149,7 +147,6 @@ async fn answer(
         if zstd_tag.none_match(req) {
             return Ok(not_modified(&zstd_tag, &cache_control, false));
         }
-        let offload = offload.filter(|_| range_header.is_none());
         let mut response = zst_file(state, &info, &cache_key, head, range_header, offload).await?;
         validators(&mut response, &zstd_tag, &cache_control);
         return Ok(response);
@@ -168,7 +165,7 @@ async fn answer(
         .insert_header((header::ETAG, tag.header_value()))
         .insert_header((header::CACHE_CONTROL, cache_control));
     if zstd && let Some((file, len)) = cache_lookup(state, &cache_key).await? {
-        if let Some(prefix) = offload {
+        if let Some(prefix) = offload.hit(state) {
             return Ok(redirected(state, builder, prefix, "encoded", &cache_key));
         }
         return Ok(respond(builder, file_body(state, file, len, None, head)?));
@@ -200,7 +197,7 @@ async fn zst_file(
     key: &str,
     head: bool,
     range_header: Option<&[u8]>,
-    offload: Option<&str>,
+    offload: Offload<'_>,
 ) -> Result<HttpResponse, ServerError> {
     if let Some(response) = cached_zst(state, key, head, range_header, offload).await? {
         return Ok(response);
@@ -210,7 +207,9 @@ async fn zst_file(
     {
         match fill_first(state, cache.clone(), info, key).await {
             Ok(()) => {
-                if let Some(response) = cached_zst(state, key, head, range_header, None).await? {
+                if let Some(response) =
+                    cached_zst(state, key, head, range_header, Offload::No).await?
+                {
                     return Ok(response);
                 }
             }
@@ -236,13 +235,13 @@ async fn zst_file(
 
 /// The cached `.nar.zst` as a static file: `Accept-Ranges: bytes`, and the
 /// requested range (206) or the whole file; handed to nginx when `offload`
-/// names its location.
+/// says so.
 async fn cached_zst(
     state: &AppState,
     key: &str,
     head: bool,
     range_header: Option<&[u8]>,
-    offload: Option<&str>,
+    offload: Offload<'_>,
 ) -> Result<Option<HttpResponse>, ServerError> {
     let Some((file, len)) = cache_lookup(state, key).await? else {
         return Ok(None);
@@ -255,7 +254,7 @@ async fn cached_zst(
     builder
         .content_type("application/zstd")
         .insert_header((header::ACCEPT_RANGES, "bytes"));
-    if let Some(prefix) = offload {
+    if let Some(prefix) = offload.hit(state) {
         return Ok(Some(redirected(state, builder, prefix, "file", key)));
     }
     if let Some(range) = range {
@@ -373,29 +372,6 @@ async fn cache_lookup(
     web::block(move || cache.get(&key))
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))
-}
-
-/// The request header by which nginx says what it can do with this
-/// request (see contrib/nginx/larder.conf): `on`, it sends a file named by
-/// `X-Accel-Redirect` (its proxy locations set it, replacing any value a
-/// client sent); `off`, its fallback location asks again because the
-/// file it was sent to is gone.
-const OFFLOAD_HEADER: &str = "x-larder-offload";
-
-/// nginx's internal location prefix when this download of a cached file
-/// may be handed to nginx: `accel-redirect` is set and the request came
-/// from nginx saying `X-Larder-Offload: on`; never for a HEAD (it costs
-/// nothing here). A request without the header (a client talking to
-/// larder directly, another proxy) gets the body from larder, so a
-/// misplaced `accel-redirect` never sends anyone an empty NAR.
-fn offload_to<'a>(state: &'a AppState, req: &HttpRequest, head: bool) -> Option<&'a str> {
-    let prefix = state.config.accel_redirect.as_deref()?;
-    let says = req.headers().get(OFFLOAD_HEADER)?.as_bytes();
-    if says.eq_ignore_ascii_case(b"off") {
-        state.metrics.offload.with_label_values(&["fallback"]).inc();
-        return None;
-    }
-    (says.eq_ignore_ascii_case(b"on") && !head).then_some(prefix)
 }
 
 /// An empty answer that tells nginx to send the cache file of `key` from
