@@ -252,12 +252,13 @@ async fn cached_zst(
         None => None,
     };
     let mut builder = HttpResponse::Ok();
-    builder
-        .content_type("application/zstd")
-        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    builder.content_type("application/zstd");
     if let Some(prefix) = offload {
+        // nginx serves the file with its own `Accept-Ranges: bytes`; ours
+        // too would reach the client twice.
         return Ok(Some(redirected(state, builder, prefix, "file", key)));
     }
+    builder.insert_header((header::ACCEPT_RANGES, "bytes"));
     if let Some(range) = range {
         builder
             .status(StatusCode::PARTIAL_CONTENT)
@@ -401,7 +402,8 @@ fn offload_to<'a>(state: &'a AppState, req: &HttpRequest, head: bool) -> Option<
 /// An empty answer that tells nginx to send the cache file of `key` from
 /// its internal location `<prefix><kind>/` (`file`: as a `.nar.zst`;
 /// `encoded`: with `Content-Encoding: zstd`). nginx keeps this response's
-/// `Content-Type`, `Accept-Ranges` and `Cache-Control`; the recipe adds
+/// `Content-Type`, `Accept-Ranges` (set here only for `encoded`: `none`;
+/// for `file` nginx adds its own) and `Cache-Control`; the recipe adds
 /// the rest.
 fn redirected(
     state: &AppState,
