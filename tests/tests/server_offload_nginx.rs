@@ -170,6 +170,13 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         assert_eq!(header(&head, "cache-control"), Some(IMMUTABLE), "{head}");
         assert_eq!(header(&head, "content-encoding"), None, "{head}");
         assert_eq!(header(&head, "x-accel-redirect"), None, "{head}");
+        // nginx's own, once (larder's as well would make two lines).
+        let ranges = head.lines().filter(|l| l.starts_with("accept-ranges:"));
+        assert_eq!(
+            ranges.collect::<Vec<_>>(),
+            ["accept-ranges: bytes"],
+            "{head}"
+        );
         let redirect = s
             .server
             .get(&format!("/{url}"), &[("X-Larder-Offload", "on")]);

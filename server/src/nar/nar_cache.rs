@@ -15,8 +15,9 @@
 //! download resumed after the file was evicted): a range is served only
 //! from a complete file.
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -193,7 +194,17 @@ impl NarCache {
     pub fn fill(&self, key: &str) -> Option<CacheFill> {
         let name = format!("{key}.{}.{}", std::process::id(), self.tick());
         let tmp = self.dir.join("tmp").join(name);
-        match File::create(&tmp) {
+        // 0640 whatever the umask (the units and the NixOS module set
+        // UMask=0077, which made every file 0600): with accel-redirect,
+        // nginx's user, in the cache directory's group, opens the published
+        // file itself. Who reaches the files at all is the directory's mode
+        // (0700; 0750 for offload); they are compressed copies of
+        // world-readable store paths.
+        let created = File::create(&tmp).and_then(|file| {
+            file.set_permissions(Permissions::from_mode(0o640))
+                .map(|()| file)
+        });
+        match created {
             Ok(file) => Some(CacheFill {
                 key: key.to_owned(),
                 tmp,
@@ -381,6 +392,22 @@ mod tests {
         assert!(cache.fill_with("bad", failing.into_iter(), 1, 0).is_err());
         assert!(cache.get("bad").is_none());
         assert_eq!(tmp_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn published_files_are_group_readable_whatever_the_umask() {
+        // nginx (accel-redirect) reads them as a member of the directory's
+        // group; the units' UMask=0077 alone would make them 0600. The
+        // test's umask (022) would give 0644: exactly 0640 is the explicit
+        // mode.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), 1 << 20);
+        put(&cache, "k", 10);
+        let mode = std::fs::metadata(dir.path().join("k.nar.zst"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "{mode:o}");
     }
 
     #[test]

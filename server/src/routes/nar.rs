@@ -251,12 +251,13 @@ async fn cached_zst(
         None => None,
     };
     let mut builder = HttpResponse::Ok();
-    builder
-        .content_type("application/zstd")
-        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    builder.content_type("application/zstd");
     if let Some(prefix) = offload.hit(state) {
+        // nginx serves the file with its own `Accept-Ranges: bytes`; ours
+        // too would reach the client twice.
         return Ok(Some(redirected(state, builder, prefix, "file", key)));
     }
+    builder.insert_header((header::ACCEPT_RANGES, "bytes"));
     if let Some(range) = range {
         builder
             .status(StatusCode::PARTIAL_CONTENT)
@@ -377,7 +378,8 @@ async fn cache_lookup(
 /// An empty answer that tells nginx to send the cache file of `key` from
 /// its internal location `<prefix><kind>/` (`file`: as a `.nar.zst`;
 /// `encoded`: with `Content-Encoding: zstd`). nginx keeps this response's
-/// `Content-Type`, `Accept-Ranges` and `Cache-Control`; the recipe adds
+/// `Content-Type`, `Accept-Ranges` (set here only for `encoded`: `none`;
+/// for `file` nginx adds its own) and `Cache-Control`; the recipe adds
 /// the rest.
 fn redirected(
     state: &AppState,
