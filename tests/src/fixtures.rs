@@ -97,3 +97,34 @@ pub fn keypair(name: &str, dir: &Path) -> (PathBuf, String) {
     );
     (secret, public.trim().to_owned())
 }
+
+/// The names of the compressed NARs larder-server's cache at `dir` has
+/// published (`<key>.nar.zst`, complete files; fills in progress sit in
+/// `tmp/`), sorted.
+pub fn cached_nars(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".nar.zst"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Wait (up to 30 s) until the cache at `dir` holds `n` compressed NARs:
+/// a fill is published just after the client has its last byte.
+pub fn wait_for_cached_nars(dir: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let have = cached_nars(dir).len();
+        if have >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{have} of {n} NARs cached in {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use larder_store::narinfo::NarInfo;
+use larder_tests::fixtures::cached_nars;
 use larder_tests::interrupted::{Download, get_interrupted};
 use larder_tests::mounts::{FailingDisk, Tmpfs};
 use larder_tests::process::binary;
@@ -53,11 +54,7 @@ fn assert_cut(d: &Download, what: &str) {
 }
 
 fn cache_entries(dir: &Path) -> (Vec<String>, usize) {
-    let names = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".nar.zst"))
-        .collect();
+    let names = cached_nars(dir);
     let tmp = std::fs::read_dir(dir.join("tmp")).map_or(0, |d| d.count());
     (names, tmp)
 }

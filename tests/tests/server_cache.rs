@@ -3,22 +3,11 @@
 //! leaves a file behind that could be served.
 
 use std::io::Read;
-use std::path::Path;
 
 use larder_store::narinfo::NarInfo;
-use larder_tests::fixtures::three_path_closure;
+use larder_tests::fixtures::{cached_nars, three_path_closure, wait_for_cached_nars};
 use larder_tests::server::LarderServer;
 use larder_tests::{TestStore, hash_part, nix_command, run, run_stdout, shell_derivation};
-
-fn cached_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".nar.zst"))
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn second_download_comes_from_the_cache() {
@@ -39,12 +28,9 @@ fn second_download_comes_from_the_cache() {
         assert_eq!((misses, hits), (3.0, 3.0 * round as f64), "round {round}");
         // A NAR is published after its body ended (the client does not
         // wait for the file's fsync): give the last one a moment.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while cached_files(cache.path()).len() < 3 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_for_cached_nars(cache.path(), 3);
     }
-    assert_eq!(cached_files(cache.path()).len(), 3);
+    assert_eq!(cached_nars(cache.path()).len(), 3);
 
     // A client sending Accept-Encoding: zstd gets the same cached bytes,
     // now with a Content-Length.
@@ -96,13 +82,13 @@ fn an_aborted_download_is_not_cached() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(cached_files(cache.path()).is_empty());
+    assert!(cached_nars(cache.path()).is_empty());
 
     // A complete download then fills the cache with the exact stream.
     let full = server.get(&format!("/{}", narinfo.url), &[]);
     let dump = run(store.nix("nix").args(["store", "dump-path"]).arg(&path)).stdout;
     assert!(zstd::decode_all(&full.body[..]).unwrap() == dump);
-    let files = cached_files(cache.path());
+    let files = cached_nars(cache.path());
     assert_eq!(files.len(), 1);
     assert!(std::fs::read(cache.path().join(&files[0])).unwrap() == full.body);
 }

@@ -10,9 +10,7 @@
 //! gone before nginx opens it is sent by larder after all; the internal
 //! locations are not reachable from outside.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
+use larder_tests::fixtures::wait_for_cached_nars;
 use larder_tests::proxy::{TestProxy, curl, dump_of, substitute_through};
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
@@ -79,34 +77,6 @@ fn narinfo_field(server: &LarderServer, path: &str, name: &str) -> String {
         .to_owned()
 }
 
-/// Compressed NARs the cache has published (complete files).
-fn cached_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".nar.zst")
-        })
-        .count()
-}
-
-/// The cache publishes a file once its whole NAR is compressed, which can
-/// be just after the client has the last byte.
-fn wait_for_cached(dir: &Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cached_files(dir) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} cached",
-            cached_files(dir)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
     zstd::stream::decode_all(bytes).expect("a zstd body")
 }
@@ -133,7 +103,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         proxy.log()
     );
     assert_eq!(s.server.metric(REDIRECTED), 0.0);
-    wait_for_cached(s.cache.path(), s.paths.len());
+    wait_for_cached_nars(s.cache.path(), s.paths.len());
 
     // The second client's come from nginx, and Nix accepts them.
     let out = substitute_through(&proxy, top, &s.signer.public_key);
@@ -281,7 +251,7 @@ fn a_file_gone_before_nginx_opens_it_is_sent_by_larder() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for_cached(s.cache.path(), s.paths.len());
+    wait_for_cached_nars(s.cache.path(), s.paths.len());
 
     let out = substitute_through(&proxy, top, &s.signer.public_key);
     assert!(

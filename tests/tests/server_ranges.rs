@@ -7,12 +7,11 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use larder_store::narinfo::NarInfo;
+use larder_tests::fixtures::{cached_nars, wait_for_cached_nars};
 use larder_tests::server::{LarderServer, Reply};
 use larder_tests::{TestStore, hash_part, nix_command, run, shell_derivation};
 
@@ -31,29 +30,6 @@ fn narinfo(server: &LarderServer, path: &str) -> NarInfo {
     let reply = server.get(&format!("/{}.narinfo", hash_part(path)), &[]);
     assert_eq!(reply.status, 200, "{path}");
     reply.text().parse().unwrap()
-}
-
-fn cached_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".nar.zst")
-        })
-        .count()
-}
-
-/// Wait until the compressed-NAR cache holds `n` files (a fill is
-/// published just after its body ended).
-fn wait_for_cached(dir: &Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cached_files(dir) < n {
-        assert!(Instant::now() < deadline, "the NAR cache never filled");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A TCP proxy in front of the server that cuts the first connection
@@ -164,7 +140,7 @@ fn nix_copy_resumes_a_cut_compressed_download() {
     // on the .nar.zst is a complete file, served with ranges.
     let first = server.get(&format!("/{}", info.url), &[]);
     assert_eq!(first.header("accept-ranges"), Some("none"));
-    wait_for_cached(cache.path(), 1);
+    wait_for_cached_nars(cache.path(), 1);
 
     let proxy = CuttingProxy::start(server.url(), 1 << 20);
     let client = tempfile::tempdir().unwrap();
@@ -218,7 +194,7 @@ fn cached_nar_zst_honours_ranges() {
     let cold = server.get(&url, &[("Range", "bytes=100-")]);
     assert_eq!(cold.status, 206);
     assert_eq!(cold.header("accept-ranges"), Some("bytes"));
-    assert_eq!(cached_files(cache.path()), 1);
+    assert_eq!(cached_nars(cache.path()).len(), 1);
 
     let whole = server.get(&url, &[]);
     assert_eq!(whole.status, 200);
