@@ -16,6 +16,13 @@ use crate::{TestStore, nix_command};
 /// The recipe's upstream addresses, as written in `contrib/`.
 pub const RECIPE_SERVER: &str = "127.0.0.1:5000";
 pub const RECIPE_RECEIVE: &str = "127.0.0.1:5001";
+/// The `accel-redirect` prefix of the recipe's internal locations.
+pub const OFFLOAD_PREFIX: &str = "/_larder_cache/";
+/// larder-server's count of cached NARs it handed to nginx.
+pub const OFFLOAD_REDIRECTED: &str = r#"larder_nar_offload_total{result="redirected"}"#;
+/// larder-server's count of cached NARs it sent itself because nginx's
+/// fallback asked (the file was gone or unreadable).
+pub const OFFLOAD_FALLBACK: &str = r#"larder_nar_offload_total{result="fallback"}"#;
 
 pub struct TestProxy {
     process: Running,

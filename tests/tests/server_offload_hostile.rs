@@ -8,16 +8,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use larder_tests::proxy::{TestProxy, curl, dump_of};
+use larder_tests::proxy::{
+    OFFLOAD_FALLBACK, OFFLOAD_PREFIX, OFFLOAD_REDIRECTED, TestProxy, curl, dump_of,
+};
 use larder_tests::receive::NO_NARINFO_CACHE;
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
 use larder_tests::views::{TOKEN_A, ViewFiles, copy_from};
 use larder_tests::{TestStore, hash_part, narinfo_url, nix_command, shell_derivation};
-
-const PREFIX: &str = "/_larder_cache/";
-const REDIRECTED: &str = r#"larder_nar_offload_total{result="redirected"}"#;
-const FALLBACK: &str = r#"larder_nar_offload_total{result="fallback"}"#;
 
 struct Setup {
     store: TestStore,
@@ -49,7 +47,7 @@ fn setup(flags: &[&str], store: TestStore, path: String, prefix: &str) -> Setup 
         "--cache-dir",
         cache.path().to_str().unwrap(),
         "--accel-redirect",
-        PREFIX,
+        OFFLOAD_PREFIX,
     ];
     args.extend_from_slice(flags);
     let server = LarderServer::start(&store, &args);
@@ -147,7 +145,7 @@ fn a_direct_client_gets_the_body_unless_it_sends_one_exact_on_itself() {
     let s = plain();
     let dump = dump_of(&s.store, &s.path);
     let cached = std::fs::read(s.cache.path().join(&s.file)).unwrap();
-    let redirect = format!("x-accel-redirect: {PREFIX}file/{}", s.file);
+    let redirect = format!("x-accel-redirect: {OFFLOAD_PREFIX}file/{}", s.file);
     // Spellings nginx never sends: larder sends the body.
     let bodies: [&[u8]; 9] = [
         b"",
@@ -198,14 +196,14 @@ fn a_direct_client_gets_the_body_unless_it_sends_one_exact_on_itself() {
     assert!(head.contains("x-larder-offload"), "{head}");
     // A direct `off` (no redirect preceded it) on a HEAD, a miss or an
     // identity NAR is no fallback; on a cache hit served here it is one.
-    assert_eq!(s.server.metric(FALLBACK), 1.0);
+    assert_eq!(s.server.metric(OFFLOAD_FALLBACK), 1.0);
     for target in [
         &s.nar,
         &s.zst.replace(hash_part(&s.path), "0".repeat(32).as_str()),
     ] {
         raw_get(&s.server, target, b"X-Larder-Offload: off\r\n");
     }
-    assert_eq!(s.server.metric(FALLBACK), 1.0);
+    assert_eq!(s.server.metric(OFFLOAD_FALLBACK), 1.0);
 }
 
 #[test]
@@ -219,28 +217,35 @@ fn clients_of_nginx_cannot_steer_the_redirect_or_reach_the_files() {
         &["X-Accel-Redirect: /_larder_cache/file/../../../etc/passwd"],
         &["X-Accel-Redirect: /etc/passwd", "X-Larder-Offload: off"],
     ] {
-        let (before, fallbacks) = (s.server.metric(REDIRECTED), s.server.metric(FALLBACK));
+        let (before, fallbacks) = (
+            s.server.metric(OFFLOAD_REDIRECTED),
+            s.server.metric(OFFLOAD_FALLBACK),
+        );
         let (status, head, body) = curl(&url(&s.zst), spoof);
         assert_eq!(status, 200, "{spoof:?}: {head}");
         assert_eq!(zstd_decode(&body), dump, "{spoof:?}");
         assert_eq!(header(&head, "x-accel-redirect"), None, "{head}");
         // nginx replaced the header: offloaded, no fallback.
-        assert_eq!(s.server.metric(REDIRECTED), before + 1.0, "{spoof:?}");
-        assert_eq!(s.server.metric(FALLBACK), fallbacks, "{spoof:?}");
+        assert_eq!(
+            s.server.metric(OFFLOAD_REDIRECTED),
+            before + 1.0,
+            "{spoof:?}"
+        );
+        assert_eq!(s.server.metric(OFFLOAD_FALLBACK), fallbacks, "{spoof:?}");
     }
     let f = &s.file;
     for target in [
-        format!("{PREFIX}file/{f}"),
-        format!("{PREFIX}encoded/{f}"),
-        format!("{PREFIX}file/../{f}"),
-        format!("/x/..{PREFIX}file/{f}"),
-        format!("/nar/..{PREFIX}file/{f}"),
+        format!("{OFFLOAD_PREFIX}file/{f}"),
+        format!("{OFFLOAD_PREFIX}encoded/{f}"),
+        format!("{OFFLOAD_PREFIX}file/../{f}"),
+        format!("/x/..{OFFLOAD_PREFIX}file/{f}"),
+        format!("/nar/..{OFFLOAD_PREFIX}file/{f}"),
         format!("/%5flarder_cache/file/{f}"),
         format!("/_larder_cache%2ffile%2f{f}"),
-        format!("/%2e%2e{PREFIX}file/{f}"),
-        format!("/{PREFIX}file/{f}"),
-        format!("{PREFIX}file/index.sqlite"),
-        format!("{PREFIX}file/"),
+        format!("/%2e%2e{OFFLOAD_PREFIX}file/{f}"),
+        format!("/{OFFLOAD_PREFIX}file/{f}"),
+        format!("{OFFLOAD_PREFIX}file/index.sqlite"),
+        format!("{OFFLOAD_PREFIX}file/"),
     ] {
         let out = std::process::Command::new("curl")
             .args(["-s", "--path-as-is", "-o", "-", "-w", "\n%{http_code}"])
@@ -312,7 +317,7 @@ fn conditional_and_range_requests_through_nginx_answer_as_larder_does() {
         }
     }
     // The plain requests were offloaded; the rest stayed with larder.
-    assert_eq!(s.server.metric(REDIRECTED), 6.0);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), 6.0);
 }
 
 /// An HTTP date (IMF-fixdate) for `t`, by `date`, as nginx writes them.
@@ -341,7 +346,7 @@ fn a_cut_or_corrupt_cache_file_never_reaches_nix_as_a_good_nar() {
     // Cut short (disk trouble, a hand edit): larder compresses the NAR
     // again, and nginx never sends the short file as a clean 200.
     std::fs::write(&file, &good[..good.len() / 2]).unwrap();
-    let before = s.server.metric(REDIRECTED);
+    let before = s.server.metric(OFFLOAD_REDIRECTED);
     for (url, headers) in [(&s.zst, &[][..]), (&s.nar, &["Accept-Encoding: zstd"][..])] {
         let (status, head, body) = curl(&format!("{}{url}", s.proxy.url()), headers);
         assert_eq!(status, 200, "{head}");
@@ -360,7 +365,10 @@ fn a_cut_or_corrupt_cache_file_never_reaches_nix_as_a_good_nar() {
     });
     let (_, head, _) = curl(&format!("{}{}", s.proxy.url(), s.zst), &[]);
     assert_eq!(header(&head, "x-accel-redirect"), None);
-    assert!(s.server.metric(REDIRECTED) > before, "offloaded again");
+    assert!(
+        s.server.metric(OFFLOAD_REDIRECTED) > before,
+        "offloaded again"
+    );
 
     // The same size, other bytes: nginx (and larder) send them; Nix
     // rejects them by the NAR hash and imports nothing.
@@ -425,7 +433,7 @@ fn private_views_check_the_token_before_any_redirect() {
     let outside_in_priv = outside_zst.replacen("/all/", "/priv/", 1);
     let proxy = |p: &str| format!("{}{p}", s.proxy.url());
 
-    let before = s.server.metric(REDIRECTED);
+    let before = s.server.metric(OFFLOAD_REDIRECTED);
     for (url, headers) in [
         (zst.clone(), vec![]),
         (
@@ -441,13 +449,17 @@ fn private_views_check_the_token_before_any_redirect() {
         assert!(body.len() < 1000, "{url}: a NAR's bytes");
         assert_eq!(header(&head, "x-accel-redirect"), None);
     }
-    assert_eq!(s.server.metric(REDIRECTED), before, "redirected unchecked");
+    assert_eq!(
+        s.server.metric(OFFLOAD_REDIRECTED),
+        before,
+        "redirected unchecked"
+    );
 
     // With the token: offloaded, the view's private lifetime kept.
     let (status, head, body) = curl(&proxy(&zst), &[bearer.as_str()]);
     assert_eq!(status, 200, "{head}");
     assert_eq!(zstd_decode(&body), dump_of(&s.store, &inside));
-    assert_eq!(s.server.metric(REDIRECTED), before + 1.0);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), before + 1.0);
     let direct = s
         .server
         .get(&zst, &[("Authorization", &format!("Bearer {TOKEN_A}"))]);
@@ -471,7 +483,7 @@ fn private_views_check_the_token_before_any_redirect() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(s.server.metric(REDIRECTED), before + 2.0);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), before + 2.0);
 }
 
 #[test]
@@ -536,7 +548,7 @@ fn a_cache_nginx_cannot_read_falls_back_to_larder_with_the_right_bytes() {
         assert_eq!(zstd_decode(&body), dump, "{url}");
     }
     // Every redirect came back and was counted once as a fallback.
-    let redirected = s.server.metric(REDIRECTED);
+    let redirected = s.server.metric(OFFLOAD_REDIRECTED);
     assert_eq!(redirected, 3.0);
-    assert_eq!(s.server.metric(FALLBACK), redirected);
+    assert_eq!(s.server.metric(OFFLOAD_FALLBACK), redirected);
 }

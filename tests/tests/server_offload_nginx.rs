@@ -11,15 +11,15 @@
 //! locations are not reachable from outside.
 
 use larder_tests::fixtures::wait_for_cached_nars;
-use larder_tests::proxy::{TestProxy, curl, dump_of, substitute_through};
+use larder_tests::proxy::{
+    OFFLOAD_FALLBACK, OFFLOAD_PREFIX, OFFLOAD_REDIRECTED, TestProxy, curl, dump_of,
+    substitute_through,
+};
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
 use larder_tests::{TestStore, hash_part, narinfo_url, run_stdout, shell_derivation};
 
-const PREFIX: &str = "/_larder_cache/";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const REDIRECTED: &str = r#"larder_nar_offload_total{result="redirected"}"#;
-const FALLBACK: &str = r#"larder_nar_offload_total{result="fallback"}"#;
 
 struct Setup {
     store: TestStore,
@@ -57,7 +57,7 @@ fn setup() -> Setup {
             "--cache-dir",
             cache.path().to_str().unwrap(),
             "--accel-redirect",
-            PREFIX,
+            OFFLOAD_PREFIX,
         ],
     );
     Setup {
@@ -102,7 +102,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         String::from_utf8_lossy(&out.stderr),
         proxy.log()
     );
-    assert_eq!(s.server.metric(REDIRECTED), 0.0);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), 0.0);
     wait_for_cached_nars(s.cache.path(), s.paths.len());
 
     // The second client's come from nginx, and Nix accepts them.
@@ -113,7 +113,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         String::from_utf8_lossy(&out.stderr),
         proxy.log()
     );
-    assert_eq!(s.server.metric(REDIRECTED), s.paths.len() as f64);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), s.paths.len() as f64);
 
     for path in &s.paths {
         let dump = dump_of(&s.store, path);
@@ -125,10 +125,14 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         let weak = format!("w/\"{nar_hash}-zstd\"");
 
         // A `.nar.zst` URL: the cache file as larder would send it.
-        let before = s.server.metric(REDIRECTED);
+        let before = s.server.metric(OFFLOAD_REDIRECTED);
         let (status, head, body) = curl(&format!("{}/{url}", proxy.url()), &[]);
         assert_eq!(status, 200, "{head}");
-        assert_eq!(s.server.metric(REDIRECTED), before + 1.0, "not offloaded");
+        assert_eq!(
+            s.server.metric(OFFLOAD_REDIRECTED),
+            before + 1.0,
+            "not offloaded"
+        );
         assert_eq!(body.len(), file_size, "{head}");
         assert_eq!(zstd_decode(&body), dump, "{path}");
         assert_eq!(
@@ -150,7 +154,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         let redirect = s
             .server
             .get(&format!("/{url}"), &[("X-Larder-Offload", "on")]);
-        let name_in = format!("{PREFIX}file/{name}");
+        let name_in = format!("{OFFLOAD_PREFIX}file/{name}");
         assert_eq!(redirect.header("X-Accel-Redirect"), Some(name_in.as_str()));
         assert!(redirect.body.is_empty());
         // A shared cache in front keeps that answer apart from the others.
@@ -162,7 +166,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         assert!(varies(&redirect), "{:?}", redirect.headers);
         // Without nginx's header (a client talking to larder directly, or
         // through another proxy): the body from larder, never an empty one.
-        let before = s.server.metric(REDIRECTED);
+        let before = s.server.metric(OFFLOAD_REDIRECTED);
         let larder = s.server.get(&format!("/{url}"), &[]);
         assert_eq!(larder.header("X-Accel-Redirect"), None);
         assert!(varies(&larder), "{:?}", larder.headers);
@@ -173,17 +177,21 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         );
         assert_eq!(encoded.header("X-Accel-Redirect"), None);
         assert_eq!(zstd_decode(&encoded.body), dump);
-        assert_eq!(s.server.metric(REDIRECTED), before);
+        assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), before);
 
         // A `.nar` URL to a client that takes zstd: Content-Encoding.
         let identity = format!("/nar/{nar_hash}.nar?hash={}", hash_part(path));
-        let before = s.server.metric(REDIRECTED);
+        let before = s.server.metric(OFFLOAD_REDIRECTED);
         let (status, head, body) = curl(
             &format!("{}{identity}", proxy.url()),
             &["Accept-Encoding: zstd"],
         );
         assert_eq!(status, 200, "{head}");
-        assert_eq!(s.server.metric(REDIRECTED), before + 1.0, "not offloaded");
+        assert_eq!(
+            s.server.metric(OFFLOAD_REDIRECTED),
+            before + 1.0,
+            "not offloaded"
+        );
         assert_eq!(header(&head, "content-encoding"), Some("zstd"), "{head}");
         assert_eq!(header(&head, "vary"), Some("accept-encoding"), "{head}");
         assert_eq!(
@@ -196,7 +204,7 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
         assert_eq!(zstd_decode(&body), dump, "{path}");
 
         // What stays with larder: identity bytes, a range, a HEAD.
-        let before = s.server.metric(REDIRECTED);
+        let before = s.server.metric(OFFLOAD_REDIRECTED);
         let (status, head, body) = curl(&format!("{}{identity}", proxy.url()), &[]);
         assert_eq!(status, 200, "{head}");
         assert_eq!(header(&head, "content-encoding"), None, "{head}");
@@ -214,24 +222,27 @@ fn nginx_sends_cached_nars_and_clients_see_no_difference() {
             Some(file_size.to_string().as_str()),
             "{head_text}"
         );
-        assert_eq!(s.server.metric(REDIRECTED), before, "offloaded");
+        assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), before, "offloaded");
 
         // The internal locations answer nothing from outside.
         for kind in ["file", "encoded"] {
-            let (status, head, _) = curl(&format!("{}{PREFIX}{kind}/{name}", proxy.url()), &[]);
+            let (status, head, _) = curl(
+                &format!("{}{OFFLOAD_PREFIX}{kind}/{name}", proxy.url()),
+                &[],
+            );
             assert_eq!(status, 404, "{head}");
         }
     }
     // A client that says it came from nginx's fallback is served here.
     let url = narinfo_field(&s.server, top, "URL: ");
-    let before = s.server.metric(REDIRECTED);
+    let before = s.server.metric(OFFLOAD_REDIRECTED);
     let reply = s
         .server
         .get(&format!("/{url}"), &[("X-Larder-Offload", "off")]);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("X-Accel-Redirect"), None);
     assert_eq!(zstd_decode(&reply.body), dump_of(&s.store, top));
-    assert_eq!(s.server.metric(REDIRECTED), before);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), before);
 }
 
 #[test]
@@ -261,8 +272,8 @@ fn a_file_gone_before_nginx_opens_it_is_sent_by_larder() {
         proxy.log()
     );
     let n = s.paths.len() as f64;
-    assert_eq!(s.server.metric(REDIRECTED), n);
-    assert_eq!(s.server.metric(FALLBACK), n);
+    assert_eq!(s.server.metric(OFFLOAD_REDIRECTED), n);
+    assert_eq!(s.server.metric(OFFLOAD_FALLBACK), n);
     for path in &s.paths {
         let url = narinfo_field(&s.server, path, "URL: ");
         let (status, head, body) = curl(&format!("{}/{url}", proxy.url()), &[]);
@@ -270,5 +281,5 @@ fn a_file_gone_before_nginx_opens_it_is_sent_by_larder() {
         assert_eq!(header(&head, "x-accel-redirect"), None, "{head}");
         assert_eq!(zstd_decode(&body), dump_of(&s.store, path));
     }
-    assert_eq!(s.server.metric(FALLBACK), 2.0 * n);
+    assert_eq!(s.server.metric(OFFLOAD_FALLBACK), 2.0 * n);
 }
