@@ -628,12 +628,14 @@ fn concurrent_pushes_build_logs_and_metrics() {
             })
         })
         .collect();
-    for p in pushes {
-        // The receiver imports every path of both pushes (the second
-        // import is a no-op). The *client* may not finish: a Nix 2.8 that
-        // finds a path valid that it was about to upload can stop with
-        // "coroutine has finished"; its re-run then has nothing to do.
-        let out = p.join().unwrap();
+    // The receiver imports every path of both pushes (the second
+    // import is a no-op). The *client* may not finish: a Nix 2.8 that
+    // finds a path valid that it was about to upload can stop with
+    // "coroutine has finished"; its re-run then has nothing to do. Re-run
+    // only once both pushes ended: a re-run beside the other push still
+    // running can meet the same race (seen: both failed).
+    let outs: Vec<_> = pushes.into_iter().map(|p| p.join().unwrap()).collect();
+    for out in outs {
         if !out.status.success() {
             let again = push(&ci, &receiver.url(), &netrc, &paths);
             assert!(
