@@ -173,6 +173,16 @@ fn a_push_of_paths_already_on_the_host_roots_them() {
         "{:?}",
         roots_made(&receiver)
     );
+    // A root that cannot be made (the pusher's root dir is a file here) is
+    // a 500, never a 200 that says "kept".
+    fs::write(receiver.pusher_roots(), "in the way").unwrap();
+    let unrootable = receiver.request("GET", &narinfo_url(&top)).call();
+    assert!(
+        matches!(unrootable, Err(ureq::Error::Status(500, _))),
+        "{unrootable:?}"
+    );
+    assert!(receiver.log().contains("GC root for"), "{}", receiver.log());
+    fs::remove_file(receiver.pusher_roots()).unwrap();
 
     let netrc = receiver.netrc(PUSHER, TOKEN);
     let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top));
