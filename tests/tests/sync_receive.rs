@@ -1,7 +1,9 @@
 //! `larder-sync receive` against the real Nix 2.8: a CI runner's plain
 //! `nix copy --to http://…` with a netrc token lands a closure in the cache
 //! host's store, rooted, and larder-server with larder-signer then serves
-//! it to a client that requires signatures. Bad tokens and bad uploads
+//! it to a client that requires signatures. A push of paths the host
+//! already has (which Nix skips on the narinfo's 200) roots them for the
+//! pusher, renews old roots and survives the host's GC. Bad tokens and bad uploads
 //! are refused with 4xx and leave nothing behind; kill -9 of the receiver
 //! at random points never leaves the store inconsistent.
 
