@@ -258,3 +258,17 @@ pub fn file_nar(contents: &[u8]) -> Vec<u8> {
     }
     n
 }
+
+/// Copy `paths` (with their closures) from `from` straight into the cache
+/// host's store `host`, as a build or substitution on the host would leave
+/// them: valid there and rooted by nothing.
+pub fn copy_unrooted(from: &TestStore, host: &TestStore, paths: &[String]) {
+    crate::run(
+        nix_command("nix")
+            .args(["copy", "--no-check-sigs", "--store"])
+            .arg(from.root())
+            .arg("--to")
+            .arg(host.root())
+            .args(paths),
+    );
+}

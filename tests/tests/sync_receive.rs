@@ -1,7 +1,9 @@
 //! `larder-sync receive` against the real Nix 2.8: a CI runner's plain
 //! `nix copy --to http://…` with a netrc token lands a closure in the cache
 //! host's store, rooted, and larder-server with larder-signer then serves
-//! it to a client that requires signatures. Bad tokens and bad uploads
+//! it to a client that requires signatures. A push of paths the host
+//! already has (which Nix skips on the narinfo's 200) roots them for the
+//! pusher, renews old roots and survives the host's GC. Bad tokens and bad uploads
 //! are refused with 4xx and leave nothing behind; kill -9 of the receiver
 //! at random points never leaves the store inconsistent.
 
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use larder_store::db::StoreDb;
 use larder_tests::fixtures::{copy_with_sigs, export_file_cache, read_narinfos};
-use larder_tests::receive::{NO_NARINFO_CACHE, PUSHER, TOKEN, TestReceiver, chain_closure, push};
+use larder_tests::receive::{
+    NO_NARINFO_CACHE, PUSHER, TOKEN, TestReceiver, chain_closure, copy_unrooted, push,
+};
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
 use larder_tests::{TestStore, narinfo_url, run, run_stdout, shell_derivation};
@@ -88,6 +92,148 @@ fn ci_push_lands_rooted_and_is_served_signed() {
         String::from_utf8_lossy(&out.stderr),
         server.log()
     );
+}
+
+/// The mtime of `path`'s root for [`PUSHER`].
+fn root_mtime(receiver: &TestReceiver, path: &str) -> std::time::SystemTime {
+    let link = receiver
+        .pusher_roots()
+        .join(path.trim_start_matches("/nix/store/"));
+    fs::symlink_metadata(&link)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", link.display()))
+}
+
+/// Names under the receiver's GC-root dir (every pusher's roots).
+fn roots_made(receiver: &TestReceiver) -> Vec<String> {
+    let dir = receiver.pusher_roots();
+    fs::read_dir(dir.parent().unwrap())
+        .map(|d| {
+            d.flatten()
+                .flat_map(|e| fs::read_dir(e.path()).into_iter().flatten().flatten())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `nix copy --to` asks for every narinfo first and uploads nothing for a
+/// path answered 200: such a path, valid on the host but rooted by
+/// nothing, must be rooted for the pusher by that answer, or the host's GC
+/// deletes what was "pushed". A re-push renews the roots' time.
+#[test]
+fn a_push_of_paths_already_on_the_host_roots_them() {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let paths = chain_closure(&ci, "there", 4);
+    let top = paths.last().unwrap().clone();
+    copy_unrooted(&ci, &host, std::slice::from_ref(&top));
+    // A control: unrooted on the host and never pushed, so the GC takes it.
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("unpushed"), "x").unwrap();
+    let unpushed = host.add([src.path().join("unpushed")]).remove(0);
+    let metrics_addr = format!("127.0.0.1:{}", larder_tests::process::free_port());
+    let receiver = TestReceiver::start(&host, &["--metrics-listen", &metrics_addr]);
+    let already_there = || -> f64 {
+        let text = ureq::get(&format!("http://{metrics_addr}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("larder_receive_already_there_total{pusher=\"ci\"} ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no already_there series:\n{text}"))
+    };
+    assert_eq!(already_there(), 0.0);
+
+    // Asked without a token, with a bad one, or for a path the host lacks:
+    // no 200, no root.
+    let anonymous = ureq::get(&format!("{}{}", receiver.url(), narinfo_url(&top))).call();
+    assert!(
+        matches!(anonymous, Err(ureq::Error::Status(401, _))),
+        "{anonymous:?}"
+    );
+    let basic = larder_tests::receive::base64_basic(PUSHER, "not-the-token-at-all");
+    for method in ["GET", "HEAD"] {
+        let bad = ureq::request(method, &format!("{}{}", receiver.url(), narinfo_url(&top)))
+            .set("Authorization", &format!("Basic {basic}"))
+            .call();
+        assert!(matches!(bad, Err(ureq::Error::Status(401, _))), "{bad:?}");
+    }
+    let absent = "/0000000000000000000000000000000a.narinfo";
+    let missing = receiver.request("GET", absent).call();
+    assert!(
+        matches!(missing, Err(ureq::Error::Status(404, _))),
+        "{missing:?}"
+    );
+    assert!(
+        roots_made(&receiver).is_empty(),
+        "{:?}",
+        roots_made(&receiver)
+    );
+    // A root that cannot be made (the pusher's root dir is a file here) is
+    // a 500, never a 200 that says "kept".
+    fs::write(receiver.pusher_roots(), "in the way").unwrap();
+    let unrootable = receiver.request("GET", &narinfo_url(&top)).call();
+    assert!(
+        matches!(unrootable, Err(ureq::Error::Status(500, _))),
+        "{unrootable:?}"
+    );
+    assert!(receiver.log().contains("GC root for"), "{}", receiver.log());
+    fs::remove_file(receiver.pusher_roots()).unwrap();
+
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing was uploaded, everything is rooted, and the GC keeps it.
+    assert!(!receiver.log().contains("imported /nix/store/"));
+    assert_rooted(&receiver, &paths);
+    assert!(already_there() >= paths.len() as f64);
+    run(host.nix("nix-store").arg("--gc"));
+    assert_eq!(valid_count(&host, &paths), paths.len());
+    assert_eq!(valid_count(&host, std::slice::from_ref(&unpushed)), 0);
+
+    // A re-push is a fresh arrival: it renews a root made long ago.
+    let old = std::time::SystemTime::now() - Duration::from_secs(30 * 86400);
+    let secs = old.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for p in &paths {
+        let link = receiver
+            .pusher_roots()
+            .join(p.trim_start_matches("/nix/store/"));
+        run(std::process::Command::new("touch")
+            .args(["-h", "-d", &format!("@{secs}")])
+            .arg(&link));
+    }
+    assert!(root_mtime(&receiver, &top) < old + Duration::from_secs(2));
+    let out = push(&ci, &receiver.url(), &netrc, std::slice::from_ref(&top));
+    assert!(out.status.success());
+    for p in &paths {
+        assert!(
+            root_mtime(&receiver, p) > old + Duration::from_secs(86400),
+            "{p}"
+        );
+    }
+    // HEAD roots as GET does.
+    let unpushed_too = receiver.request("HEAD", &narinfo_url(&unpushed)).call();
+    assert!(
+        matches!(unpushed_too, Err(ureq::Error::Status(404, _))),
+        "collected, so absent: {unpushed_too:?}"
+    );
+    let fresh = host.add([src.path().join("unpushed")]).remove(0);
+    let head = receiver
+        .request("HEAD", &narinfo_url(&fresh))
+        .call()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_rooted(&receiver, std::slice::from_ref(&fresh));
 }
 
 #[test]
@@ -494,12 +640,14 @@ fn concurrent_pushes_build_logs_and_metrics() {
             })
         })
         .collect();
-    for p in pushes {
-        // The receiver imports every path of both pushes (the second
-        // import is a no-op). The *client* may not finish: a Nix 2.8 that
-        // finds a path valid that it was about to upload can stop with
-        // "coroutine has finished"; its re-run then has nothing to do.
-        let out = p.join().unwrap();
+    // The receiver imports every path of both pushes (the second
+    // import is a no-op). The *client* may not finish: a Nix 2.8 that
+    // finds a path valid that it was about to upload can stop with
+    // "coroutine has finished"; its re-run then has nothing to do. Re-run
+    // only once both pushes ended: a re-run beside the other push still
+    // running can meet the same race (seen: both failed).
+    let outs: Vec<_> = pushes.into_iter().map(|p| p.join().unwrap()).collect();
+    for out in outs {
         if !out.status.success() {
             let again = push(&ci, &receiver.url(), &netrc, &paths);
             assert!(

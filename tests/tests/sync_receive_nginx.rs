@@ -2,18 +2,23 @@
 //! `contrib/` (nginx, Caddy), run for real in front of larder-server (with
 //! larder-signer) and `larder-sync receive` on one cache-host store. A CI
 //! runner pushes a closure through the proxy with a plain `nix copy --to
-//! http://PROXY` and a netrc token; every path lands valid and rooted; a
-//! fresh store then substitutes the closure through the same URL with
+//! http://PROXY/push` and a netrc token; every path lands valid and
+//! rooted, those already on the host too (their narinfo queries reach the
+//! receiver, which roots them), and they survive the host's GC; a push to
+//! `http://PROXY` (PUT to the receiver, reads to the server) still works;
+//! a fresh store then substitutes the closure through the same URL with
 //! `require-sigs = true`, trusting only the signer's key.
 
 use std::path::Path;
 
 use larder_store::db::StoreDb;
 use larder_tests::proxy::TestProxy;
-use larder_tests::receive::{NO_NARINFO_CACHE, PUSHER, TOKEN, TestReceiver, chain_closure, push};
+use larder_tests::receive::{
+    NO_NARINFO_CACHE, PUSHER, TOKEN, TestReceiver, chain_closure, copy_unrooted, push,
+};
 use larder_tests::server::LarderServer;
 use larder_tests::signer::TestSigner;
-use larder_tests::{TestStore, nix_command, run_stdout};
+use larder_tests::{TestStore, nix_command, run, run_stdout};
 
 /// `127.0.0.1:PORT` of an `http://127.0.0.1:PORT` URL.
 fn addr(url: &str) -> String {
@@ -30,6 +35,11 @@ fn push_and_substitute_through(make: impl FnOnce(&str, &str) -> TestProxy) {
     let paths = chain_closure(&ci, "proxied", 20);
     assert!(paths.len() >= 21, "{paths:?}");
     let top = paths.last().unwrap().clone();
+    // Already on the host (built there, say), rooted by nothing.
+    let there = chain_closure(&ci, "there", 3);
+    copy_unrooted(&ci, &host, &there[there.len() - 1..]);
+    // Pushed the older way, to the bare URL.
+    let bare = chain_closure(&ci, "bare", 2);
     let signer = TestSigner::start(&host, &[]);
     // The push below disables Nix's narinfo cache (test ports are reused),
     // so Nix asks for each reference's narinfo again right after uploading
@@ -50,17 +60,32 @@ fn push_and_substitute_through(make: impl FnOnce(&str, &str) -> TestProxy) {
     let put = ureq::put(&format!("{}/nix-cache-info", proxy.url())).send_string("x");
     assert!(matches!(put, Err(ureq::Error::Status(401, _))), "{put:?}");
 
-    let netrc = receiver.netrc(PUSHER, TOKEN);
-    let out = push(&ci, &proxy.url(), &netrc, std::slice::from_ref(&top));
+    // Pushers' reads under /push/ reach the receiver, which wants a token.
+    let anonymous = ureq::get(&format!("{}/push/nix-cache-info", proxy.url())).call();
     assert!(
-        out.status.success(),
-        "push through the proxy failed:\n{}\n--- receiver ---\n{}\n--- proxy ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        receiver.log(),
-        proxy.log()
+        matches!(anonymous, Err(ureq::Error::Status(401, _))),
+        "{anonymous:?}"
     );
+
+    let netrc = receiver.netrc(PUSHER, TOKEN);
+    let push_url = format!("{}/push", proxy.url());
+    let tops = [top.clone(), there.last().unwrap().clone()];
+    for (url, tops) in [
+        (&push_url, &tops[..]),
+        (&proxy.url(), &bare[bare.len() - 1..]),
+    ] {
+        let out = push(&ci, url, &netrc, tops);
+        assert!(
+            out.status.success(),
+            "push to {url} failed:\n{}\n--- receiver ---\n{}\n--- proxy ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            receiver.log(),
+            proxy.log()
+        );
+    }
+    run(host.nix("nix-store").arg("--gc"));
     let db = StoreDb::open(&host.location()).unwrap();
-    for p in &paths {
+    for p in paths.iter().chain(&there).chain(&bare) {
         let sp = host.location().parse_path(p).unwrap();
         assert!(
             db.query_valid_blocking(&sp).unwrap(),

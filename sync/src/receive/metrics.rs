@@ -18,6 +18,10 @@ pub struct ReceiveMetrics {
     pub import_duration: Histogram,
     /// Bytes of decompressed NARs waiting in staging.
     pub staging_bytes: IntGauge,
+    /// Paths a push found already in the host store (a narinfo GET/HEAD
+    /// answered 200, or a PUT of a valid path) and rooted for the pusher
+    /// without an import, by pusher.
+    pub already_there: IntCounterVec,
 }
 
 impl ReceiveMetrics {
@@ -57,12 +61,22 @@ impl ReceiveMetrics {
             "Bytes of decompressed NARs waiting in the staging dir",
         )
         .expect("valid metric");
+        let already_there = IntCounterVec::new(
+            Opts::new(
+                "larder_receive_already_there_total",
+                "Paths a push found already in the host store and rooted for the pusher, \
+                 nothing uploaded (narinfo GET/HEAD answered 200, or PUT of a valid path)",
+            ),
+            &["pusher"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(uploads.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_received.clone()),
             Box::new(rejections.clone()),
             Box::new(import_duration.clone()),
             Box::new(staging_bytes.clone()),
+            Box::new(already_there.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -73,6 +87,16 @@ impl ReceiveMetrics {
             rejections,
             import_duration,
             staging_bytes,
+            already_there,
+        }
+    }
+
+    /// Start every per-pusher series at 0, so a rate over them exists
+    /// before a pusher's first push.
+    pub fn init_pushers<'a>(&self, pushers: impl Iterator<Item = &'a str>) {
+        for name in pushers {
+            self.uploads.with_label_values(&[name]);
+            self.already_there.with_label_values(&[name]);
         }
     }
 

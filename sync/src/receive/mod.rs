@@ -140,6 +140,8 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         .names()
         .map(|n| (n.to_owned(), tokio::sync::Semaphore::new(per_pusher)))
         .collect();
+    let metrics = ReceiveMetrics::new();
+    metrics.init_pushers(tokens.names());
     let state = web::Data::new(ReceiveState {
         tokens,
         sigs,
@@ -157,7 +159,7 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
         pusher_uploads,
         priority: config.priority,
-        metrics: ReceiveMetrics::new(),
+        metrics,
     });
     actix_web::rt::System::new().block_on(serve(config, state, keep))
 }

@@ -5,7 +5,7 @@
 //! | route | methods | handler |
 //! |---|---|---|
 //! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
-//! | `/<hash>.narinfo` | GET, HEAD (from the store DB), PUT (import) | [`narinfo`] |
+//! | `/<hash>.narinfo` | GET, HEAD (from the store DB; a 200 roots the path for the pusher), PUT (import) | [`narinfo`] |
 //! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD (404 unless staged), PUT; GET is always 404 | [`nar`] |
 //! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
 //! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
@@ -179,7 +179,7 @@ async fn route(
     let file = path.strip_prefix('/').unwrap_or(path);
     if let Some(hash) = file.strip_suffix(".narinfo") {
         return match *method {
-            Method::HEAD | Method::GET => narinfo::get(state, hash).await,
+            Method::HEAD | Method::GET => narinfo::get(state, &pusher, hash).await,
             Method::PUT => narinfo::put(req, state, &pusher, hash, body).await,
             _ => Err(ReceiveError::MethodNotAllowed),
         };

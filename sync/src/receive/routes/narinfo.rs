@@ -1,10 +1,13 @@
 //! `/<hash>.narinfo`: GET/HEAD answer from the host store's DB (Nix asks
-//! before uploading: 200 means "already there"); PUT is the last step of
-//! an upload: check it (see `intake`), root the path, import it.
+//! before uploading: 200 means "already there", and Nix then uploads
+//! nothing for that path), so a 200 roots the path for the asking pusher
+//! first, as an arrival; PUT is the last step of an upload: check it (see
+//! `intake`), root the path, import it.
 
 use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
+use larder_store::db::PathInfo;
 use larder_store::narinfo::NarInfo;
 
 use super::body::read_bounded;
@@ -17,7 +20,20 @@ use crate::receive::root::root_arrival;
 use crate::receive::state::ReceiveState;
 use crate::receive::trust::check_signatures;
 
-pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<HttpResponse> {
+/// GET or HEAD: the path's narinfo, once the path is rooted for `pusher`.
+///
+/// `nix copy --to` takes a 200 as "already there" and uploads nothing for
+/// the path, so the 200 must keep it as an upload would: the path may be
+/// valid on the host but kept by no root (built or substituted there,
+/// pushed by a pusher whose retention has dropped it, or pushed by this
+/// one long ago: the renewed mtime makes it a fresh arrival for
+/// retention). Every valid path is rooted, `.drv`s included, as a PUT of
+/// it would be. A root that cannot be made is a 500, never a 200.
+pub async fn get(
+    state: &web::Data<ReceiveState>,
+    pusher: &Pusher,
+    hash: &str,
+) -> ReceiveResult<HttpResponse> {
     let hash = intake::url_hash(hash).map_err(|_| ReceiveError::NotFound)?;
     let info = state
         .db
@@ -25,7 +41,52 @@ pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<H
         .await
         .map_err(|e| ReceiveError::store_db(&e))?
         .ok_or(ReceiveError::NotFound)?;
-    let narinfo = NarInfo {
+    let state2 = state.clone();
+    let pusher = pusher.clone();
+    let path = info.path.clone();
+    web::block(move || root_valid(&state2, &pusher, &path))
+        .await
+        .map_err(|e| ReceiveError::Internal(format!("root worker failed: {e}")))??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-nix-narinfo")
+        .body(narinfo(state, info).to_string()))
+}
+
+/// Root `path` (valid a moment ago) for `pusher` and count it; then check
+/// it is still valid, so that a GC that deleted it between the lookup and
+/// the root gets a 404 (and the pusher uploads it) rather than a 200.
+/// Blocking (filesystem, SQLite).
+fn root_valid(
+    state: &ReceiveState,
+    pusher: &Pusher,
+    path: &larder_store::StorePath,
+) -> ReceiveResult<()> {
+    let root = root_arrival(
+        &state.gc_root_dir,
+        &pusher.name,
+        state.location.store_dir(),
+        path,
+    )
+    .map_err(|e| {
+        tracing::error!(
+            pusher = pusher.name,
+            "GC root for {path} (already in the store) under {}: {e}",
+            state.gc_root_dir.display()
+        );
+        ReceiveError::Internal("cannot create the GC root".into())
+    })?;
+    if intake::valid_nar_hash(&state.db, path)?.is_none() {
+        root.undo();
+        return Err(ReceiveError::NotFound);
+    }
+    count_already_there(state, pusher);
+    tracing::debug!(pusher = pusher.name, "rooted {path}: already in the store");
+    Ok(())
+}
+
+/// The narinfo of a valid path, as `nix copy --to` reads it back.
+fn narinfo(state: &ReceiveState, info: PathInfo) -> NarInfo {
+    NarInfo {
         store_dir: state.location.store_dir().to_owned(),
         store_path: info.path.clone(),
         url: format!("nar/{}.nar", info.nar_hash.to_nix32()),
@@ -38,10 +99,7 @@ pub async fn get(state: &web::Data<ReceiveState>, hash: &str) -> ReceiveResult<H
         deriver: info.deriver,
         sigs: info.sigs,
         ca: info.ca,
-    };
-    Ok(HttpResponse::Ok()
-        .content_type("text/x-nix-narinfo")
-        .body(narinfo.to_string()))
+    }
 }
 
 pub async fn put(
@@ -123,6 +181,7 @@ fn accept_checked(
     };
     if already_valid(state, info)? {
         root()?;
+        count_already_there(state, pusher);
         return Ok(());
     }
     let staged = state.staging.get(url, &pusher.name).ok_or_else(|| {
@@ -159,6 +218,7 @@ fn accept_checked(
             // A concurrent push of the same NAR imported it meanwhile.
             if already_valid(state, info)? {
                 root()?;
+                count_already_there(state, pusher);
                 return Ok(());
             }
             Err(ReceiveError::NotStaged(format!(
@@ -171,6 +231,14 @@ fn accept_checked(
             Err(e)
         }
     }
+}
+
+fn count_already_there(state: &ReceiveState, pusher: &Pusher) {
+    state
+        .metrics
+        .already_there
+        .with_label_values(&[&pusher.name])
+        .inc();
 }
 
 /// The path is valid in the host store already (with this NAR hash).
