@@ -50,12 +50,7 @@ impl TestProxy {
     /// (both `127.0.0.1:PORT`).
     pub fn nginx(server: &str, receive: &str) -> TestProxy {
         let (dir, port) = proxy_dir("nginx");
-        let site = loopback_site(&contrib("nginx/larder.conf"), port);
-        let site = substitute(
-            &site,
-            &format!("server {RECIPE_SERVER};"),
-            &format!("server {server};"),
-        );
+        let site = server_site("larder.conf", port, server);
         let site = substitute(
             &site,
             &format!("server {RECIPE_RECEIVE};"),
@@ -75,12 +70,7 @@ impl TestProxy {
     /// (`Some((uid, gid))`), e.g. one that cannot read `cache_dir`.
     pub fn nginx_offload_as(server: &str, cache_dir: &Path, user: Option<(u32, u32)>) -> TestProxy {
         let (dir, port) = proxy_dir("nginx");
-        let site = loopback_site(&contrib("nginx/larder.conf"), port);
-        let site = substitute(
-            &site,
-            &format!("server {RECIPE_SERVER};"),
-            &format!("server {server};"),
-        );
+        let site = server_site("larder.conf", port, server);
         let site = substitute(
             &site,
             "alias /var/cache/larder-server/;",
@@ -93,12 +83,7 @@ impl TestProxy {
     /// cache in a temp dir, in front of larder-server on `server`.
     pub fn nginx_cache(server: &str) -> TestProxy {
         let (dir, port) = proxy_dir("nginx");
-        let site = loopback_site(&contrib("nginx/larder-cache.conf"), port);
-        let site = substitute(
-            &site,
-            &format!("server {RECIPE_SERVER};"),
-            &format!("server {server};"),
-        );
+        let site = server_site("larder-cache.conf", port, server);
         let cache = dir.path().join("cache");
         let site = substitute(
             &site,
@@ -292,6 +277,17 @@ fn proxy_dir(name: &str) -> (tempfile::TempDir, u16) {
 
 /// An nginx recipe with its public `listen 443 ssl` and TLS lines made a
 /// plain loopback `port`.
+/// The nginx recipe `contrib/nginx/<recipe>` as [`loopback_site`], its
+/// larder-server upstream made `server` (`127.0.0.1:PORT`).
+fn server_site(recipe: &str, port: u16, server: &str) -> String {
+    let site = loopback_site(&contrib(&format!("nginx/{recipe}")), port);
+    substitute(
+        &site,
+        &format!("server {RECIPE_SERVER};"),
+        &format!("server {server};"),
+    )
+}
+
 fn loopback_site(recipe: &Path, port: u16) -> String {
     let recipe = fs::read_to_string(recipe).expect("nginx recipe");
     let site = substitute(
