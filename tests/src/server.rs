@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::TestStore;
@@ -23,6 +23,15 @@ impl LarderServer {
     /// Serve `store` with extra command-line flags (e.g. `--compression zstd`).
     pub fn start(store: &TestStore, flags: &[&str]) -> Self {
         Self::start_with_env(store, flags, &[])
+    }
+
+    /// [`LarderServer::start`] signing through larder-signer's socket
+    /// (`--signer-socket`), plus `flags`.
+    pub fn start_signed(store: &TestStore, signer_socket: &Path, flags: &[&str]) -> Self {
+        let socket = signer_socket.to_str().expect("a UTF-8 socket path");
+        let mut args = vec!["--signer-socket", socket];
+        args.extend_from_slice(flags);
+        Self::start(store, &args)
     }
 
     /// [`LarderServer::start`] with extra environment variables.

@@ -183,15 +183,7 @@ fn cached_by(make: impl FnOnce(&str) -> TestProxy) {
     let top = three_path_closure(&store);
     let closure = run_stdout(store.nix("nix-store").args(["-qR", &top]));
     let signer = TestSigner::start(&store, &[]);
-    let server = LarderServer::start(
-        &store,
-        &[
-            "--signer-socket",
-            signer.socket.to_str().unwrap(),
-            "--compression",
-            "none",
-        ],
-    );
+    let server = LarderServer::start_signed(&store, &signer.socket, &["--compression", "none"]);
     let proxy = make(server.url().trim_start_matches("http://"));
     let dump = dump_of(&store, &top);
     let (_, nar) = nar_hash_and_url(&server.get(&narinfo_url(&top), &[]).text());

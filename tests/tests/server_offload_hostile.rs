@@ -40,8 +40,6 @@ fn setup(flags: &[&str], store: TestStore, path: String, prefix: &str) -> Setup 
     let cache = tempfile::tempdir().unwrap();
     let signer = TestSigner::start(&store, &[]);
     let mut args = vec![
-        "--signer-socket",
-        signer.socket.to_str().unwrap(),
         "--compression",
         "zstd",
         "--cache-dir",
@@ -50,7 +48,7 @@ fn setup(flags: &[&str], store: TestStore, path: String, prefix: &str) -> Setup 
         OFFLOAD_PREFIX,
     ];
     args.extend_from_slice(flags);
-    let server = LarderServer::start(&store, &args);
+    let server = LarderServer::start_signed(&store, &signer.socket, &args);
     let proxy = TestProxy::nginx_offload(server.url().trim_start_matches("http://"), cache.path());
     let (zst, nar, file) = nar_urls(&server, &path, prefix);
     fill(&server, &zst);

@@ -47,11 +47,10 @@ fn setup() -> Setup {
     assert_eq!(paths.len(), 2);
     let cache = tempfile::tempdir().unwrap();
     let signer = TestSigner::start(&store, &[]);
-    let server = LarderServer::start(
+    let server = LarderServer::start_signed(
         &store,
+        &signer.socket,
         &[
-            "--signer-socket",
-            signer.socket.to_str().unwrap(),
             "--compression",
             "zstd",
             "--cache-dir",
