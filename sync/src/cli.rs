@@ -153,6 +153,13 @@ pub struct RootsArgs {
     /// Remove the roots outside retention (default: only list them).
     #[arg(long)]
     pub prune: bool,
+    /// A root of a `receive-<pusher>` source counts for retention (and may
+    /// be removed) once it is this old, as `receive --settle-secs` counts
+    /// it (the same key of the receiver's config file): a push in progress
+    /// is not yet one closure. Other sources root whole closures: not
+    /// applied to them.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub settle_secs: u64,
 }
 
 #[derive(Debug, Args)]

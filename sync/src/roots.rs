@@ -9,6 +9,7 @@ use larder_store::StoreLocation;
 use larder_sync::gcroots::Retention;
 use larder_sync::keep::{KeepConfig, Keeper};
 use larder_sync::nix::LocalStore;
+use larder_sync::receive::retention::SOURCE_PREFIX as RECEIVE_SOURCE_PREFIX;
 use larder_sync::retention::{self, Closures, Kept, Policies};
 use larder_sync::{Result, SyncError};
 
@@ -56,7 +57,17 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
     for source in sources {
         let policy = policies.for_source(&source);
         println!("source {source} ({})", describe_policy(policy));
-        let plan = retention::plan_source(&mut closures, &dir, &source, policy, now)?;
+        // As the receiver counts its own sources: roots younger than the
+        // settle time are neither ranked nor removed.
+        let settle = if source.starts_with(RECEIVE_SOURCE_PREFIX) {
+            Duration::from_secs(args.settle_secs)
+        } else {
+            Duration::ZERO
+        };
+        let (settled, settling): (Vec<_>, Vec<_>) = retention::roots_of(&dir, &source)?
+            .into_iter()
+            .partition(|r| r.arrived + settle <= now);
+        let plan = retention::plan_roots(&mut closures, settled, policy, now)?;
         for d in &plan {
             let name = d
                 .root
@@ -80,8 +91,17 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
                 utc(d.root.arrived)
             );
         }
+        for r in &settling {
+            let name = r.link.file_name().unwrap_or_default().to_string_lossy();
+            println!(
+                "  {name} -> {} arrived {}: kept while settling (ranked from {} on: --settle-secs)",
+                r.target,
+                utc(r.arrived),
+                utc(r.arrived + settle)
+            );
+        }
         if args.prune {
-            retention::prune_source(&mut closures, &dir, &source, policy)?;
+            retention::prune_settled(&mut closures, &dir, &source, policy, settle)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -56,8 +56,28 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
     let b_paths = root_closure(&store, &dir, &b, "1 minute ago");
     assert_eq!((old.len(), a_paths.len(), b_paths.len()), (1, 3, 2));
 
-    // Listing: grouped by closure; with last:1 only b's closure is kept.
+    // By default `roots` counts a receive source as the receiver does
+    // (`--settle-secs` 3600): b's minute-old closure may be a push still in
+    // progress, so it is neither ranked nor removed, and a stays the newest.
     let list = run_stdout(&mut setup.command(&["roots", "--keep-last", "1"]));
+    assert_eq!(list.matches("kept while settling").count(), 2, "{list}");
+    assert_eq!(
+        list.matches("kept as the newest closure").count(),
+        3,
+        "{list}"
+    );
+    assert_eq!(list.matches("expired").count(), 1, "{list}");
+    run(&mut setup.command(&["roots", "--keep-last", "1", "--prune"]));
+    for link in old.iter().chain(&a_paths).chain(&b_paths) {
+        let kept =
+            std::fs::symlink_metadata(dir.join(link.trim_start_matches("/nix/store/"))).is_ok();
+        assert_eq!(kept, !old.contains(link), "{link}");
+    }
+    root_closure(&store, &dir, &oldest, "5 days ago");
+
+    // Listing: grouped by closure; with last:1 and nothing settling only
+    // b's closure is kept.
+    let list = run_stdout(&mut setup.command(&["roots", "--keep-last", "1", "--settle-secs", "0"]));
     assert!(
         list.contains("source receive-ci (last 1 closures)"),
         "{list}"
@@ -76,8 +96,14 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
     );
 
     // last:2 per source: six links are three closures; the oldest goes.
-    let out =
-        run_stdout(&mut setup.command(&["roots", "--policy", "receive-ci=last:2", "--prune"]));
+    let out = run_stdout(&mut setup.command(&[
+        "roots",
+        "--policy",
+        "receive-ci=last:2",
+        "--settle-secs",
+        "0",
+        "--prune",
+    ]));
     assert!(out.contains("removed (outside retention)"), "{out}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
     run(store.nix("nix-store").arg("--gc"));
@@ -90,7 +116,14 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
     }
 
     // By age: a day; a's closure (two days old) goes, b's stays.
-    run(&mut setup.command(&["roots", "--max-age-days", "1", "--prune"]));
+    run(&mut setup.command(&[
+        "roots",
+        "--max-age-days",
+        "1",
+        "--settle-secs",
+        "0",
+        "--prune",
+    ]));
     run(store.nix("nix-store").arg("--gc"));
     for p in &a_paths {
         assert!(!valid(&store, p), "{p} outside retention but not collected");
@@ -98,7 +131,8 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
     for p in &b_paths {
         assert!(valid(&store, p), "{p} collected inside retention");
     }
-    let list = run_stdout(&mut setup.command(&["roots", "--max-age-days", "1"]));
+    let list =
+        run_stdout(&mut setup.command(&["roots", "--max-age-days", "1", "--settle-secs", "0"]));
     assert!(list.contains("by age until"), "{list}");
 }
 
