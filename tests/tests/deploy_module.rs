@@ -529,7 +529,7 @@ fn receiver_runs_on_the_modules_units() {
             "listen": format!("127.0.0.1:{port}"),
             "store-root": store.root(),
             "staging-dir": dir.path().join("staging"),
-            "gc-root-dir": dir.path().join("gcroots"),
+            "gc-root-dir": store.root().join("nix/var/nix/gcroots/larder"),
             // Retention: flags of `receive` and of ExecStartPre's `roots`.
             "keep-last": 20,
             "max-age-days": 30,

@@ -344,6 +344,15 @@ fn bad_flags_and_config_exit_2_without_a_panic() {
             vec!["--max-nar-size-mib".into(), "0".into()],
             "max-nar-size-mib",
         ),
+        // Plain symlinks there would root nothing: the host's GC would
+        // take every pushed path.
+        (
+            vec![
+                "--gc-root-dir".into(),
+                dir.path().join("roots").to_string_lossy().into_owned(),
+            ],
+            "outside the store's GC-root directory",
+        ),
     ];
     let run = |tokens: &std::path::Path, args: &[String]| {
         Command::new(binary("larder-sync"))

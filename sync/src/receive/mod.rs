@@ -101,6 +101,27 @@ pub struct ReceiveConfig {
     pub require_sigs_from: Vec<String>,
 }
 
+/// Refuse a `--gc-root-dir` outside the store's own GC-root directory:
+/// the receiver roots with plain symlinks, which Nix's garbage collector
+/// finds only under `<state>/gcroots`, so anywhere else every pushed path
+/// would be collected by the next `nix-collect-garbage` (seen with a chroot
+/// store and Nix 2.8: a closure pushed and "rooted" under `/tmp/x` gone
+/// after `nix-store --gc`).
+fn check_gc_root_dir(location: &StoreLocation, dir: &std::path::Path) -> Result<()> {
+    if crate::gcroots::under_store_gcroots(location, dir) {
+        return Ok(());
+    }
+    let gcroots = location.state_dir().join("gcroots");
+    Err(SyncError::Usage(format!(
+        "--gc-root-dir {}: outside the store's GC-root directory {}, where Nix's \
+         garbage collector would not see its links and would delete every pushed \
+         path; use a directory under it (the default is {})",
+        dir.display(),
+        gcroots.display(),
+        gcroots.join("larder").display()
+    )))
+}
+
 /// How often staged NARs whose narinfo never came are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -124,6 +145,7 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         ));
     }
     let location = StoreLocation::new(&config.store_root);
+    check_gc_root_dir(&location, &config.gc_root_dir)?;
     let db = StoreDb::open(&location)?;
     let staging = Staging::open(&config.staging_dir).map_err(|e| {
         SyncError::Usage(format!(
