@@ -1,6 +1,8 @@
 //! `larder-sync roots` and `larder-sync keep`: the cache host's side of
 //! keeping what arrives ([`larder_sync::retention`], [`larder_sync::keep`]).
 
+use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,10 +66,14 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
         } else {
             Duration::ZERO
         };
-        let (settled, settling): (Vec<_>, Vec<_>) = retention::roots_of(&dir, &source)?
+        let (settled, mut settling): (Vec<_>, Vec<_>) = retention::roots_of(&dir, &source)?
             .into_iter()
             .partition(|r| r.arrived + settle <= now);
-        let plan = retention::plan_roots(&mut closures, settled, policy, now)?;
+        settling.sort_by_key(|r| Reverse(r.arrived));
+        let mut plan = retention::plan_roots(&mut closures, settled, policy, now)?;
+        by_closure(&mut plan);
+        // Not ranked yet, and the newest: listed first.
+        print_settling(&settling, settle);
         for d in &plan {
             let name = d
                 .root
@@ -91,20 +97,46 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
                 utc(d.root.arrived)
             );
         }
-        for r in &settling {
-            let name = r.link.file_name().unwrap_or_default().to_string_lossy();
-            println!(
-                "  {name} -> {} arrived {}: kept while settling (ranked from {} on: --settle-secs)",
-                r.target,
-                utc(r.arrived),
-                utc(r.arrived + settle)
-            );
-        }
         if args.prune {
             retention::prune_settled(&mut closures, &dir, &source, policy, settle)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The roots younger than `settle`: kept, not ranked yet.
+fn print_settling(settling: &[retention::Root], settle: Duration) {
+    for r in settling {
+        let name = r.link.file_name().unwrap_or_default().to_string_lossy();
+        println!(
+            "  {name} -> {} arrived {}: kept while settling (ranked from {} on: --settle-secs)",
+            r.target,
+            utc(r.arrived),
+            utc(r.arrived + settle)
+        );
+    }
+}
+
+/// Order a listing as retention ranks it: closures newest first (by their
+/// latest arrival), each with its top path first, then the rest by name.
+/// A 20-path push reads as one block instead of links scattered by hash.
+fn by_closure(plan: &mut [retention::Decision]) {
+    let mut latest: HashMap<String, SystemTime> = HashMap::new();
+    for d in plan.iter() {
+        let t = latest.entry(d.closure.clone()).or_insert(d.root.arrived);
+        *t = (*t).max(d.root.arrived);
+    }
+    plan.sort_by(|a, b| {
+        let key = |d: &retention::Decision| {
+            (
+                Reverse(latest[&d.closure]),
+                d.closure.clone(),
+                d.root.target != d.closure,
+                d.root.link.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
 }
 
 fn describe_policy(r: Retention) -> String {

@@ -83,6 +83,16 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
         "{list}"
     );
     assert!(list.contains(&format!("[in closure of {a}]")), "{list}");
+    // Ranked order: the newest closure first, each top path first.
+    let line_of = |p: &str| {
+        list.lines()
+            .position(|l| l.contains(&format!("-> {p} ")))
+            .unwrap_or_else(|| panic!("{p} not listed:\n{list}"))
+    };
+    let b_dep = b_paths.iter().find(|p| **p != b).unwrap();
+    assert!(line_of(&b) < line_of(b_dep), "{list}");
+    assert!(line_of(b_dep) < line_of(&a), "{list}");
+    assert!(line_of(&a) < line_of(&oldest), "{list}");
     assert_eq!(
         list.matches("kept as the newest closure").count(),
         2,
