@@ -376,8 +376,28 @@ pub fn prune_settled(
         .filter(|r| r.arrived + settle <= now)
         .collect();
     let plan = plan_roots(closures, settled, retention, now)?;
+    remove_unkept(plan, source)
+}
+
+/// Remove the roots `plan` keeps not, unless one arrived again since it
+/// was planned: ranking walks every closure in SQLite (seconds for
+/// thousands of roots), and meanwhile a push or a receiver's narinfo 200
+/// renews a link's mtime, with the pusher told the path is kept. Such a
+/// link is left for the next pass. (The check and the removal are two
+/// system calls; a renewal between them is still lost, a window of
+/// microseconds instead of the whole pass.)
+fn remove_unkept(plan: Vec<Decision>, source: &str) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for d in plan.into_iter().filter(|d| d.kept.is_none()) {
+        let now = match std::fs::symlink_metadata(&d.root.link).and_then(|m| m.modified()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&d.root.link, e)),
+        };
+        if now != d.root.arrived {
+            tracing::debug!(root = %d.root.link.display(), source, "arrived again while pruning: kept");
+            continue;
+        }
         match std::fs::remove_file(&d.root.link) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -438,5 +458,38 @@ mod tests {
             let err = p.add_spec(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn a_root_renewed_after_planning_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("receive-ci");
+        std::fs::create_dir(&src).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(40 * 86400);
+        let mut plan = Vec::new();
+        for name in ["renewed", "stale"] {
+            let link = src.join(name);
+            std::os::unix::fs::symlink(format!("/nix/store/{name}"), &link).unwrap();
+            // Plan with the link's mtime as it was then.
+            let arrived = std::fs::symlink_metadata(&link)
+                .unwrap()
+                .modified()
+                .unwrap();
+            plan.push(Decision {
+                root: Root {
+                    source: "receive-ci".into(),
+                    link,
+                    target: format!("/nix/store/{name}"),
+                    arrived: if name == "renewed" { old } else { arrived },
+                },
+                closure: name.into(),
+                kept: None,
+            });
+        }
+        // "renewed" was planned at an old mtime and has a fresh one now.
+        let removed = remove_unkept(plan, "receive-ci").unwrap();
+        assert_eq!(removed, [src.join("stale")]);
+        assert!(std::fs::symlink_metadata(src.join("renewed")).is_ok());
+        assert!(std::fs::symlink_metadata(src.join("stale")).is_err());
     }
 }

@@ -135,3 +135,111 @@ fn nginx_recipe_routes_pushes_to_the_receiver_and_reads_to_the_server() {
 fn caddy_recipe_routes_pushes_to_the_receiver_and_reads_to_the_server() {
     push_and_substitute_through(TestProxy::caddy);
 }
+
+/// One raw HTTP/1.1 request (no client-side normalisation of `..` or
+/// `%2f`) through the proxy at `addr`; returns the status code.
+fn raw_status(addr: &str, method: &str, target: &str, auth: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: no status in {text:?}"))
+}
+
+/// Odd spellings of `/push/` through the proxy: none reaches the receiver
+/// without a token (so none roots anything anonymously or with a wrong
+/// token), and those that do not reach it land on larder-server, which
+/// answers under its own rules as for any read.
+fn push_spellings_through(make: impl FnOnce(&str, &str) -> TestProxy) {
+    let ci = TestStore::new();
+    let host = TestStore::new();
+    let there = chain_closure(&ci, "spelled", 1);
+    copy_unrooted(&ci, &host, &there);
+    let hash = larder_tests::hash_part(&there[0]).to_owned();
+    let server = LarderServer::start(&host, &[]);
+    let receiver = TestReceiver::start(&host, &[]);
+    let proxy = make(&addr(server.url()), &addr(&receiver.url()));
+    let proxy_addr = addr(&proxy.url());
+    let spellings = [
+        format!("/push/{hash}.narinfo"),
+        format!("/push//{hash}.narinfo"),
+        format!("//push/{hash}.narinfo"),
+        format!("/PUSH/{hash}.narinfo"),
+        format!("/Push/{hash}.narinfo"),
+        format!("/push/../{hash}.narinfo"),
+        format!("/push/./{hash}.narinfo"),
+        format!("/push/%2e%2e/{hash}.narinfo"),
+        format!("/push%2f{hash}.narinfo"),
+        format!("/push%2F{hash}.narinfo"),
+        format!("/%70ush/{hash}.narinfo"),
+        format!("/push/x/../{hash}.narinfo"),
+        format!("/push{hash}.narinfo"),
+        format!("/push/{hash}.narinfo?x=/push/"),
+        format!("/x/../push/{hash}.narinfo"),
+    ];
+    let wrong = format!(
+        "Basic {}",
+        larder_tests::receive::base64_basic(PUSHER, "not-the-token-at-all")
+    );
+    let mut tried = 0;
+    for target in &spellings {
+        for method in ["GET", "HEAD"] {
+            for auth in [None, Some(wrong.as_str())] {
+                let code = raw_status(&proxy_addr, method, target, auth);
+                assert!(
+                    matches!(code, 200 | 400 | 401 | 404),
+                    "{method} {target} ({auth:?}): {code}"
+                );
+                tried += 1;
+                assert!(
+                    !receiver.pusher_roots().exists(),
+                    "{method} {target} without a valid token rooted:\n{}",
+                    receiver.log()
+                );
+            }
+        }
+    }
+    // With the token, only spellings nginx/Caddy map to the receiver root.
+    let token = format!("Bearer {TOKEN}");
+    let mut rooted = Vec::new();
+    for target in &spellings {
+        let code = raw_status(&proxy_addr, "GET", target, Some(&token));
+        if receiver.pusher_roots().exists() {
+            rooted.push(format!("{target} ({code})"));
+            std::fs::remove_dir_all(receiver.pusher_roots()).unwrap();
+        }
+    }
+    eprintln!(
+        "{tried} anonymous/wrong-token requests rooted nothing; with the token these reached the receiver: {rooted:?}"
+    );
+    assert!(
+        rooted
+            .iter()
+            .any(|r| r.starts_with(&format!("/push/{hash}"))),
+        "{rooted:?}"
+    );
+}
+
+#[test]
+fn nginx_push_spellings_never_skip_the_token() {
+    push_spellings_through(TestProxy::nginx);
+}
+
+#[test]
+fn caddy_push_spellings_never_skip_the_token() {
+    push_spellings_through(TestProxy::caddy);
+}

@@ -42,6 +42,7 @@ const CLIENT_VERSION: u64 = (1 << 8) | 25;
 /// The first minor version that takes `wopAddToStoreNar`'s NAR in frames.
 const MIN_DAEMON_MINOR: u64 = 23;
 const WOP_ADD_TO_STORE_NAR: u64 = 39;
+const WOP_ADD_TEMP_ROOT: u64 = 11;
 
 const STDERR_NEXT: u64 = 0x6f6c_6d67;
 const STDERR_READ: u64 = 0x6461_7461;
@@ -108,17 +109,43 @@ impl Daemons {
         info: &NarInfo,
         nar: &mut R,
     ) -> Result<(), DaemonError> {
+        self.with_connection(|conn, retry| {
+            if retry {
+                nar.rewind()?;
+            }
+            conn.add_to_store_nar(info, nar)
+        })
+    }
+
+    /// `wopAddTempRoot`: Nix's temporary GC root on `path` (a full store
+    /// path), held by the connection's process until it exits (see
+    /// [`Daemons::reap`]). Nix registers it with a garbage collection that
+    /// is running (its `gc-socket`) before answering, so once this returns
+    /// no GC deletes the path: a path still valid afterwards stays valid
+    /// until a permanent root made before this call is seen by the next
+    /// GC. This is how `nix-store --add-root` (`addPermRoot`) closes the
+    /// same race. Blocking.
+    pub fn add_temp_root(&self, path: &str) -> Result<(), DaemonError> {
+        self.with_connection(|conn, _| conn.add_temp_root(path))
+    }
+
+    /// Run `op` on an idle connection or a new one; an idle one found
+    /// dead (an I/O error) is replaced once, `op` told it is a retry.
+    /// The connection goes back to the pool only after a success.
+    fn with_connection(
+        &self,
+        mut op: impl FnMut(&mut Connection, bool) -> Result<(), DaemonError>,
+    ) -> Result<(), DaemonError> {
         let pooled = self.lock().pop().filter(|c| c.started.elapsed() < MAX_AGE);
         let (mut conn, reused) = match pooled {
             Some(conn) => (conn, true),
             None => (Connection::open(&self.root)?, false),
         };
-        let mut result = conn.add_to_store_nar(info, nar);
+        let mut result = op(&mut conn, false);
         if reused && matches!(result, Err(DaemonError::Io(_))) {
             tracing::debug!("idle nix-daemon connection was dead; opening another");
-            nar.rewind()?;
             conn = Connection::open(&self.root)?;
-            result = conn.add_to_store_nar(info, nar);
+            result = op(&mut conn, true);
         }
         if result.is_ok() {
             conn.last_used = Instant::now();
@@ -219,6 +246,20 @@ impl Connection {
         write_u64(&mut self.to, 0)?; // obsolete reserveSpace (1.11+)
         self.to.flush()?;
         read_stderr(&mut self.from)
+    }
+
+    /// `wopAddTempRoot` (the daemon's `addTempRoot`, then a 1).
+    fn add_temp_root(&mut self, path: &str) -> Result<(), DaemonError> {
+        write_u64(&mut self.to, WOP_ADD_TEMP_ROOT)?;
+        write_str(&mut self.to, path)?;
+        self.to.flush()?;
+        read_stderr(&mut self.from)?;
+        match read_u64(&mut self.from)? {
+            1 => Ok(()),
+            n => Err(DaemonError::Protocol(format!(
+                "wopAddTempRoot answered {n}, not 1"
+            ))),
+        }
     }
 
     /// `wopAddToStoreNar`: the path info, then the NAR in frames while the
