@@ -207,6 +207,13 @@ fn accept_checked(
     let started = Instant::now();
     match import(&state.daemons, &state.staging, info, url) {
         Ok(true) => {
+            // A narinfo GET that found the path gone meanwhile (a GC
+            // between its link and its check) removes the link it made,
+            // which may be the one this import counted on: the path is
+            // valid now, so root it again if the link went.
+            if std::fs::symlink_metadata(&arrival.link).is_err() {
+                root()?;
+            }
             state
                 .metrics
                 .import_duration
