@@ -14,6 +14,9 @@ use crate::{TestStore, nix_command};
 /// The pusher every test receiver knows: `ci` with this token.
 pub const PUSHER: &str = "ci";
 pub const TOKEN: &str = "ci-token-0123456789";
+/// A second pusher and its token ([`TestReceiver::add_second_pusher`]).
+pub const OTHER: &str = "other";
+pub const OTHER_TOKEN: &str = "other-token-0123456789";
 
 pub struct TestReceiver {
     process: Option<Running>,
@@ -80,6 +83,19 @@ impl TestReceiver {
         if let Some(mut p) = self.process.take() {
             p.kill();
         }
+    }
+
+    /// Give the tokens file a second pusher ([`OTHER`], [`OTHER_TOKEN`])
+    /// beside [`PUSHER`], and restart on it.
+    pub fn add_second_pusher(&mut self) {
+        fs::write(
+            &self.tokens,
+            format!("{PUSHER} {TOKEN}\n{OTHER} {OTHER_TOKEN}\n"),
+        )
+        .expect("write the tokens file");
+        fs::set_permissions(&self.tokens, fs::Permissions::from_mode(0o600))
+            .expect("chmod the tokens file");
+        self.restart();
     }
 
     /// (Re)start on the same port; returns once it answers.

@@ -7,7 +7,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,12 +14,10 @@ use larder_store::Sha256Hash;
 use larder_store::narinfo::NarInfo;
 use larder_tests::fixtures::{export_file_cache, read_narinfos};
 use larder_tests::process::binary;
-use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, base64_basic, file_nar, send};
+use larder_tests::receive::{
+    OTHER, OTHER_TOKEN, PUSHER, TOKEN, TestReceiver, base64_basic, file_nar, send,
+};
 use larder_tests::{TestStore, narinfo_url, shell_derivation};
-
-/// A second pusher for the claim tests.
-const OTHER: &str = "other";
-const OTHER_TOKEN: &str = "other-token-0123456789";
 
 /// `/nar/<nix32 sha256 of bytes>.nar`.
 fn nar_path(bytes: &[u8]) -> String {
@@ -45,16 +42,6 @@ fn raw(receiver: &TestReceiver, head: &str, body: &[u8], half_close: bool) -> St
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn two_pushers(receiver: &mut TestReceiver) {
-    fs::write(
-        &receiver.tokens,
-        format!("{PUSHER} {TOKEN}\n{OTHER} {OTHER_TOKEN}\n"),
-    )
-    .unwrap();
-    fs::set_permissions(&receiver.tokens, fs::Permissions::from_mode(0o600)).unwrap();
-    receiver.restart();
 }
 
 fn store_paths(store: &TestStore) -> Vec<String> {
@@ -155,7 +142,7 @@ fn a_pusher_cannot_release_another_pushers_staged_nar() {
     let info: NarInfo = read_narinfos(cache.path()).remove(0).1;
     let nar = fs::read(cache.path().join(&info.url)).unwrap();
     let mut receiver = TestReceiver::start(&host, &[]);
-    two_pushers(&mut receiver);
+    receiver.add_second_pusher();
     let as_other = |method: &str, path: &str| {
         ureq::request(method, &format!("{}{path}", receiver.url()))
             .set("Authorization", &basic(OTHER, OTHER_TOKEN))
@@ -289,7 +276,7 @@ fn smuggling_stalls_and_short_bodies_over_raw_tcp() {
             "2",
         ],
     );
-    two_pushers(&mut receiver);
+    receiver.add_second_pusher();
     let addr = receiver.url().trim_start_matches("http://").to_owned();
     let held: Vec<TcpStream> = (0..2)
         .map(|i| {

@@ -177,10 +177,7 @@ fn keep_last_counts_settled_distinct_closures_per_pusher() {
 /// another pusher's root on the same paths.
 #[test]
 fn a_reasked_path_is_the_newest_arrival_and_pruning_stays_per_pusher() {
-    use larder_tests::receive::copy_unrooted;
-    use std::os::unix::fs::PermissionsExt;
-    const OTHER: &str = "other";
-    const OTHER_TOKEN: &str = "other-token-0123456789";
+    use larder_tests::receive::{OTHER, OTHER_TOKEN, copy_unrooted};
     let ci = TestStore::new();
     let host = TestStore::new();
     let x = chain_closure(&ci, "reasked-x", 4);
@@ -201,13 +198,7 @@ fn a_reasked_path_is_the_newest_arrival_and_pruning_stays_per_pusher() {
             "1",
         ],
     );
-    std::fs::write(
-        &receiver.tokens,
-        format!("{PUSHER} {TOKEN}\n{OTHER} {OTHER_TOKEN}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&receiver.tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    receiver.restart();
+    receiver.add_second_pusher();
     let ask = |who: &str, token: &str, paths: &[String]| {
         for p in paths {
             let r = ureq::get(&format!(

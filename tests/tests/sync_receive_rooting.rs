@@ -11,11 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use larder_store::db::StoreDb;
-use larder_tests::receive::{PUSHER, TOKEN, TestReceiver};
+use larder_tests::receive::{OTHER, OTHER_TOKEN, PUSHER, TOKEN, TestReceiver};
 use larder_tests::{TestStore, hash_part, narinfo_url, run};
-
-const OTHER: &str = "other";
-const OTHER_TOKEN: &str = "other-token-0123456789";
 
 /// `n` small unrooted paths added to `store` (files named `tag-i`).
 fn add_paths(store: &TestStore, tag: &str, n: usize) -> Vec<String> {
@@ -199,13 +196,7 @@ fn garbage_hashes_root_nothing() {
 fn concurrent_asks_of_one_path_all_root_it() {
     let host = TestStore::new();
     let mut receiver = TestReceiver::start(&host, &[]);
-    fs::write(
-        &receiver.tokens,
-        format!("{PUSHER} {TOKEN}\n{OTHER} {OTHER_TOKEN}\n"),
-    )
-    .unwrap();
-    fs::set_permissions(&receiver.tokens, fs::Permissions::from_mode(0o600)).unwrap();
-    receiver.restart();
+    receiver.add_second_pusher();
     let paths = add_paths(&host, "shared", 5);
     std::thread::scope(|s| {
         for t in 0..6 {
