@@ -9,6 +9,13 @@ bash scripts/setup.sh --test
 # No internet and no sandbox here: every Nix call in the tests uses this too.
 export NIX_CONFIG="$(cat scripts/nix.conf)"
 
+# Nix 2.8 makes its state dir (/nix/var/nix: db/schema, gcroots/profiles…)
+# the first time a command opens the local store, and two commands doing
+# that at once race ("creating symlink … File exists", "db/schema is
+# corrupt"): on a fresh machine the parallel tests' first Nix calls did.
+# Open the store once, alone, first.
+nix-store --gc --print-roots >/dev/null
+
 # Trust boundaries (no key code in the server, no HTTP stack in the signer)
 # and module layering (no import cycles), before anything is built.
 bash scripts/check-boundaries.sh
