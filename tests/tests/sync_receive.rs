@@ -195,6 +195,28 @@ fn a_push_of_paths_already_on_the_host_roots_them() {
     );
     // Nothing was uploaded, everything is rooted, and the GC keeps it.
     assert!(!receiver.log().contains("imported /nix/store/"));
+    // The 200 that skipped the upload says the path is there and no more:
+    // not its references, deriver, signatures or CA (the host has them).
+    for query in ["--references", "--deriver"] {
+        let on_host = run_stdout(host.nix("nix-store").args(["-q", query, &top]));
+        assert!(on_host.contains("/nix/store/"), "{query}: {on_host}");
+    }
+    let answer = receiver
+        .request("GET", &narinfo_url(&top))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        answer.starts_with(&format!("StorePath: {top}\n")),
+        "{answer}"
+    );
+    assert!(answer.contains("\nNarHash: sha256:"), "{answer}");
+    assert!(answer.contains("\nReferences: \n"), "{answer}");
+    let others = paths.iter().filter(|p| **p != top).map(String::as_str);
+    for hidden in ["Deriver:", "Sig:", "CA:"].into_iter().chain(others) {
+        assert!(!answer.contains(hidden), "{hidden} in {answer}");
+    }
     assert_rooted(&receiver, &paths);
     assert!(already_there() >= paths.len() as f64);
     run(host.nix("nix-store").arg("--gc"));
