@@ -5,7 +5,7 @@
 //! | route | methods | handler |
 //! |---|---|---|
 //! | `/nix-cache-info` | GET, HEAD | [`cache_info`] |
-//! | `/<hash>.narinfo` | GET, HEAD (from the store DB; a 200 roots the path for the pusher), PUT (import) | [`narinfo`] |
+//! | `/<hash>.narinfo` | GET, HEAD (from the store DB, only the fields that say "there"; a 200 roots the path for the pusher), PUT (import) | [`narinfo`] |
 //! | `/nar/<filehash>.nar[.xz\|.zst\|.bz2]` | HEAD (404 unless staged), PUT; GET is always 404 | [`nar`] |
 //! | `/<hash>.ls` | PUT (accepted and discarded: larder-server makes listings) | [`listing`] |
 //! | `/log/<drv>` | PUT (into the store's log dir) | [`log`] |
