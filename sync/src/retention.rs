@@ -220,12 +220,22 @@ pub fn roots_of(gc_root_dir: &Path, source: &str) -> Result<Vec<Root>> {
     };
     let mut roots = Vec::new();
     for entry in entries {
-        let link = entry.map_err(|e| io_err(&dir, e))?.path();
-        let meta = std::fs::symlink_metadata(&link).map_err(|e| io_err(&link, e))?;
+        let entry = entry.map_err(|e| io_err(&dir, e))?;
+        if crate::gcroots::is_temporary(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let link = entry.path();
+        // A root renewed or removed meanwhile (renamed over, or aside) may
+        // be gone between the listing and this look.
+        let Some(meta) = unless_gone(&link, std::fs::symlink_metadata(&link))? else {
+            continue;
+        };
         if !meta.file_type().is_symlink() {
             continue;
         }
-        let target = std::fs::read_link(&link).map_err(|e| io_err(&link, e))?;
+        let Some(target) = unless_gone(&link, std::fs::read_link(&link))? else {
+            continue;
+        };
         roots.push(Root {
             source: source.to_owned(),
             arrived: meta.modified().map_err(|e| io_err(&link, e))?,
@@ -235,6 +245,15 @@ pub fn roots_of(gc_root_dir: &Path, source: &str) -> Result<Vec<Root>> {
     }
     roots.sort_by(|a, b| a.link.cmp(&b.link));
     Ok(roots)
+}
+
+/// `result` of looking at `path`, or None if `path` is gone.
+fn unless_gone<T>(path: &Path, result: std::io::Result<T>) -> Result<Option<T>> {
+    match result {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, e)),
+    }
 }
 
 /// What `retention` decides for every root of `source`, sorted by link.
@@ -383,25 +402,15 @@ pub fn prune_settled(
 /// was planned: ranking walks every closure in SQLite (seconds for
 /// thousands of roots), and meanwhile a push or a receiver's narinfo 200
 /// renews a link's mtime, with the pusher told the path is kept. Such a
-/// link is left for the next pass. (The check and the removal are two
-/// system calls; a renewal between them is still lost, a window of
-/// microseconds instead of the whole pass.)
+/// link is left for the next pass ([`gcroots::remove_unless_renewed`]).
 fn remove_unkept(plan: Vec<Decision>, source: &str) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for d in plan.into_iter().filter(|d| d.kept.is_none()) {
-        let now = match std::fs::symlink_metadata(&d.root.link).and_then(|m| m.modified()) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&d.root.link, e)),
-        };
-        if now != d.root.arrived {
-            tracing::debug!(root = %d.root.link.display(), source, "arrived again while pruning: kept");
+        let gone = crate::gcroots::remove_unless_renewed(&d.root.link, d.root.arrived)
+            .map_err(|e| io_err(&d.root.link, e))?;
+        if !gone {
+            tracing::debug!(root = %d.root.link.display(), source, "arrived again while pruning (or gone): kept");
             continue;
-        }
-        match std::fs::remove_file(&d.root.link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&d.root.link, e)),
         }
         tracing::info!(root = %d.root.link.display(), source, "removed GC root (retention)");
         removed.push(d.root.link);

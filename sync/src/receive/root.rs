@@ -51,12 +51,13 @@ pub fn root_arrival(
             link,
             created: true,
         }),
+        // A re-push: a fresh link renamed over the old one gives it a new
+        // mtime (std cannot set a symlink's own times without following it
+        // into the read-only store), and the right target whatever the old
+        // link said; the root never disappears. Should retention have taken
+        // the old link meanwhile, the rename makes it again.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::read_link(&link)? != Path::new(&target) {
-                // Not ours to interpret: replace it atomically.
-                replace_link(&pusher_dir, &path.to_string(), Path::new(&target))?;
-            }
-            touch_link(&link)?;
+            replace_link(&pusher_dir, &path.to_string(), Path::new(&target))?;
             Ok(ArrivalRoot {
                 link,
                 created: false,
@@ -64,16 +65,6 @@ pub fn root_arrival(
         }
         Err(e) => Err(e),
     }
-}
-
-/// Give a symlink a fresh mtime. std cannot set a symlink's own times
-/// (it follows the link into the read-only store), so the link is
-/// re-created next to it and renamed over it: the root never disappears.
-fn touch_link(link: &Path) -> io::Result<()> {
-    let target = fs::read_link(link)?;
-    let dir = link.parent().unwrap_or(Path::new("."));
-    let name = link.file_name().unwrap_or_default().to_string_lossy();
-    replace_link(dir, &name, &target)
 }
 
 /// Make `<dir>/<name>` a symlink to `target` by renaming a fresh link over
