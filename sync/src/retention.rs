@@ -247,6 +247,19 @@ pub fn roots_of(gc_root_dir: &Path, source: &str) -> Result<Vec<Root>> {
     Ok(roots)
 }
 
+/// Put back the roots of `source` that a process killed mid-move left
+/// under a temporary name ([`crate::gcroots::recover_temporaries`]), so
+/// that retention sees them again; every pass does it first.
+pub fn recover_source(gc_root_dir: &Path, source: &str, at_startup: bool) -> Result<()> {
+    let dir = gc_root_dir.join(source);
+    let taken =
+        crate::gcroots::recover_temporaries(&dir, at_startup).map_err(|e| io_err(&dir, e))?;
+    for tmp in taken {
+        tracing::info!(temporary = %tmp.display(), source, "put back a root left by an interrupted move");
+    }
+    Ok(())
+}
+
 /// `result` of looking at `path`, or None if `path` is gone.
 fn unless_gone<T>(path: &Path, result: std::io::Result<T>) -> Result<Option<T>> {
     match result {
@@ -389,6 +402,7 @@ pub fn prune_settled(
     retention: Retention,
     settle: Duration,
 ) -> Result<Vec<PathBuf>> {
+    recover_source(gc_root_dir, source, false)?;
     let now = SystemTime::now();
     let settled: Vec<Root> = roots_of(gc_root_dir, source)?
         .into_iter()

@@ -66,6 +66,10 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
         } else {
             Duration::ZERO
         };
+        if args.prune {
+            // What an interrupted move left is listed as the root it was.
+            retention::recover_source(&dir, &source, false)?;
+        }
         let (settled, mut settling): (Vec<_>, Vec<_>) = retention::roots_of(&dir, &source)?
             .into_iter()
             .partition(|r| r.arrived + settle <= now);

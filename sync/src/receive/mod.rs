@@ -157,6 +157,15 @@ pub fn run(config: ReceiveConfig) -> Result<()> {
         path: config.gc_root_dir.clone(),
         source,
     })?;
+    // Before any request: what a killed receiver left mid-move is put
+    // back even when a policy-less receiver never runs a retention pass.
+    for source in crate::retention::sources(&config.gc_root_dir)? {
+        if source.starts_with(retention::SOURCE_PREFIX)
+            && let Err(e) = crate::retention::recover_source(&config.gc_root_dir, &source, true)
+        {
+            tracing::warn!("{e}");
+        }
+    }
     let per_pusher = (config.max_concurrent_uploads / 2).max(1);
     let pusher_uploads = tokens
         .names()
