@@ -121,6 +121,31 @@ fn every_kind_of_ca_path_real_nix_makes_arrives() {
         assert!(valid(&host, p), "{p} did not arrive");
     }
     assert!(!receiver.log().contains("status=500"), "{}", receiver.log());
+
+    // Pushed again once every root is gone: the receiver's narinfo 200s
+    // (StorePath, URL, NarHash, NarSize and an empty References line: no
+    // CA, no references) are enough for Nix 2.8 to skip every CA path
+    // and `.drv`, text paths with references included; nothing is
+    // uploaded and each is rooted again.
+    let roots = host.root().join("nix/var/nix/gcroots/larder/receive-ci");
+    std::fs::remove_dir_all(&roots).unwrap();
+    let imported = |log: &str| log.matches("imported /nix/store/").count();
+    let before = imported(&receiver.log());
+    for (derivation, targets) in [(false, paths.to_vec()), (true, vec![drv.clone()])] {
+        let mut cmd = ci.nix("nix");
+        cmd.args(["copy", "--to", &receiver.url(), "--netrc-file"])
+            .arg(&netrc)
+            .args(NO_NARINFO_CACHE);
+        if derivation {
+            cmd.arg("--derivation");
+        }
+        run(cmd.args(&targets));
+    }
+    assert_eq!(imported(&receiver.log()), before, "{}", receiver.log());
+    for p in paths.iter().map(String::as_str).chain(deps.lines()) {
+        let link = roots.join(p.trim_start_matches("/nix/store/"));
+        assert!(std::fs::symlink_metadata(&link).is_ok(), "{p} not rooted");
+    }
 }
 
 #[test]
