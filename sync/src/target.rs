@@ -43,6 +43,17 @@ fn check_s3(target: &StoreUri) -> Result<()> {
     bucket.check_and_init(larder_store::StoreLocation::new("/").store_dir())
 }
 
+/// The CA bundle Nix's own downloads trust when the environment names
+/// one: `NIX_SSL_CERT_FILE`, else `SSL_CERT_FILE` (the order of Nix 2.8's
+/// `getDefaultSSLCertFile`), so a cache with a private CA that `nix copy`
+/// reaches is not refused by this check. None: curl's own default.
+fn nix_ca_file() -> Option<std::ffi::OsString> {
+    ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"]
+        .into_iter()
+        .find_map(std::env::var_os)
+        .filter(|f| !f.is_empty())
+}
+
 fn check_http(target: &StoreUri) -> std::result::Result<(), String> {
     let base = target.as_str().split('?').next().unwrap_or_default();
     let url = format!("{}/nix-cache-info", base.trim_end_matches('/'));
@@ -53,6 +64,9 @@ fn check_http(target: &StoreUri) -> std::result::Result<(), String> {
         .args(["--max-time", TOTAL_TIMEOUT_SECS]);
     if let Some(file) = netrc.as_deref().filter(|f| f.exists()) {
         cmd.arg("--netrc-file").arg(file);
+    }
+    if let Some(file) = nix_ca_file() {
+        cmd.arg("--cacert").arg(file);
     }
     cmd.arg(&url);
     let out = match nix::run(&mut cmd) {

@@ -93,4 +93,35 @@ fn nix_copies_over_https() {
     .stdout;
     let original = run(store.nix("nix").args(["store", "dump-path"]).arg(&top)).stdout;
     assert!(copied == original);
+
+    // larder-sync's check of an https target (before it pushes) trusts the
+    // CA bundle Nix trusts: NIX_SSL_CERT_FILE, else SSL_CERT_FILE.
+    let work = tempfile::tempdir().unwrap();
+    let check = |ca: Option<(&str, &Path)>| {
+        let mut cmd = nix_command(binary("larder-sync").to_str().unwrap());
+        cmd.arg("--queue")
+            .arg(work.path().join("queue.sqlite"))
+            .arg("--store-root")
+            .arg(store.root())
+            .args(["watch-exec", "--to", &url, "--", "true"])
+            .env_remove("NIX_SSL_CERT_FILE")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("CURL_CA_BUNDLE");
+        if let Some((var, file)) = ca {
+            cmd.env(var, file);
+        }
+        cmd.output().unwrap()
+    };
+    let untrusted = check(None);
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("cannot reach") && err.contains("certificate"), "{err}");
+    for var in ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] {
+        let trusted = check(Some((var, &cert)));
+        assert!(
+            trusted.status.success(),
+            "{var}: {}",
+            String::from_utf8_lossy(&trusted.stderr)
+        );
+    }
 }
