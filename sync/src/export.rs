@@ -38,10 +38,10 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
     let mut exporter = Exporter::open(target, &location, args.signer_socket.clone())?;
     let report = exporter.export(&paths)?;
     for p in &report.exported {
-        println!("exported {p}");
+        say!("exported {p}");
     }
     for p in &report.resigned {
-        println!("re-signed {p}");
+        say!("re-signed {p}");
     }
     tracing::info!(
         exported = report.exported.len(),
@@ -124,7 +124,7 @@ pub fn s3_gc(cli: &Cli, args: &S3GcArgs) -> Result<ExitCode> {
         "deleted"
     };
     for key in &report.deleted {
-        println!("{verb} {key}");
+        say!("{verb} {key}");
     }
     if args.dry_run {
         tracing::info!(

@@ -1,5 +1,15 @@
 //! The `larder-sync` binary: flags, logging, and one function per subcommand.
 
+/// `println!` that a closed stdout (`larder-sync roots | head`) does not
+/// panic: output is for a reader, and `roots --prune`, `keep` or `export`
+/// must finish their work whether or not anyone still reads it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod export;
 mod roots;
@@ -234,8 +244,8 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
     let stats = queue.stats()?;
     let now = now_ms();
     let secs_ago = |at: i64| (now - at).max(0) / 1000;
-    println!("queue: {}", cli.queue.display());
-    println!(
+    say!("queue: {}", cli.queue.display());
+    say!(
         "target: {}",
         queue
             .target()?
@@ -243,29 +253,29 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
             .unwrap_or("- (no watcher ran yet)")
     );
     match lease::holder(&cli.queue)? {
-        Some(pid) => println!("watcher: alive (pid {pid}), pushing this queue"),
-        None => println!("watcher: none running (paths wait until one starts)"),
+        Some(pid) => say!("watcher: alive (pid {pid}), pushing this queue"),
+        None => say!("watcher: none running (paths wait until one starts)"),
     }
-    println!("pending: {}", stats.depth);
+    say!("pending: {}", stats.depth);
     match stats.oldest {
-        Some((path, at)) => println!("oldest pending: {}s ({path})", secs_ago(at)),
-        None => println!("oldest pending: -"),
+        Some((path, at)) => say!("oldest pending: {}s ({path})", secs_ago(at)),
+        None => say!("oldest pending: -"),
     }
     match stats.last_error {
-        Some((at, msg)) => println!("last error: {}s ago: {msg}", secs_ago(at)),
-        None => println!("last error: -"),
+        Some((at, msg)) => say!("last error: {}s ago: {msg}", secs_ago(at)),
+        None => say!("last error: -"),
     }
     let pending = queue.pending(limit)?;
     for p in &pending {
         match &p.last_error {
-            None => println!(
+            None => say!(
                 "  pending {} (enqueued {}s ago)",
                 p.path,
                 secs_ago(p.enqueued_at)
             ),
             Some(err) => {
                 let retry = (p.next_attempt_at - now).max(0) / 1000;
-                println!(
+                say!(
                     "  failed  {} ({} attempts, retry in {retry}s): {}",
                     p.path,
                     p.attempts,
@@ -275,7 +285,7 @@ fn status(cli: &Cli, limit: usize) -> Result<ExitCode> {
         }
     }
     if stats.depth > pending.len() as u64 {
-        println!(
+        say!(
             "  … and {} more (--limit)",
             stats.depth - pending.len() as u64
         );
@@ -316,10 +326,10 @@ fn pull_once(cli: &Cli, args: &PullArgs) -> Result<ExitCode> {
     };
     let report = pull::pull(&LocalStore::new(&cli.store_root), &req)?;
     for root in &report.gc_roots {
-        println!("rooted {}", root.display());
+        say!("rooted {}", root.display());
     }
     for root in &report.removed {
-        println!("removed {}", root.display());
+        say!("removed {}", root.display());
     }
     Ok(ExitCode::SUCCESS)
 }

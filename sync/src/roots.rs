@@ -47,18 +47,18 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
         None => retention::sources(&dir)?,
     };
     let now = SystemTime::now();
-    println!("gc-root-dir: {}", dir.display());
+    say!("gc-root-dir: {}", dir.display());
     if sources.is_empty() {
         let why = if dir.is_dir() {
             "no roots yet"
         } else {
             "no roots yet (the directory does not exist: nothing has arrived)"
         };
-        println!("{why}");
+        say!("{why}");
     }
     for source in sources {
         let policy = policies.for_source(&source);
-        println!("source {source} ({})", describe_policy(policy));
+        say!("source {source} ({})", describe_policy(policy));
         // As the receiver counts its own sources: roots younger than the
         // settle time are neither ranked nor removed.
         let settle = if source.starts_with(RECEIVE_SOURCE_PREFIX) {
@@ -95,7 +95,7 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
             } else {
                 format!(" [in closure of {}]", d.closure)
             };
-            println!(
+            say!(
                 "  {name} -> {} arrived {}{closure}: {verdict}",
                 d.root.target,
                 utc(d.root.arrived)
@@ -112,7 +112,7 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
 fn print_settling(settling: &[retention::Root], settle: Duration) {
     for r in settling {
         let name = r.link.file_name().unwrap_or_default().to_string_lossy();
-        println!(
+        say!(
             "  {name} -> {} arrived {}: kept while settling (ranked from {} on: --settle-secs)",
             r.target,
             utc(r.arrived),

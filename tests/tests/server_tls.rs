@@ -115,7 +115,10 @@ fn nix_copies_over_https() {
     let untrusted = check(None);
     assert!(!untrusted.status.success());
     let err = String::from_utf8_lossy(&untrusted.stderr);
-    assert!(err.contains("cannot reach") && err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("cannot reach") && err.contains("certificate"),
+        "{err}"
+    );
     for var in ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] {
         let trusted = check(Some((var, &cert)));
         assert!(
