@@ -373,6 +373,21 @@ fn bad_uploads_are_refused_and_leave_nothing_behind() {
     assert!(body.contains("hash"), "{body}");
     check_clean("tampered NAR");
 
+    // gzip bytes under a .nar name (what Nix 2.8 sends for
+    // ?compression=gzip): refused, naming the likely cause.
+    let gzip = run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "gzip -c < {}",
+        cache.path().join(&dep_info.url).display()
+    )))
+    .stdout;
+    let (code, body) = send(put(&format!("/{}", dep_info.url)), &gzip);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("not a valid NAR") && body.contains("gzip"),
+        "{body}"
+    );
+    check_clean("gzip under .nar");
+
     // Right NAR, wrong NarSize (and then wrong NarHash).
     for (field, bad) in [
         ("NarSize", {

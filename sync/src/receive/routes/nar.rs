@@ -146,6 +146,16 @@ pub async fn put(
             "the {} stream cannot be decompressed: {detail}",
             compression.narinfo_name()
         )),
+        // Nix 2.8 names a gzip upload (`?compression=gzip`) `.nar`, as it
+        // does an uncompressed one: a `.nar` whose very first string is
+        // wrong says so, since gzip is the likely cause.
+        StageError::NotNar(e) if e.offset < 24 && compression.narinfo_name() == "none" => {
+            ReceiveError::BadRequest(format!(
+                "the upload is {e}; a .nar upload must be an uncompressed NAR (Nix names \
+                 gzip-compressed NARs .nar too, and this cache takes none, xz, bzip2 or zstd: \
+                 push with ?compression=zstd or none)"
+            ))
+        }
         StageError::NotNar(e) => ReceiveError::BadRequest(format!("the upload is {e}")),
         StageError::Io(e) => staging_io(state, e),
     })?;
