@@ -272,6 +272,10 @@ pub struct ReceiveArgs {
     /// Where to listen: ADDR:PORT, or unix:PATH behind a reverse proxy.
     #[arg(long, default_value = "127.0.0.1:5001")]
     pub listen: String,
+    /// Mode of a unix:PATH socket (octal): 0660 lets a proxy in the
+    /// receiver's group connect; the umask is not asked.
+    #[arg(long, default_value = "0660", value_parser = parse_socket_mode)]
+    pub socket_mode: u32,
     /// Pushers, one `NAME TOKEN` (or `NAME sha256:<hex of the token>`) per line; mode 0600.
     #[arg(long)]
     pub tokens: PathBuf,
@@ -315,4 +319,12 @@ pub struct ReceiveArgs {
     /// PUSHER=keyname:base64: that pusher's uploads must carry a signature by this key (repeatable).
     #[arg(long, value_delimiter = ' ')]
     pub require_sigs_from: Vec<String>,
+}
+
+/// An octal file mode for a socket: read/write bits only, `0660`/`0o660`.
+fn parse_socket_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| m & !0o666 == 0)
+        .ok_or_else(|| format!("{s:?} is not a socket mode: octal read/write bits, e.g. 0660"))
 }

@@ -338,6 +338,7 @@ fn receive(cli: &Cli, args: &ReceiveArgs) -> Result<ExitCode> {
     let (gc_root_dir, policies) = roots::policies(cli, &args.retention)?;
     let config = larder_sync::receive::ReceiveConfig {
         listen: args.listen.parse().map_err(SyncError::Usage)?,
+        socket_mode: args.socket_mode,
         store_root: cli.store_root.clone(),
         tokens_file: args.tokens.clone(),
         staging_dir: args.staging_dir.clone(),

@@ -848,3 +848,51 @@ fn import_daemons_end_after_a_push_and_their_death_is_survived() {
         "{stderr}"
     );
 }
+
+/// `--listen unix:PATH` behind a proxy on the host: the socket is 0660
+/// (`--socket-mode`) whatever the umask (the units set 0077, which left
+/// nginx with "Permission denied"), so a proxy in the receiver's group
+/// connects; a mode with more than read/write bits is refused.
+#[test]
+fn a_unix_socket_gets_its_mode_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = TestStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    fs::write(&tokens, format!("{PUSHER} {TOKEN}\n")).unwrap();
+    fs::set_permissions(&tokens, fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = dir.path().join("receive.sock");
+    let receive = |mode: &[&str]| {
+        let mut cmd = larder_tests::nix_command("sh");
+        cmd.args(["-c", "umask 077; exec \"$@\"", "sh"])
+            .arg(larder_tests::process::binary("larder-sync"))
+            .arg("--store-root")
+            .arg(host.root())
+            .args(["receive", "--listen", &format!("unix:{}", socket.display())])
+            .arg("--tokens")
+            .arg(&tokens)
+            .arg("--staging-dir")
+            .arg(dir.path().join("staging"))
+            .args(mode);
+        cmd
+    };
+    let refused = receive(&["--socket-mode", "0777"]).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("socket mode"), "{err}");
+
+    let mut process = larder_tests::process::Running::spawn("larder-sync", &mut receive(&[]));
+    let info = || {
+        std::process::Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(&socket)
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg("http://localhost/nix-cache-info")
+            .output()
+            .unwrap()
+    };
+    larder_tests::process::wait_until(&mut process, || info().status.success());
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "{mode:o}");
+    assert!(String::from_utf8_lossy(&info().stdout).starts_with("StoreDir: "));
+}

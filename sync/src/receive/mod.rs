@@ -76,6 +76,8 @@ impl std::str::FromStr for Listen {
 #[derive(Debug, Clone)]
 pub struct ReceiveConfig {
     pub listen: Listen,
+    /// Mode of a `unix:PATH` socket (`--socket-mode`).
+    pub socket_mode: u32,
     /// `/` for the host store, or a chroot store's root.
     pub store_root: PathBuf,
     pub tokens_file: PathBuf,
@@ -217,9 +219,17 @@ async fn serve(
     };
     let server = match &config.listen {
         Listen::Tcp(addr) => server.bind(addr.as_str()),
+        // The socket gets its mode before the server runs (the umask,
+        // 0077 in the units, would leave a proxy outside).
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(path);
-            server.bind_uds(path)
+            server.bind_uds(path).and_then(|server| {
+                std::fs::set_permissions(
+                    path,
+                    std::os::unix::fs::PermissionsExt::from_mode(config.socket_mode),
+                )
+                .map(|()| server)
+            })
         }
     }
     .map_err(listen_err)?
