@@ -106,16 +106,20 @@ fn every_kind_of_ca_path_real_nix_makes_arrives() {
     .to_owned();
     let receiver = TestReceiver::start(&host, &[]);
     let netrc = receiver.netrc(PUSHER, TOKEN);
-    for (derivation, targets) in [(false, paths.to_vec()), (true, vec![drv.clone()])] {
-        let mut cmd = ci.nix("nix");
-        cmd.args(["copy", "--to", &receiver.url(), "--netrc-file"])
-            .arg(&netrc)
-            .args(NO_NARINFO_CACHE);
-        if derivation {
-            cmd.arg("--derivation");
+    // Every path, then the derivation with what it refers to.
+    let push_all = || {
+        for (derivation, targets) in [(false, paths.to_vec()), (true, vec![drv.clone()])] {
+            let mut cmd = ci.nix("nix");
+            cmd.args(["copy", "--to", &receiver.url(), "--netrc-file"])
+                .arg(&netrc)
+                .args(NO_NARINFO_CACHE);
+            if derivation {
+                cmd.arg("--derivation");
+            }
+            run(cmd.args(&targets));
         }
-        run(cmd.args(&targets));
-    }
+    };
+    push_all();
     let deps = run_stdout(ci.nix("nix-store").args(["-qR", &drv]));
     for p in paths.iter().map(String::as_str).chain(deps.lines()) {
         assert!(valid(&host, p), "{p} did not arrive");
@@ -131,16 +135,7 @@ fn every_kind_of_ca_path_real_nix_makes_arrives() {
     std::fs::remove_dir_all(&roots).unwrap();
     let imported = |log: &str| log.matches("imported /nix/store/").count();
     let before = imported(&receiver.log());
-    for (derivation, targets) in [(false, paths.to_vec()), (true, vec![drv.clone()])] {
-        let mut cmd = ci.nix("nix");
-        cmd.args(["copy", "--to", &receiver.url(), "--netrc-file"])
-            .arg(&netrc)
-            .args(NO_NARINFO_CACHE);
-        if derivation {
-            cmd.arg("--derivation");
-        }
-        run(cmd.args(&targets));
-    }
+    push_all();
     assert_eq!(imported(&receiver.log()), before, "{}", receiver.log());
     for p in paths.iter().map(String::as_str).chain(deps.lines()) {
         let link = roots.join(p.trim_start_matches("/nix/store/"));

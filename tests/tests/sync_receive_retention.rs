@@ -11,6 +11,16 @@ use larder_store::db::StoreDb;
 use larder_tests::receive::{PUSHER, TOKEN, TestReceiver, chain_closure, push};
 use larder_tests::{TestStore, run};
 
+/// Roots older than a day go, none settles, and a pass runs every second.
+const PRUNE_EVERY_SECOND: [&str; 6] = [
+    "--max-age-days",
+    "1",
+    "--settle-secs",
+    "0",
+    "--prune-interval-secs",
+    "1",
+];
+
 /// Push a fresh 5-path closure tagged `tag`; returns its paths, top last.
 fn push_closure(ci: &TestStore, receiver: &TestReceiver, tag: &str) -> Vec<String> {
     let paths = chain_closure(ci, tag, 4);
@@ -262,17 +272,7 @@ fn a_root_renewed_while_a_pass_runs_is_not_removed() {
         })
         .collect();
     let paths = host.add(files);
-    let receiver = TestReceiver::start(
-        &host,
-        &[
-            "--max-age-days",
-            "1",
-            "--settle-secs",
-            "0",
-            "--prune-interval-secs",
-            "1",
-        ],
-    );
+    let receiver = TestReceiver::start(&host, &PRUNE_EVERY_SECOND);
     let agent = ureq::agent();
     let ask_all = || {
         for p in &paths {
@@ -335,15 +335,7 @@ fn a_move_cut_short_by_kill_9_is_finished_after_a_restart() {
         .collect();
     let paths = host.add(files);
     let [newest, due, renewed, twice] = [0, 1, 2, 3].map(|i| paths[i].clone());
-    let args = [
-        "--max-age-days",
-        "1",
-        "--settle-secs",
-        "0",
-        "--prune-interval-secs",
-        "1",
-    ];
-    let mut receiver = TestReceiver::start(&host, &args);
+    let mut receiver = TestReceiver::start(&host, &PRUNE_EVERY_SECOND);
     for p in &paths {
         let r = receiver
             .request("GET", &larder_tests::narinfo_url(p))
