@@ -60,8 +60,10 @@ pub fn list(cli: &Cli, args: &RootsArgs) -> Result<ExitCode> {
         let policy = policies.for_source(&source);
         say!("source {source} ({})", describe_policy(policy));
         // As the receiver counts its own sources: roots younger than the
-        // settle time are neither ranked nor removed.
-        let settle = if source.starts_with(RECEIVE_SOURCE_PREFIX) {
+        // settle time are neither ranked nor removed. Without a policy
+        // nothing is removed, so nothing waits to be ranked either.
+        let settle = if source.starts_with(RECEIVE_SOURCE_PREFIX) && policy != Retention::default()
+        {
             Duration::from_secs(args.settle_secs)
         } else {
             Duration::ZERO

@@ -67,6 +67,10 @@ fn keep_last_counts_closures_and_gc_follows_retention() {
         "{list}"
     );
     assert_eq!(list.matches("expired").count(), 1, "{list}");
+    // Without a policy nothing goes, so nothing is "settling" either.
+    let list = run_stdout(&mut setup.command(&["roots"]));
+    assert!(list.contains("(no policy: everything kept)"), "{list}");
+    assert!(!list.contains("settling"), "{list}");
     // Nobody reads the listing (`… | head -0`): the pruning still finishes.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
