@@ -43,6 +43,7 @@ pub mod public_key;
 pub mod signature;
 pub mod signer_proto;
 pub mod tokens;
+pub mod unix_socket;
 
 #[cfg(test)]
 mod format_properties;

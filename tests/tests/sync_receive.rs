@@ -852,7 +852,8 @@ fn import_daemons_end_after_a_push_and_their_death_is_survived() {
 /// `--listen unix:PATH` behind a proxy on the host: the socket is 0660
 /// (`--socket-mode`) whatever the umask (the units set 0077, which left
 /// nginx with "Permission denied"), so a proxy in the receiver's group
-/// connects; a mode with more than read/write bits is refused.
+/// connects; a mode with more than read/write bits is refused. Only a
+/// socket a crash left is replaced: never a live receiver's, never a file.
 #[test]
 fn a_unix_socket_gets_its_mode_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
@@ -862,13 +863,13 @@ fn a_unix_socket_gets_its_mode_whatever_the_umask() {
     fs::write(&tokens, format!("{PUSHER} {TOKEN}\n")).unwrap();
     fs::set_permissions(&tokens, fs::Permissions::from_mode(0o600)).unwrap();
     let socket = dir.path().join("receive.sock");
-    let receive = |mode: &[&str]| {
+    let receive = |at: &Path, mode: &[&str]| {
         let mut cmd = larder_tests::nix_command("sh");
         cmd.args(["-c", "umask 077; exec \"$@\"", "sh"])
             .arg(larder_tests::process::binary("larder-sync"))
             .arg("--store-root")
             .arg(host.root())
-            .args(["receive", "--listen", &format!("unix:{}", socket.display())])
+            .args(["receive", "--listen", &format!("unix:{}", at.display())])
             .arg("--tokens")
             .arg(&tokens)
             .arg("--staging-dir")
@@ -876,12 +877,15 @@ fn a_unix_socket_gets_its_mode_whatever_the_umask() {
             .args(mode);
         cmd
     };
-    let refused = receive(&["--socket-mode", "0777"]).output().unwrap();
+    let refused = receive(&socket, &["--socket-mode", "0777"])
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("socket mode"), "{err}");
 
-    let mut process = larder_tests::process::Running::spawn("larder-sync", &mut receive(&[]));
+    let mut process =
+        larder_tests::process::Running::spawn("larder-sync", &mut receive(&socket, &[]));
     let info = || {
         std::process::Command::new("curl")
             .args(["-sf", "--unix-socket"])
@@ -895,4 +899,24 @@ fn a_unix_socket_gets_its_mode_whatever_the_umask() {
     let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "{mode:o}");
     assert!(String::from_utf8_lossy(&info().stdout).starts_with("StoreDir: "));
+
+    // A second receiver on a live socket is refused, and the first one
+    // keeps answering; a file that is not a socket is never removed.
+    let second = receive(&socket, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("listening"),
+        "{err}"
+    );
+    assert!(info().status.success());
+    drop(process);
+    let file = dir.path().join("not-a-socket");
+    fs::write(&file, "keep me").unwrap();
+    let on_file = receive(&file, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&on_file.stderr);
+    assert!(
+        !on_file.status.success() && err.contains("not a socket"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "keep me");
 }

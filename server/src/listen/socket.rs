@@ -8,10 +8,9 @@
 //! answers on it; a live one (another server) stops the start with its
 //! path, and so does anything that is not a socket.
 
-use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use crate::config::{Bind, SocketOptions};
@@ -71,30 +70,13 @@ fn bind_unix(path: &Path, options: &SocketOptions) -> std::io::Result<UnixListen
     Ok(listener)
 }
 
-/// Remove a socket a crash left at `path`; refuse a live one or a file.
+/// Remove a socket a crash left at `path`; refuse a live one or a file
+/// ([`larder_store::unix_socket::remove_stale`]).
 fn remove_stale(path: &Path) -> std::io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(std::io::Error::other(
-            "exists and is not a socket; remove it or bind elsewhere",
-        ));
+    if larder_store::unix_socket::remove_stale(path)? {
+        tracing::info!(socket = %path.display(), "removed a stale socket");
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(std::io::Error::other(
-            "another process is listening on this socket (a running larder-server?); stop it or bind elsewhere",
-        )),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "removing a stale socket");
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(std::io::Error::other(format!(
-            "cannot tell whether the socket is in use ({e}); remove it if it is stale"
-        ))),
-    }
+    Ok(())
 }
 
 /// A group name (from `/etc/group`) or a numeric gid.

@@ -222,7 +222,11 @@ async fn serve(
         // The socket gets its mode before the server runs (the umask,
         // 0077 in the units, would leave a proxy outside).
         Listen::Unix(path) => {
-            let _ = std::fs::remove_file(path);
+            // Only a socket a crash left: never a file, never a live
+            // receiver's socket.
+            if larder_store::unix_socket::remove_stale(path).map_err(listen_err)? {
+                tracing::info!(socket = %path.display(), "removed a stale socket");
+            }
             server.bind_uds(path).and_then(|server| {
                 std::fs::set_permissions(
                     path,
