@@ -199,11 +199,24 @@ pub fn link(dir: &Path, name: &str, path: &str) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let link = dir.join(name);
-    let tmp = temporary_name(dir, name);
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(path, &tmp).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &link).map_err(io_err(&link))?;
+    replace_link(dir, name, Path::new(path)).map_err(io_err(&link))?;
     Ok(link)
+}
+
+/// Make `<dir>/<name>` a symlink to `target` by renaming a fresh link over
+/// it (or into place): the root never disappears, and the new link has a
+/// fresh mtime. The temporary's name is unique to this call
+/// ([`temporary_name`]): with one shared name, concurrent replacements of
+/// one link removed or renamed each other's temporary (ENOENT, a 500 on
+/// the narinfo PUT; found by 20 concurrent `nix copy`, `load_push_storm`).
+pub fn replace_link(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> {
+    let tmp = temporary_name(dir, name);
+    // Only a crash of a process with this pid long ago left one.
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, dir.join(name)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Whether `dir` lies under the store's own GC-root directory

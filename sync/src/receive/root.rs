@@ -57,7 +57,7 @@ pub fn root_arrival(
         // link said; the root never disappears. Should retention have taken
         // the old link meanwhile, the rename makes it again.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            replace_link(&pusher_dir, &path.to_string(), Path::new(&target))?;
+            gcroots::replace_link(&pusher_dir, &path.to_string(), Path::new(&target))?;
             Ok(ArrivalRoot {
                 link,
                 created: false,
@@ -65,20 +65,6 @@ pub fn root_arrival(
         }
         Err(e) => Err(e),
     }
-}
-
-/// Make `<dir>/<name>` a symlink to `target` by renaming a fresh link over
-/// it. The temporary's name is unique to this call
-/// ([`gcroots::temporary_name`]): concurrent pushes of one path root and
-/// touch the same link, and with one shared temporary name one push
-/// removed or renamed the other's temporary (ENOENT, a 500 on the narinfo
-/// PUT; found by 20 concurrent `nix copy`, `load_push_storm`).
-fn replace_link(dir: &Path, name: &str, target: &Path) -> io::Result<()> {
-    let tmp = gcroots::temporary_name(dir, name);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    fs::rename(&tmp, dir.join(name)).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 #[cfg(test)]
